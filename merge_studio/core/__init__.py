@@ -1,0 +1,1 @@
+"""Qt-free core: checkpoints, methods, the streaming merge engine, recipes."""

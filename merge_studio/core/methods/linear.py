@@ -1,0 +1,141 @@
+"""Averages: simple, weighted (mergekit's ``linear``) and two-model interpolation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from pydantic import Field
+
+from merge_studio.core.methods.registry import register_method
+from merge_studio.core.methods.spec import (
+    MethodParams,
+    MethodSpec,
+    ModelParams,
+    NoModelParams,
+    TensorContext,
+    ui,
+)
+from merge_studio.errors import MethodError
+
+
+class SimpleAverageParams(MethodParams):
+    """Simple average takes no parameters."""
+
+
+def simple_average(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: SimpleAverageParams,
+    model_params: Sequence[NoModelParams],
+    ctx: TensorContext,
+) -> torch.Tensor:
+    out = tensors[0].clone()
+    for t in tensors[1:]:
+        out.add_(t)
+    return out.div_(len(tensors))
+
+
+class WeightedAverageParams(MethodParams):
+    normalize: bool = Field(
+        True,
+        title="Normalise weights",
+        description="Divide by the sum of the weights, so weights 2 and 1 mean 2/3 and 1/3.",
+        json_schema_extra=ui("check"),
+    )
+
+
+class WeightedAverageModelParams(ModelParams):
+    weight: float = Field(
+        1.0,
+        ge=-10.0,
+        le=10.0,
+        title="Weight",
+        description="This model's coefficient in the weighted sum.",
+        json_schema_extra=ui("slider", step=0.05),
+    )
+
+
+def weighted_average(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: WeightedAverageParams,
+    model_params: Sequence[WeightedAverageModelParams],
+    ctx: TensorContext,
+) -> torch.Tensor:
+    weights = [mp.weight for mp in model_params]
+    out = torch.zeros_like(tensors[0])
+    for t, w in zip(tensors, weights, strict=True):
+        out.add_(t, alpha=w)
+    if params.normalize:
+        total = sum(weights)
+        if abs(total) < 1e-8:
+            raise MethodError(
+                f"weights sum to zero for {ctx.name}; cannot normalise",
+                hint="change the weights or turn normalisation off",
+            )
+        out.div_(total)
+    return out
+
+
+class LerpParams(MethodParams):
+    t: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        title="t",
+        description="Position between the models: 0 gives the first model, 1 the second.",
+        json_schema_extra=ui("slider", step=0.01),
+    )
+
+
+def lerp(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: LerpParams,
+    model_params: Sequence[NoModelParams],
+    ctx: TensorContext,
+) -> torch.Tensor:
+    a, b = tensors
+    return torch.lerp(a, b, params.t)
+
+
+register_method(
+    MethodSpec(
+        name="simple_average",
+        label="Simple average",
+        family="Averaging",
+        description="Element-wise mean of all models (a model soup).",
+        params=SimpleAverageParams,
+        merge=simple_average,
+        elementwise=True,
+        reference="Wortsman et al. 2022, Model soups (arXiv:2203.05482)",
+    )
+)
+register_method(
+    MethodSpec(
+        name="weighted_average",
+        label="Weighted average",
+        family="Averaging",
+        description="Sum of the models times per-model weights, optionally divided by their sum.",
+        params=WeightedAverageParams,
+        model_params=WeightedAverageModelParams,
+        merge=weighted_average,
+        elementwise=True,
+        mergekit_name="linear",
+        reference="Wortsman et al. 2022, Model soups (arXiv:2203.05482)",
+        details="Same definitions as mergekit's `linear`: result = Σ wᵢθᵢ, divided by Σ wᵢ when normalize is on.",
+    )
+)
+register_method(
+    MethodSpec(
+        name="lerp",
+        label="Linear interpolation",
+        family="Interpolation",
+        description="(1 − t)·A + t·B between two models.",
+        params=LerpParams,
+        merge=lerp,
+        n_models=(2, 2),
+        elementwise=True,
+    )
+)
