@@ -15,6 +15,8 @@ BUILTIN_MODULES = (
     "merge_studio.core.methods.task_arithmetic",
     "merge_studio.core.methods.model_stock",
     "merge_studio.core.methods.recombination",
+    "merge_studio.core.methods.fisher",
+    "merge_studio.core.rebasin.methods",
 )
 # Aliases so users of other tools find their method (mergekit's ``linear``).
 ALIASES = {"linear": "weighted_average", "average": "simple_average"}
