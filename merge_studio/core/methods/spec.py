@@ -65,7 +65,10 @@ class TensorContext:
     interpolate per-layer lists). ``stats`` holds, per input model, what the
     method's ``statistics`` function computed on the whole tensor (present even
     when the engine passes the tensor in chunks). ``chunk`` is the flat element
-    range being merged, or ``None`` for the whole tensor.
+    range being merged, or ``None`` for the whole tensor. ``metrics`` is a
+    scratch dict a method may add numbers to (summed per layer by the engine and
+    stored with the result), e.g. ``task_mass_total`` and ``task_mass_kept`` for
+    TIES/DARE so users can see how much of each layer's task vectors survived.
     """
 
     name: str
@@ -76,6 +79,11 @@ class TensorContext:
     chunk: tuple[int, int] | None = None
     stats: tuple[Any, ...] = ()
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def add_metric(self, key: str, value: float) -> None:
+        """Accumulate a per-tensor number (see ``metrics``)."""
+        self.metrics[key] = self.metrics.get(key, 0.0) + float(value)
 
     def generator(self) -> torch.Generator:
         """A random generator seeded from the recipe seed, the tensor name and the chunk,

@@ -1,0 +1,1 @@
+"""The ``merge-studio`` command line: thin argparse front ends over the core."""

@@ -1,0 +1,1 @@
+"""Views: widgets that show data they are given; they never compute merges."""

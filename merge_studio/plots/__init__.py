@@ -1,0 +1,1 @@
+"""Plots drawn on a matplotlib Axes (OO API only), shared by the GUI and the CLI."""
