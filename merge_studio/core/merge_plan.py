@@ -1,0 +1,242 @@
+"""Everything decided before the first tensor is read: roles, key actions, output layout.
+
+Planning opens the checkpoints lazily (headers only), so mistakes — a missing
+base, a shape mismatch, an output that would overwrite an input — are reported
+in a second, before any work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from merge_studio.core.checkpoints import Checkpoint, open_checkpoint
+from merge_studio.core.device import resolve_device
+from merge_studio.core.dtypes import parse_dtype
+from merge_studio.core.methods.layered import layer_depths, resolve_params
+from merge_studio.core.methods.spec import MethodSpec
+from merge_studio.core.recipe import ModelEntry, Recipe
+from merge_studio.core.writer import PlannedTensor, output_targets
+from merge_studio.errors import IncompatibleCheckpointsError, MethodError, OutputError
+
+ARCH_METADATA_KEY = "merge_studio.arch"
+
+
+@dataclass(frozen=True)
+class KeyAction:
+    """What happens to one tensor: merged by the method, copied from ``source``, or left out."""
+
+    kind: str  # "merge" | "copy"
+    source: Checkpoint | None = None
+    reason: str = ""
+
+
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
+    except OSError:
+        return pa.resolve() == pb.resolve()
+
+
+@dataclass
+class MergePlan:
+    """Roles of the inputs and the fate of every tensor, for one recipe."""
+
+    recipe: Recipe
+    spec: MethodSpec
+    models: list[Checkpoint]
+    model_entries: list[ModelEntry]
+    base: Checkpoint | None
+    device: torch.device
+    compute_dtype: torch.dtype
+    out_dtype: torch.dtype | None
+    keys: list[str] = field(default_factory=list)
+    actions: dict[str, KeyAction] = field(default_factory=dict)
+    planned: list[PlannedTensor] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    depths: dict[str, float] = field(default_factory=dict)
+    arch: str | None = None
+    _param_cache: dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def all_checkpoints(self) -> list[Checkpoint]:
+        """Every distinct input (base included once)."""
+        out = list(self.models)
+        if self.base is not None and all(self.base is not m for m in out):
+            out.append(self.base)
+        return out
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(ck.name for ck in self.models)
+
+    def targets(self, count: int) -> list[Path]:
+        assert self.recipe.output is not None
+        return output_targets(Path(self.recipe.output), count)
+
+    def params_for(self, name: str, depth: float) -> Any:
+        """The method's parameters for one tensor (per-layer values resolved and validated)."""
+        resolved = resolve_params(self.recipe.params, name, depth)
+        key = ("p", tuple(sorted((k, repr(v)) for k, v in resolved.items())))
+        if key not in self._param_cache:
+            self._param_cache[key] = self.spec.params.model_validate(resolved)
+        return self._param_cache[key]
+
+    def model_params_for(self, name: str, depth: float) -> list[Any]:
+        out = []
+        for entry in self.model_entries:
+            resolved = resolve_params(entry.params, name, depth)
+            key = ("m", tuple(sorted((k, repr(v)) for k, v in resolved.items())))
+            if key not in self._param_cache:
+                self._param_cache[key] = self.spec.model_params.model_validate(resolved)
+            out.append(self._param_cache[key])
+        return out
+
+    def close(self) -> None:
+        for ck in self.all_checkpoints:
+            ck.close()
+
+
+def _order_models(recipe: Recipe, spec: MethodSpec) -> tuple[list[ModelEntry], bool]:
+    """The models the method sees, and whether the base is used as a base.
+
+    Task methods take the base separately (and skip it in the model list, as
+    mergekit does). Methods without a base role see the base first when it is one
+    of the models, or prepended when they need one more model (SLERP's base).
+    """
+    entries = list(recipe.models)
+    base = recipe.base
+    if spec.base == "required" and base is None:
+        raise MethodError(f"{spec.label} needs a base model", hint="mark one model as the base")
+    if spec.base != "unused":
+        if base is not None:
+            entries = [e for e in entries if not _same_path(e.path, base)]
+        return entries, base is not None
+    if base is not None:
+        at = [i for i, e in enumerate(entries) if _same_path(e.path, base)]
+        if at:
+            entries.insert(0, entries.pop(at[0]))
+        elif spec.n_models[1] is not None and len(entries) == spec.n_models[1] - 1:
+            entries.insert(0, ModelEntry(path=base))
+    return entries, False
+
+
+def _check_output(recipe: Recipe, inputs: Sequence[Checkpoint]) -> None:
+    if not recipe.output:
+        raise OutputError("no output path given", hint="set output in the recipe or pass -o OUT")
+    target = Path(recipe.output).expanduser().resolve()
+    for ck in inputs:
+        paths = [ck.path.resolve(), *[p.resolve() for p in ck.source_files()]]
+        for p in paths:
+            if target == p or (p.is_dir() and p in target.parents) or (target.exists() and _same_path(target, p)):
+                raise OutputError(
+                    f"the output {target} would overwrite the input {ck.name}",
+                    hint="choose another output path; inputs are never overwritten",
+                )
+
+
+def _describe_problems(problems: list[str]) -> str:
+    shown = problems[:8]
+    more = f"; … and {len(problems) - 8} more" if len(problems) > 8 else ""
+    return "; ".join(shown) + more
+
+
+def plan_merge(recipe: Recipe) -> MergePlan:
+    """Open the inputs lazily, assign roles and decide every tensor's fate."""
+    spec = recipe.spec
+    entries, uses_base = _order_models(recipe, spec)
+    spec.check_model_count(len(entries))
+    opened: dict[str, Checkpoint] = {}
+
+    def open_once(path: str) -> Checkpoint:
+        key = str(Path(path).expanduser().resolve())
+        if key not in opened:
+            opened[key] = open_checkpoint(path)
+        return opened[key]
+
+    try:
+        models = [open_once(e.path) for e in entries]
+        base = open_once(recipe.base) if recipe.base else None
+        _check_output(recipe, [*models, *([base] if base else [])])
+        arch = recipe.arch or next(
+            (ck.metadata[ARCH_METADATA_KEY] for ck in [*([base] if base else []), *models] if ARCH_METADATA_KEY in ck.metadata),
+            None,
+        )
+        if spec.needs_arch and not arch:
+            raise MethodError(f"{spec.label} needs the model's architecture", hint="set arch in the recipe or pass --arch")
+        plan = MergePlan(
+            recipe=recipe,
+            spec=spec,
+            models=models,
+            model_entries=entries,
+            base=base,
+            device=resolve_device(recipe.device),
+            compute_dtype=parse_dtype(recipe.compute_dtype) or torch.float32,
+            out_dtype=parse_dtype(recipe.dtype),
+            arch=arch,
+        )
+        if spec.streaming:
+            _plan_keys(plan, uses_base)
+        return plan
+    except BaseException:
+        for ck in opened.values():
+            ck.close()
+        raise
+
+
+def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
+    recipe, models, base = plan.recipe, plan.models, plan.base
+    role_base = base if uses_base else None
+    reference = base if base is not None else models[0]
+    keys: list[str] = []
+    seen: set[str] = set()
+    for ck in [reference, *models]:
+        for k in ck.keys():
+            if k not in seen:
+                seen.add(k)
+                keys.append(k)
+    problems: list[str] = []
+    participants = [*models, *([role_base] if role_base is not None else [])]
+    for key in keys:
+        holders = [ck for ck in participants if key in ck]
+        shapes = {ck.info(key).shape for ck in holders}
+        complete = len(holders) == len(participants)
+        if complete and len(shapes) == 1:
+            if all(ck.info(key).dtype.is_floating_point for ck in holders):
+                plan.actions[key] = KeyAction("merge")
+            else:
+                source = reference if key in reference else holders[0]
+                plan.actions[key] = KeyAction("copy", source, "not a float tensor")
+            continue
+        if complete:
+            detail = ", ".join(f"{ck.name} {tuple(ck.info(key).shape)}" for ck in holders)
+            why = f"{key}: shapes differ ({detail})"
+        else:
+            lacking = [ck.name for ck in participants if key not in ck]
+            why = f"{key}: missing from {', '.join(lacking)}"
+        if recipe.on_mismatch == "error":
+            problems.append(why)
+        elif recipe.on_mismatch == "skip":
+            plan.skipped.append(key)
+        else:
+            source = reference if key in reference else holders[0]
+            plan.actions[key] = KeyAction("copy", source, why)
+    if problems:
+        raise IncompatibleCheckpointsError(
+            f"{len(problems)} tensor(s) cannot be merged: {_describe_problems(problems)}",
+            hint="set on_mismatch to copy_base (copy them from the base or first model) or skip (leave them out)",
+        )
+    plan.keys = [k for k in keys if k in plan.actions]
+    plan.depths = layer_depths(plan.keys)
+    for key in plan.keys:
+        action = plan.actions[key]
+        src = action.source if action.source is not None else (role_base if role_base is not None else models[0])
+        info = src.info(key)
+        dtype = plan.out_dtype if (plan.out_dtype is not None and info.dtype.is_floating_point) else info.dtype
+        plan.planned.append(PlannedTensor(key, info.shape, dtype))

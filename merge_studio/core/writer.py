@@ -1,0 +1,283 @@
+"""Streaming safetensors output that appears all at once or not at all.
+
+The tensor list is known before the first byte is written (names, shapes and
+dtypes come from the inputs), so each file's header is laid out up front and
+tensor data is appended as it is computed, chunk by chunk. Space is reserved in
+the header for metadata only known at the end (source hashes, per-layer
+statistics), which the spec allows to be padded with spaces.
+
+Everything is written under a temporary name next to the target and renamed into
+place by :meth:`OutputSet.commit`; :meth:`OutputSet.abort` removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from merge_studio.core.dtypes import SAFETENSORS_CODES, element_size
+from merge_studio.errors import OutputError
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor the output will hold."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * element_size(self.dtype)
+
+
+def _header_bytes(tensors: Sequence[PlannedTensor], metadata: Mapping[str, str]) -> bytes:
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    for t in tensors:
+        header[t.name] = {
+            "dtype": SAFETENSORS_CODES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + t.nbytes],
+        }
+        offset += t.nbytes
+    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class SafetensorsStreamWriter:
+    """One safetensors file, filled tensor by tensor in the planned order."""
+
+    def __init__(self, path: Path, tensors: Sequence[PlannedTensor], metadata: Mapping[str, str], reserve: int = 0) -> None:
+        self.path = Path(path)
+        self.tensors = list(tensors)
+        names = [t.name for t in self.tensors]
+        if len(set(names)) != len(names):
+            raise OutputError("two output tensors have the same name")
+        header = _header_bytes(self.tensors, metadata)
+        # Room for metadata known only at the end; keep data 8-byte aligned.
+        self._header_len = (len(header) + reserve + 8 + 7) // 8 * 8
+        self._file = self.path.open("wb")
+        self._file.write(struct.pack("<Q", self._header_len))
+        self._file.write(header.ljust(self._header_len, b" "))
+        self._index = 0
+        self._written = 0
+
+    @property
+    def current(self) -> PlannedTensor | None:
+        """The tensor whose bytes are expected next."""
+        return self.tensors[self._index] if self._index < len(self.tensors) else None
+
+    def write(self, name: str, data: torch.Tensor) -> None:
+        """Append (part of) tensor ``name``; parts must come in order and add up."""
+        planned = self.current
+        if planned is None or planned.name != name:
+            raise OutputError(f"writer expected {planned.name if planned else 'nothing'}, got {name}")
+        if data.dtype != planned.dtype:
+            data = data.to(planned.dtype)
+        flat = data.detach().to("cpu").contiguous().reshape(-1)
+        raw = flat.view(torch.uint8) if flat.numel() else flat.to(torch.uint8)
+        nbytes = raw.numel()
+        if self._written + nbytes > planned.nbytes:
+            raise OutputError(f"too much data for {name}: shape {planned.shape}")
+        if nbytes:
+            self._file.write(memoryview(raw.numpy()))
+        self._written += nbytes
+        if self._written == planned.nbytes:
+            self._index += 1
+            self._written = 0
+            while self.current is not None and self.current.nbytes == 0:  # empty tensors
+                self._index += 1
+
+    def finish(self, metadata: Mapping[str, str]) -> None:
+        """Check everything arrived, write the final header and flush to disk."""
+        while self.current is not None and self.current.nbytes == 0:
+            self._index += 1
+        if self.current is not None:
+            raise OutputError(f"output incomplete: {self.current.name} was never written")
+        header = _header_bytes(self.tensors, metadata)
+        if len(header) > self._header_len:
+            raise OutputError("metadata grew beyond the space reserved for it (please report this)")
+        self._file.seek(8)
+        self._file.write(header.ljust(self._header_len, b" "))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def _shard_plan(tensors: Sequence[PlannedTensor], shard_bytes: int | None) -> list[list[PlannedTensor]]:
+    if not shard_bytes:
+        return [list(tensors)]
+    shards: list[list[PlannedTensor]] = [[]]
+    size = 0
+    for t in tensors:
+        if shards[-1] and size + t.nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(t)
+        size += t.nbytes
+    return shards
+
+
+class OutputSet:
+    """The files of one output model: a single ``.safetensors`` file, or a folder of shards.
+
+    A target ending in ``.safetensors`` is a single file; any other target is a
+    folder holding ``model.safetensors`` or shards with an index (Hugging Face layout).
+    """
+
+    def __init__(
+        self,
+        target: Path,
+        tensors: Sequence[PlannedTensor],
+        *,
+        shard_bytes: int | None,
+        metadata: Mapping[str, str],
+        reserve: int = 0,
+    ) -> None:
+        self.target = Path(target)
+        self.is_file = self.target.suffix == ".safetensors"
+        shards = _shard_plan(tensors, shard_bytes)
+        if self.is_file and len(shards) > 1:
+            raise OutputError(
+                f"the output ({sum(t.nbytes for t in tensors) / 1e9:.2f} GB) is larger than the shard size",
+                hint="give a folder as output to write shards, or raise the shard size",
+            )
+        _check_target(self.target, self.is_file)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.target.parent / f".{self.target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        if not self.is_file:
+            self.tmp.mkdir()
+        self._names: list[str] = []
+        self._writers: list[SafetensorsStreamWriter] = []
+        self._writer_of: dict[str, SafetensorsStreamWriter] = {}
+        n = len(shards)
+        try:
+            for i, shard in enumerate(shards):
+                if self.is_file:
+                    name, path = self.target.name, self.tmp
+                else:
+                    name = SINGLE_NAME if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+                    path = self.tmp / name
+                # Full metadata lives in a single file, or in the index (and the first shard).
+                writer = SafetensorsStreamWriter(path, shard, metadata, reserve if i == 0 else 0)
+                self._names.append(name)
+                self._writers.append(writer)
+                for t in shard:
+                    self._writer_of[t.name] = writer
+        except BaseException:
+            self.abort()
+            raise
+        self._sharded = n > 1
+        self._metadata = dict(metadata)
+
+    def write(self, name: str, data: torch.Tensor) -> None:
+        self._writer_of[name].write(name, data)
+
+    def commit(self, metadata: Mapping[str, str]) -> Path:
+        """Finish every file and move the output into place; returns the target."""
+        try:
+            for i, w in enumerate(self._writers):
+                w.finish(metadata if i == 0 else self._metadata)
+            if self._sharded:
+                weight_map = {t.name: self._names[i] for i, w in enumerate(self._writers) for t in w.tensors}
+                index = {
+                    "metadata": {"total_size": sum(t.nbytes for w in self._writers for t in w.tensors), **metadata},
+                    "weight_map": weight_map,
+                }
+                (self.tmp / INDEX_NAME).write_text(json.dumps(index, indent=2), encoding="utf-8")
+            _move_into_place(self.tmp, self.target)
+        except BaseException:
+            self.abort()
+            raise
+        return self.target
+
+    def abort(self) -> None:
+        """Close and delete everything written so far; the target is untouched."""
+        for w in self._writers:
+            w.close()
+        if self.tmp.is_dir():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _check_target(target: Path, is_file: bool) -> None:
+    if is_file and target.is_dir():
+        raise OutputError(f"{target} is a folder", hint="choose a file name ending in .safetensors")
+    if not is_file and target.exists():
+        if not target.is_dir():
+            raise OutputError(f"{target} exists and is not a folder")
+        ours = {SINGLE_NAME, INDEX_NAME}
+        foreign = [p.name for p in target.iterdir() if p.name not in ours and not p.name.startswith("model-")]
+        if foreign:
+            raise OutputError(
+                f"output folder {target} already holds other files ({', '.join(sorted(foreign)[:3])})",
+                hint="choose an empty or new folder",
+            )
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    if tmp.is_dir() and target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def output_targets(target: Path, count: int) -> list[Path]:
+    """Targets for a method that produces ``count`` models (model recombination)."""
+    if count == 1:
+        return [target]
+    if target.suffix == ".safetensors":
+        return [target.with_name(f"{target.stem}-{i + 1}{target.suffix}") for i in range(count)]
+    return [target.with_name(f"{target.name}-{i + 1}") for i in range(count)]
+
+
+def write_state_dict(
+    target: str | Path,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+    *,
+    shard_bytes: int | None = None,
+) -> Path:
+    """Save a state dict as safetensors atomically (for aligned models, demo models...)."""
+    planned = [PlannedTensor(n, tuple(t.shape), t.dtype) for n, t in tensors.items()]
+    out = OutputSet(Path(target), planned, shard_bytes=shard_bytes, metadata=dict(metadata or {}))
+    try:
+        for name, t in tensors.items():
+            out.write(name, t)
+    except BaseException:
+        out.abort()
+        raise
+    return out.commit(dict(metadata or {}))
