@@ -1,0 +1,45 @@
+"""``.pt2`` exported programs: they carry their own graph, module and example inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from merge_studio.errors import ArchitectureError
+
+
+def load_program(path: str | Path) -> Any:
+    """Load a ``torch.export`` program, through the safe checkpoint reader when present."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ArchitectureError(f"exported program {p} does not exist")
+    try:
+        from merge_studio.core.checkpoints.export_reader import load_exported_program
+    except ImportError:  # the reader is written alongside; until then torch's own loader
+        load_exported_program = None
+    try:
+        if load_exported_program is not None:
+            return load_exported_program(p)
+        import torch.export
+
+        return torch.export.load(str(p))
+    except ArchitectureError:
+        raise
+    except Exception as exc:
+        raise ArchitectureError(
+            f"cannot load exported program {p.name}: {exc}",
+            hint="save it with torch.export.save(torch.export.export(model, args), 'model.pt2')",
+        ) from exc
+
+
+def program_module(path: str | Path) -> nn.Module:
+    """The program as an ``nn.Module`` whose state dict uses the original parameter names."""
+    return load_program(path).module()
+
+
+def program_example_input(path: str | Path) -> Any:
+    """The example inputs recorded at export time (a tensor, or a tuple of them)."""
+    args, _kwargs = load_program(path).example_inputs
+    return args[0] if len(args) == 1 else tuple(args)
