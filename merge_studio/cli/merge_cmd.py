@@ -1,0 +1,129 @@
+"""``merge-studio merge``: run a recipe (ours or a mergekit config), or a quick merge from flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from merge_studio.cli.inspect_cmd import human_bytes
+from merge_studio.cli.params import parse_assignments, parse_model_params
+from merge_studio.cli.progress_bar import ProgressBar
+from merge_studio.core.engine import run_merge
+from merge_studio.core.recipe import Recipe, load_recipe
+from merge_studio.errors import RecipeError
+
+EPILOG = """examples:
+  merge-studio merge recipe.yaml
+  merge-studio merge mergekit-config.yml -o merged/
+  merge-studio merge --method slerp a.safetensors b.safetensors --param t=0.3 -o out.safetensors
+  merge-studio merge --method ties --base base.safetensors ft1.safetensors ft2.safetensors \\
+      --model-param weight=1,0.5 --model-param density=0.5 --param lambda=1.0 -o out/
+
+per-layer values: --param "t=[0, 0.5, 1]" fades t from the first to the last layer;
+--param 't=[{filter: attn, value: 0.3}, {value: 0.7}]' sets it by tensor name."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "merge",
+        help="merge checkpoints from a recipe or from flags",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="*", metavar="RECIPE|MODEL", help="a recipe YAML, or the models (with --method)")
+    parser.add_argument("-o", "--output", help="output .safetensors file or folder (overrides the recipe)")
+    parser.add_argument("--method", help="merge method for a quick merge (see 'merge-studio methods list')")
+    parser.add_argument("--base", help="base model path")
+    parser.add_argument("--model", action="append", default=[], help="add a model (repeatable)")
+    parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="method parameter (repeatable)")
+    parser.add_argument("--model-param", action="append", metavar="NAME=V1,V2,...", help="per-model parameter, one value per model in order")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", help="output dtype: float32, float16, bfloat16 (default: the inputs')")
+    parser.add_argument("--shard-size", help="split output into shards above this size, e.g. 5GB (output must be a folder)")
+    parser.add_argument("--on-mismatch", choices=["error", "copy_base", "skip"], help="what to do with tensors not shared by all models")
+    parser.add_argument("--arch", help="architecture spec (needed by data-aware and re-basin methods)")
+    parser.add_argument("--seed", type=int, help="random seed for randomised methods")
+    parser.add_argument("--no-hash", action="store_true", help="don't record the sources' SHA-256 in the output")
+    parser.add_argument("--save-recipe", metavar="PATH", help="also save the recipe that was run")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def build_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe a command line describes (a file with overrides, or flags alone)."""
+    overrides: dict[str, Any] = {}
+    for key, value in (
+        ("output", args.output and str(Path(args.output).resolve())),
+        ("device", args.device),
+        ("dtype", args.dtype),
+        ("shard_size", args.shard_size),
+        ("on_mismatch", args.on_mismatch),
+        ("arch", args.arch),
+        ("seed", args.seed),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if args.no_hash:
+        overrides["hash_sources"] = False
+    if args.method:
+        paths = [*args.inputs, *args.model]
+        if not paths:
+            raise RecipeError("no models given", hint="list the model paths after --method NAME")
+        per_model = parse_model_params(args.model_param, len(paths))
+        data: dict[str, Any] = {
+            "method": args.method,
+            "models": [{"path": str(Path(p).resolve()), "params": mp} for p, mp in zip(paths, per_model, strict=True)],
+            "params": parse_assignments(args.param),
+            **overrides,
+        }
+        if args.base:
+            data["base"] = str(Path(args.base).resolve())
+        return Recipe.from_mapping(data, source="command line")
+    if len(args.inputs) != 1 or args.model:
+        raise RecipeError("give one recipe file, or --method NAME with the models")
+    recipe = load_recipe(args.inputs[0])
+    data = recipe.model_dump()
+    data.update(overrides)
+    if args.base:
+        data["base"] = str(Path(args.base).resolve())
+    if args.param:
+        data["params"] = {**data["params"], **parse_assignments(args.param)}
+    return Recipe.from_mapping(data, source=args.inputs[0])
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = build_recipe(args)
+    if args.save_recipe:
+        recipe.save(args.save_recipe)
+    bar = ProgressBar(enabled=not args.quiet)
+    try:
+        result = run_merge(recipe, on_progress=bar)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps({
+            "outputs": [str(p) for p in result.outputs],
+            "method": result.method,
+            "tensors": result.tensor_count,
+            "merged": result.merged,
+            "copied": list(result.copied),
+            "skipped": list(result.skipped),
+            "seconds": round(result.seconds, 3),
+            "bytes_read": result.bytes_read,
+            "bytes_written": result.bytes_written,
+        }, indent=2))
+        return 0
+    rate = result.bytes_read / result.seconds if result.seconds > 0 else 0
+    for out in result.outputs:
+        print(f"wrote {out}")
+    print(
+        f"{result.tensor_count} tensors ({result.merged} merged, {len(result.copied)} copied, "
+        f"{len(result.skipped)} left out), {human_bytes(result.bytes_written)} in {result.seconds:.1f} s "
+        f"({human_bytes(rate)}/s read)",
+        file=sys.stderr if args.quiet else sys.stdout,
+    )
+    return 0
