@@ -1,0 +1,174 @@
+"""Merge throughput and memory against two baselines measured in the same run.
+
+Generates synthetic Llama-shaped sharded checkpoints (default ~1.1B parameters in
+bf16, like TinyLlama), then for 2 and 3 models and for simple_average and ties
+measures, each in a fresh subprocess:
+
+* plain read  — reading every input byte once (the floor for any merge);
+* naive torch — ``torch.load``-style: all models in memory, averaged with torch;
+* merge-studio — the streaming engine.
+
+Prints wall time, input GB/s, peak RSS, and ratios to the plain read.
+
+    python benchmarks/merge_throughput.py                 # full size (needs ~16 GB disk)
+    python benchmarks/merge_throughput.py --params 0.1    # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+LAYOUT = dict(hidden=2048, intermediate=5632, kv=256, vocab=32000)
+
+
+def llama_shapes(params_b: float) -> dict[str, tuple[int, ...]]:
+    h, i, kv, v = LAYOUT["hidden"], LAYOUT["intermediate"], LAYOUT["kv"], LAYOUT["vocab"]
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * i + 2 * h
+    fixed = 2 * v * h + h
+    layers = max(1, round((params_b * 1e9 - fixed) / per_layer))
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h)}
+    for n in range(layers):
+        p = f"model.layers.{n}."
+        shapes |= {
+            p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
+            p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
+            p + "mlp.gate_proj.weight": (i, h), p + "mlp.up_proj.weight": (i, h),
+            p + "mlp.down_proj.weight": (h, i), p + "input_layernorm.weight": (h,),
+            p + "post_attention_layernorm.weight": (h,),
+        }
+    shapes |= {"model.norm.weight": (h,), "lm_head.weight": (v, h)}
+    return shapes
+
+
+def generate(folder: Path, shapes: dict[str, tuple[int, ...]], seed: int, shard_bytes: int = 1 << 30) -> None:
+    """A sharded HF-layout folder of random bf16 tensors."""
+    from merge_studio.core.writer import write_state_dict
+
+    g = torch.Generator().manual_seed(seed)
+    tensors = {n: (torch.randn(s, generator=g) * 0.02).to(torch.bfloat16) for n, s in shapes.items()}
+    write_state_dict(folder, tensors, {"format": "pt"}, shard_bytes=shard_bytes)
+
+
+# --- measured jobs (run in a child process) ----------------------------------------------------
+def job_plain_read(folders: list[str]) -> None:
+    buf = bytearray(16 << 20)
+    for f in folders:
+        for p in sorted(Path(f).glob("*.safetensors")):
+            with p.open("rb", buffering=0) as fh:
+                while fh.readinto(buf):
+                    pass
+
+
+def job_naive(folders: list[str], out: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    states = []
+    for f in folders:
+        sd: dict[str, torch.Tensor] = {}
+        for p in sorted(Path(f).glob("*.safetensors")):
+            sd.update(load_file(p))
+        states.append(sd)
+    merged = {k: (sum(s[k].float() for s in states) / len(states)).to(torch.bfloat16) for k in states[0]}
+    save_file(merged, out)
+
+
+def job_engine(folders: list[str], out: str, method: str) -> None:
+    from merge_studio.core.engine import run_merge
+    from merge_studio.core.recipe import Recipe
+
+    if method == "ties":
+        recipe = Recipe(method="ties", base=folders[0], models=[{"path": f, "params": {"weight": 1.0, "density": 0.5}} for f in folders[1:]],
+                        output=out, hash_sources=False)
+    else:
+        recipe = Recipe(method=method, models=[{"path": f} for f in folders], output=out, hash_sources=False)
+    run_merge(recipe)
+
+
+def child(argv: list[str]) -> None:
+    kind, payload = argv[0], json.loads(argv[1])
+    start = time.perf_counter()
+    if kind == "plain":
+        job_plain_read(payload["folders"])
+    elif kind == "naive":
+        job_naive(payload["folders"], payload["out"])
+    else:
+        job_engine(payload["folders"], payload["out"], payload["method"])
+    seconds = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "peak_rss": rss}))
+
+
+def measure(kind: str, **payload) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(payload)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=float, default=1.1, help="billions of parameters per model (default 1.1)")
+    parser.add_argument("--models", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--methods", nargs="+", default=["simple_average", "ties"])
+    parser.add_argument("--dir", type=Path, help="where to generate (default: a temporary folder)")
+    parser.add_argument("--skip-naive", action="store_true", help="skip the in-memory baseline")
+    args = parser.parse_args()
+
+    root = args.dir or Path(tempfile.mkdtemp(prefix="ms-bench-"))
+    shapes = llama_shapes(args.params)
+    n_params = sum(torch.Size(s).numel() for s in shapes.values())
+    need = max(args.models)
+    print(f"# {n_params / 1e9:.2f}B parameters per model, bf16, {n_params * 2 / 1e9:.2f} GB each; folder {root}")
+    folders = []
+    for k in range(need):
+        folder = root / f"model{k}"
+        if not (folder / "model.safetensors.index.json").exists() and not (folder / "model.safetensors").exists():
+            t = time.perf_counter()
+            generate(folder, shapes, seed=k)
+            print(f"# generated {folder.name} in {time.perf_counter() - t:.1f} s")
+        folders.append(str(folder))
+    rows = []
+    try:
+        for n in args.models:
+            ins = folders[:n]
+            in_bytes = sum(p.stat().st_size for f in ins for p in Path(f).glob("*.safetensors"))
+            job_plain_read(ins)  # warm the page cache so every contender starts equal
+            base = measure("plain", folders=ins)
+            rows.append((f"{n} models", "plain read", base, in_bytes, base))
+            if not args.skip_naive:
+                out = str(root / "naive.safetensors")
+                r = measure("naive", folders=ins, out=out)
+                Path(out).unlink(missing_ok=True)
+                rows.append((f"{n} models", "naive torch average", r, in_bytes, base))
+            for method in args.methods:
+                out = str(root / f"out-{method}")
+                r = measure("engine", folders=ins, out=out, method=method)
+                shutil.rmtree(out, ignore_errors=True)
+                rows.append((f"{n} models", f"merge-studio {method}", r, in_bytes, base))
+    finally:
+        if args.dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"\n| inputs | job | wall s | input GB/s | peak RSS GB | speed vs plain read |")
+    print("|---|---|---:|---:|---:|---:|")
+    for group, job, r, in_bytes, base in rows:
+        gbps = in_bytes / r["seconds"] / 1e9
+        ratio = base["seconds"] / r["seconds"]
+        print(f"| {group} | {job} | {r['seconds']:.2f} | {gbps:.2f} | {r['peak_rss'] / 1e9:.2f} | {ratio:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
