@@ -110,6 +110,12 @@ register_method(
         merge=simple_average,
         elementwise=True,
         reference="Wortsman et al. 2022, Model soups (arXiv:2203.05482)",
+        details=(
+            "The result is (θ₁ + … + θₙ)/n, entry by entry. Averaging works when the models share a "
+            "pre-trained starting point (fine-tunes of one base, or checkpoints of one run); models "
+            "trained from different random starts usually need aligning first. Equal to mergekit's "
+            "linear with every weight 1."
+        ),
     )
 )
 register_method(
@@ -124,7 +130,13 @@ register_method(
         elementwise=True,
         mergekit_name="linear",
         reference="Wortsman et al. 2022, Model soups (arXiv:2203.05482)",
-        details="Same definitions as mergekit's `linear`: result = Σ wᵢθᵢ, divided by Σ wᵢ when normalize is on.",
+        details=(
+            "The result is Σ wᵢθᵢ, divided by Σ wᵢ when normalize is on (the default), entry by entry. "
+            "Use it like a simple average when some models should count more; weights can vary by layer. "
+            "Same definitions as mergekit's linear, with two deliberate differences: a missing weight "
+            "means 1 (mergekit requires one), and weights that sum to zero with normalize on stop the "
+            "merge with an error naming the tensor (mergekit would divide by zero)."
+        ),
     )
 )
 register_method(
@@ -137,5 +149,10 @@ register_method(
         merge=lerp,
         n_models=(2, 2),
         elementwise=True,
+        details=(
+            "The result is (1 − t)·A + t·B, entry by entry: t = 0 gives the first model, t = 1 the "
+            "second, and t can vary by layer. With a base model, the base is A. Equal to mergekit's "
+            "linear with weights 1 − t and t; SLERP follows the arc instead of the straight line."
+        ),
     )
 )
