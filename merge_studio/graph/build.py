@@ -1,0 +1,222 @@
+"""Trace a module with torchview into a :class:`ModuleGraph` (dot source + layer map).
+
+Tracing runs on the meta device where it can: a meta copy of the module (made
+without copying any weight) is fed meta inputs, so even big models trace in no
+memory. Modules whose forward does not run on meta are traced for real, on a
+copy-free path with ``torch.no_grad``.
+
+torchview identifies a module node by ``id(module)``; we map those ids to dotted
+paths with ``named_modules()`` of the module that was actually traced, so every
+node knows its layer (``layer1.0.conv1``) whatever its depth.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from merge_studio.errors import ArchitectureError
+from merge_studio.graph import style
+from merge_studio.graph.model import (
+    LEGEND_PLACEHOLDER,
+    GraphNode,
+    ModuleGraph,
+    fill_placeholder,
+    font_placeholder,
+    format_count,
+    format_shape,
+    html_escape,
+)
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` on the meta device, made without copying weight data."""
+    memo: dict[int, Any] = {}
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        meta = tensor.detach().to("meta")
+        memo[id(tensor)] = nn.Parameter(meta, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+    return copy.deepcopy(module, memo)
+
+
+def _to_device(data: Any, device: str) -> Any:
+    if isinstance(data, torch.Tensor):
+        return data.to(device)
+    if isinstance(data, (list, tuple)):
+        return type(data)(_to_device(d, device) for d in data)
+    if isinstance(data, Mapping):
+        return {k: _to_device(v, device) for k, v in data.items()}
+    return data
+
+
+def _shapes(shapes: Any) -> tuple[tuple[int, ...], ...]:
+    out = []
+    for s in shapes or ():
+        try:
+            out.append(tuple(int(d) for d in s))
+        except TypeError:
+            continue
+    return tuple(out)
+
+
+def _node_label(title: str, subtitle: str, shapes_line: str) -> str:
+    parts = [f"<B>{html_escape(title)}</B>"]
+    if subtitle:
+        parts.append(f'<FONT POINT-SIZE="9">{html_escape(subtitle)}</FONT>')
+    if shapes_line:
+        parts.append(f'<FONT POINT-SIZE="8">{html_escape(shapes_line)}</FONT>')
+    return "<" + "<BR/>".join(parts) + ">"
+
+
+def _shapes_line(inputs: tuple[tuple[int, ...], ...], outputs: tuple[tuple[int, ...], ...]) -> str:
+    def side(shapes: tuple[tuple[int, ...], ...]) -> str:
+        unique = list(dict.fromkeys(shapes))
+        text = ", ".join(format_shape(s) for s in unique[:2])
+        return text + (" …" if len(unique) > 2 else "")
+
+    if not inputs and not outputs:
+        return ""
+    return f"{side(inputs)} → {side(outputs)}"
+
+
+def _recording_graph_class() -> type:
+    """A torchview ComputationGraph that writes our labels and ids and records each node."""
+    from torchview.computation_graph import ComputationGraph
+    from torchview.computation_node import FunctionNode, ModuleNode, TensorNode
+
+    class RecordingGraph(ComputationGraph):
+        paths: dict[int, str]
+        modules: dict[int, nn.Module]
+        recorded: dict[str, GraphNode]
+        default_fills: dict[str, str]
+
+        def add_node(self, node: Any, subgraph: Any = None) -> None:
+            if node.node_id not in self.id_dict:
+                self.id_dict[node.node_id] = self.running_node_id
+                self.running_node_id += 1
+            node_id = f"n{self.id_dict[node.node_id]}"
+            graph_node, fill, attrs = self._describe(node, node_id)
+            self.recorded[node_id] = graph_node
+            self.default_fills[node_id] = fill
+            target = self.visual_graph if subgraph is None else subgraph
+            target.node(node_id, graph_node.label, id=node_id, fillcolor=fill_placeholder(node_id),
+                        fontcolor=font_placeholder(node_id), **attrs)
+            self.node_set.add(id(node))
+
+        def add_edge(self, edge_ids: tuple[int, int], edg_cnt: int) -> None:
+            tail, head = edge_ids
+            label = None if edg_cnt == 1 else f" ×{edg_cnt}"
+            self.visual_graph.edge(f"n{tail}", f"n{head}", label=label)
+
+        def _describe(self, node: Any, node_id: str) -> tuple[GraphNode, str, dict[str, str]]:
+            if isinstance(node, TensorNode):
+                shape = tuple(int(d) for d in node.tensor_shape)
+                title = node.name.replace("-tensor", "")
+                label = _node_label(title, format_shape(shape), "")
+                gnode = GraphNode(node_id, label, "", "tensor", (), (shape,), 0, "tensor")
+                return gnode, style.FILL_TENSOR, {"style": "filled"}
+            inputs, outputs = _shapes(node.input_shape), _shapes(node.output_shape)
+            if isinstance(node, ModuleNode):
+                path = self.paths.get(node.compute_unit_id, "")
+                module = self.modules.get(node.compute_unit_id)
+                params = sum(p.numel() for p in module.parameters()) if module is not None else 0
+                subtitle = node.name + (f" · {format_count(params)} params" if params else "")
+                label = _node_label(path or node.name, subtitle, _shapes_line(inputs, outputs))
+                fill = style.FILL_PARAMETRIC if params else style.FILL_PARAMETERLESS
+                gnode = GraphNode(node_id, label, path, node.name, inputs, outputs, params, "module")
+                return gnode, fill, {}
+            assert isinstance(node, FunctionNode)
+            label = _node_label(node.name, "", _shapes_line(inputs, outputs))
+            gnode = GraphNode(node_id, label, "", node.name, inputs, outputs, 0, "function")
+            return gnode, style.FILL_FUNCTION, {"shape": "ellipse", "style": "filled"}
+
+    return RecordingGraph
+
+
+def quote(text: str) -> str:
+    """A dot double-quoted string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def finish_template(source: str, title: str) -> str:
+    """Add the legend placeholder before the closing brace, and a title on top."""
+    body = source.rstrip()
+    assert body.endswith("}")
+    body = body[:-1] + f"\t{LEGEND_PLACEHOLDER}\n}}\n"
+    if title:
+        head, brace, rest = body.partition("{")
+        body = f"{head}{brace}\n\tlabel={quote(title)} labelloc=t fontsize=15{rest}"
+    return body
+
+
+def _trace(module: nn.Module, data: Any, device: str, depth: int, expand_nested: bool, title: str) -> ModuleGraph:
+    import graphviz
+    from torchview.torchview import forward_prop, process_input
+
+    visual = graphviz.Digraph(
+        name="model",
+        graph_attr=dict(style.GRAPH_ATTR),
+        node_attr=dict(style.NODE_ATTR),
+        edge_attr=dict(style.EDGE_ATTR),
+    )
+    inputs, kwargs, input_nodes = process_input(data, None, {}, device, None, False)
+    graph = _recording_graph_class()(visual, input_nodes, True, expand_nested, True, True, False, depth, False)
+    graph.paths, graph.modules, graph.recorded, graph.default_fills = {}, {}, {}, {}
+    for path, sub in module.named_modules():
+        graph.paths.setdefault(id(sub), path)
+        graph.modules.setdefault(id(sub), sub)
+    forward_prop(module, inputs, device, graph, "eval", **kwargs)
+    graph.fill_visual_graph()
+    visual.graph_attr.pop("size", None)  # torchview caps the drawing size; we let viewers zoom
+    return ModuleGraph(
+        template=finish_template(visual.source, title),
+        nodes=tuple(graph.recorded.values()),
+        fills=dict(graph.default_fills),
+        kind="module",
+        title=title,
+    )
+
+
+def _device_of(module: nn.Module) -> str:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return str(tensor.device)
+    return "cpu"
+
+
+def module_graph(
+    module: nn.Module,
+    example_input: Any,
+    *,
+    depth: int = 3,
+    expand_nested: bool = False,
+    title: str = "",
+) -> ModuleGraph:
+    """Trace ``module`` on ``example_input`` into a graph of its layers.
+
+    ``depth`` is how many levels of submodules are opened; ``expand_nested`` draws
+    the opened containers as dashed boxes. The caller's module is never moved.
+    """
+    if depth < 0:
+        raise ArchitectureError(f"graph depth must be 0 or more, not {depth}")
+    errors = []
+    try:
+        return _trace(_meta_copy(module), _to_device(example_input, "meta"), "meta", depth, expand_nested, title)
+    except Exception as exc:  # some forwards need real data (data-dependent shapes, .item())
+        errors.append(exc)
+    device = _device_of(module)
+    if device == "meta":
+        raise ArchitectureError(
+            f"cannot trace {type(module).__name__} on the meta device: {errors[0]}",
+            hint="build the model on a real device to draw its graph",
+        ) from errors[0]
+    try:
+        return _trace(module, _to_device(example_input, device), device, depth, expand_nested, title)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise ArchitectureError(
+            f"cannot trace {type(module).__name__} with its example input: {type(cause).__name__}: {cause}",
+            hint="check that the example input matches what the model's forward() expects",
+        ) from exc
