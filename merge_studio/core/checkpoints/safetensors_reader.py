@@ -12,7 +12,6 @@ size.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,12 @@ from typing import Any
 import torch
 
 from merge_studio.core.checkpoints.base import Checkpoint, TensorInfo
+from merge_studio.core.checkpoints.file_io import (
+    LazyFile,
+    pread_tensor,
+    require_regular_file,
+    sniff_not_a_checkpoint,
+)
 from merge_studio.core.dtypes import SAFETENSORS_DTYPES, element_size
 from merge_studio.errors import CheckpointError
 
@@ -35,26 +40,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _sniff_not_safetensors(head: bytes) -> str | None:
-    """Recognise files that are commonly mistaken for checkpoints."""
-    text = head.lstrip()[:64].lower()
-    if text.startswith(b"version https://git-lfs"):
-        return "it is a Git LFS pointer, not the model data (run `git lfs pull`)"
-    if text.startswith((b"<!doctype", b"<html")):
-        return "it is a web page, not a model (the download probably failed)"
-    if head.startswith(b"PK\x03\x04"):
-        return "it is a zip archive (a PyTorch .pt file?), not safetensors"
-    return None
-
-
 def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], int, dict[str, tuple[int, int]]]:
     """Parse and validate a safetensors header.
 
     Returns the tensor infos (file order), the metadata, the byte offset where the
     data buffer starts, and each tensor's absolute byte range.
     """
+    size = require_regular_file(path)
     try:
-        size = path.stat().st_size
         with path.open("rb") as f:
             head = f.read(8)
             if len(head) < 8:
@@ -62,7 +55,10 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
             (header_len,) = struct.unpack("<Q", head)
             if header_len > MAX_HEADER_BYTES or header_len + 8 > size:
                 f.seek(0)
-                why = _sniff_not_safetensors(f.read(64))
+                head = f.read(512)
+                why = sniff_not_a_checkpoint(head) or (
+                    "it is a zip archive (a PyTorch .pt file?)" if head.startswith(b"PK\x03\x04") else None
+                )
                 if why:
                     raise CheckpointError(f"{path.name} is not a safetensors file: {why}")
                 raise CheckpointError(
@@ -148,19 +144,6 @@ def _parse_entry(path: Path, name: str, entry: Any) -> tuple[TensorInfo, tuple[i
     return info, (offsets[0], offsets[1])
 
 
-def pread_tensor(fd: int, offset: int, nbytes: int, dtype: torch.dtype, shape: tuple[int, ...], label: str) -> torch.Tensor:
-    """Read ``nbytes`` at ``offset`` into a new tensor of ``dtype`` and ``shape``."""
-    buf = torch.empty(nbytes, dtype=torch.uint8)
-    view = memoryview(buf.numpy()) if nbytes else memoryview(b"")
-    got = 0
-    while got < nbytes:
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n <= 0:
-            raise CheckpointError(f"{label}: file ended early (truncated while open?)")
-        got += n
-    return buf.view(dtype).reshape(shape)
-
-
 class SafetensorsCheckpoint(Checkpoint):
     """One ``.safetensors`` file."""
 
@@ -169,30 +152,23 @@ class SafetensorsCheckpoint(Checkpoint):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self._infos, self.metadata, _, self._ranges = read_safetensors_header(self.path)
-        self._fd: int | None = None
-
-    def _file(self) -> int:
-        if self._fd is None:
-            try:
-                self._fd = os.open(self.path, os.O_RDONLY)
-            except OSError as exc:
-                raise CheckpointError(f"cannot open {self.path}: {exc.strerror}") from exc
-        return self._fd
+        self._file = LazyFile(self.path)
 
     def _read(self, name: str, flat_range: tuple[int, int] | None) -> torch.Tensor:
         info = self._infos[name]
         begin, _end = self._ranges[name]
+        label = f"{self.name}:{name}"
         if flat_range is None:
-            return pread_tensor(self._file(), begin, info.nbytes, info.dtype, info.shape, f"{self.name}:{name}")
+            return pread_tensor(self._file.fd(), begin, info.nbytes, info.dtype, info.shape, label)
         start, stop = flat_range
         size = element_size(info.dtype)
         count = max(0, stop - start)
-        return pread_tensor(self._file(), begin + start * size, count * size, info.dtype, (count,), f"{self.name}:{name}")
+        return pread_tensor(self._file.fd(), begin + start * size, count * size, info.dtype, (count,), label)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._file.close()
 
     def __del__(self) -> None:
-        self.close()
+        file = getattr(self, "_file", None)
+        if file is not None:
+            file.close()

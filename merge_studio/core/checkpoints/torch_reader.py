@@ -1,0 +1,244 @@
+"""``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` files written by ``torch.save``.
+
+Loading never runs code from the file: the pickle is read by PyTorch's
+weights-only unpickler (``weights_only=True``, always passed explicitly so an
+environment variable cannot turn it off) and nothing falls back to a full
+unpickle. For the zip format (every file since PyTorch 1.6) we first check the
+archive (:mod:`zip_guard`), then unpickle onto the ``meta`` device: that gives
+names, shapes, dtypes and each storage's byte offset in the file without
+reading any tensor data. Each storage is checked against its zip record, and a
+tensor is read later with positional reads, exactly the bytes it needs. This
+is as lazy as ``mmap=True`` but a short or compressed record is refused instead
+of read past its end, and a file truncated while open raises instead of SIGBUS.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from merge_studio.core.checkpoints.base import Checkpoint, TensorInfo
+from merge_studio.core.checkpoints.file_io import (
+    LazyFile,
+    read_head,
+    read_strided,
+    require_regular_file,
+    sniff_not_a_checkpoint,
+    strided_extent,
+)
+from merge_studio.core.checkpoints.unwrap import unwrap_state_dict
+from merge_studio.core.checkpoints.zip_guard import ZipRecord, read_record, read_zip_records
+from merge_studio.core.dtypes import element_size
+from merge_studio.errors import CheckpointError, UnsafeCheckpointError
+
+ZIP_MAGIC = b"PK\x03\x04"
+MAX_LISTED_SKIPS = 20
+UNSAFE_HINT = (
+    "only open files you trust; ask for a safetensors copy, or convert it yourself in a "
+    "separate Python session if you trust its author"
+)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """Where a tensor's elements are in the file."""
+
+    offset: int  # absolute byte offset of the storage
+    storage_bytes: int
+    storage_offset: int  # in elements
+    stride: tuple[int, ...]
+
+
+def describe_load_failure(exc: BaseException, path: Path, source: Any = None) -> CheckpointError:
+    """Turn whatever ``torch.load`` raised into an error a person can act on."""
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    if isinstance(exc, pickle.UnpicklingError):
+        unsafe: list[str] = []
+        try:
+            scan = io.BytesIO(source) if isinstance(source, bytes) else str(path)
+            unsafe = list(torch.serialization.get_unsafe_globals_in_checkpoint(scan))
+        except Exception:  # noqa: BLE001 - only used to word the message
+            unsafe = []
+        if unsafe:
+            shown = ", ".join(unsafe[:5]) + (f" … and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
+            return UnsafeCheckpointError(
+                f"{path.name} refers to Python objects other than tensors ({shown}); loading it "
+                "could run code from the file, so Merge Studio refuses it",
+                hint=UNSAFE_HINT,
+            )
+        return UnsafeCheckpointError(
+            f"{path.name} cannot be loaded safely: its pickle uses something other than plain "
+            f"tensors, or is corrupt ({first_line})",
+            hint=UNSAFE_HINT,
+        )
+    return CheckpointError(
+        f"{path.name} cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {first_line})",
+        hint="the file may be truncated or corrupt; re-download or re-save it",
+    )
+
+
+def safe_torch_load(source: str | bytes, path: Path, map_location: str, mmap: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True``, every failure turned into a CheckpointError.
+
+    ``source`` is a file path, or the bytes of an archive nested in ``path``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            target = io.BytesIO(source) if isinstance(source, bytes) else source
+            return torch.load(target, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001 - a hostile file can raise anything
+        raise describe_load_failure(exc, path, source) from exc
+
+
+class TorchCheckpoint(Checkpoint):
+    """A state dict saved with ``torch.save`` (wrappers and ``module.`` removed)."""
+
+    format = "pytorch"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        require_regular_file(self.path)
+        head = read_head(self.path)
+        why = sniff_not_a_checkpoint(head)
+        if why:
+            raise CheckpointError(f"{self.path.name} is not a PyTorch checkpoint: {why}")
+        self._file = LazyFile(self.path)
+        self._stored: dict[str, _Stored] = {}
+        self._in_memory: dict[str, torch.Tensor] = {}
+        self._swap_bytes = False
+        self.skipped: list[str] = []
+        if head.startswith(ZIP_MAGIC):
+            self._open_zip()
+        else:
+            self._open_legacy()
+
+    # --- opening -------------------------------------------------------------
+    def _open_zip(self) -> None:
+        records = read_zip_records(self.path, self.path.name)
+        root = _archive_root(records, self.path)
+        order = read_record(self.path, records[f"{root}/byteorder"], 16, self.path.name).decode(
+            "ascii", "replace"
+        ) if f"{root}/byteorder" in records else "little"
+        if order not in ("little", "big"):
+            raise CheckpointError(f"{self.path.name}: unknown byte order {order!r}")
+        self._swap_bytes = order != sys.byteorder
+        obj = safe_torch_load(str(self.path), self.path, map_location="meta")
+        tensors = self._unwrap(obj)
+        by_offset = {r.data_offset: r for n, r in records.items() if n.startswith(f"{root}/data/")}
+        fallback = False
+        for name, t in tensors.items():
+            if t.layout != torch.strided:
+                self.skipped.append(f"{name} ({t.layout} tensor)")
+                continue
+            offset = getattr(t.untyped_storage(), "_checkpoint_offset", None)
+            if offset is None:  # a PyTorch that no longer tells us: map the file instead
+                fallback = True
+                break
+            self._stored[name] = self._check_storage(name, t, by_offset.get(offset))
+            self._infos[name] = TensorInfo(name, tuple(t.shape), t.dtype)
+        if fallback:
+            self._stored.clear()
+            self._infos.clear()
+            self.skipped.clear()
+            loaded = safe_torch_load(str(self.path), self.path, map_location="cpu", mmap=True)
+            self._keep_in_memory(self._unwrap(loaded))
+        self.metadata["storage"] = "zip"
+
+    def _check_storage(self, name: str, t: torch.Tensor, record: ZipRecord | None) -> _Stored:
+        where = f"{self.path.name}: tensor {name!r}"
+        if record is None:
+            raise CheckpointError(f"{where} points at data that is not a record of the archive (crafted file)")
+        storage_bytes = t.untyped_storage().nbytes()
+        if record.size < storage_bytes:
+            raise CheckpointError(
+                f"{where} needs {storage_bytes} bytes but its record holds {record.size} "
+                "(truncated or crafted file)",
+                hint="re-download or re-save the file",
+            )
+        size = element_size(t.dtype)
+        shape, stride = tuple(t.shape), tuple(t.stride())
+        if (t.storage_offset() + strided_extent(shape, stride)) * size > storage_bytes:
+            raise CheckpointError(f"{where} reaches past the end of its storage (corrupt file)")
+        return _Stored(record.data_offset, storage_bytes, t.storage_offset(), stride)
+
+    def _open_legacy(self) -> None:
+        """Files from before PyTorch 1.6: no zip, so no mapping; the tensors are loaded whole."""
+        loaded = safe_torch_load(str(self.path), self.path, map_location="cpu", mmap=False)
+        self._keep_in_memory(self._unwrap(loaded))
+        self.metadata["storage"] = "legacy (loaded into memory)"
+
+    def _keep_in_memory(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, t in tensors.items():
+            if t.layout != torch.strided:
+                self.skipped.append(f"{name} ({t.layout} tensor)")
+                continue
+            self._in_memory[name] = t.detach()
+            self._infos[name] = TensorInfo(name, tuple(t.shape), t.dtype)
+
+    def _unwrap(self, obj: Any) -> dict[str, torch.Tensor]:
+        found = unwrap_state_dict(obj, self.path.name)
+        self.skipped.extend(found.skipped)
+        if found.wrapper:
+            self.metadata["unwrapped_from"] = found.wrapper
+        if found.stripped_prefix:
+            self.metadata["stripped_prefix"] = found.stripped_prefix
+        if self.skipped:
+            self.metadata["skipped_entries"] = _cap(self.skipped)
+        return found.tensors
+
+    # --- reading ---------------------------------------------------------------
+    def _read(self, name: str, flat_range: tuple[int, int] | None) -> torch.Tensor:
+        info = self._infos[name]
+        if name in self._in_memory:
+            t = self._in_memory[name]
+            if flat_range is None:
+                return t.clone(memory_format=torch.contiguous_format)
+            return t.reshape(-1)[flat_range[0]:flat_range[1]].clone()
+        stored = self._stored[name]
+        return read_strided(
+            self._file.fd(), stored.offset, info.dtype, info.shape, stored.stride,
+            stored.storage_offset, flat_range, f"{self.name}:{name}", self._swap_bytes,
+        )
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __del__(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is not None:
+            file.close()
+
+
+def _archive_root(records: dict[str, ZipRecord], path: Path) -> str:
+    """The folder inside the archive that holds ``data.pkl``; refuses programs and TorchScript."""
+    roots = [n[: -len("/data.pkl")] for n in records if n.endswith("/data.pkl") and n.count("/") == 1]
+    if any(n.endswith("/archive_format") for n in records):
+        raise CheckpointError(
+            f"{path.name} is a torch.export program (.pt2), not a state dict",
+            hint="give it the .pt2 suffix so it is read as an exported program",
+        )
+    if len(roots) != 1:
+        raise CheckpointError(
+            f"{path.name} is a zip archive but not a PyTorch checkpoint (no single data.pkl inside)"
+        )
+    root = roots[0]
+    if f"{root}/constants.pkl" in records or any(n.startswith(f"{root}/code/") for n in records):
+        raise UnsafeCheckpointError(
+            f"{path.name} is a TorchScript archive: it holds code, and loading it would run that code",
+            hint="in a trusted session save its state_dict() with torch.save or as safetensors",
+        )
+    return root
+
+
+def _cap(items: list[str]) -> str:
+    shown = "; ".join(items[:MAX_LISTED_SKIPS])
+    more = len(items) - MAX_LISTED_SKIPS
+    return shown + (f"; … and {more} more" if more > 0 else "")
