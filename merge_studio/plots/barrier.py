@@ -1,0 +1,191 @@
+"""Barrier plots: loss or accuracy along interpolation paths, drawn on a matplotlib Axes.
+
+Used by the GUI's Barrier tab (live, through :class:`BarrierPlotter`) and by
+``merge-studio barrier --plot`` (whole curves, through :func:`plot_barrier`), so
+both show the same picture. Test curves are solid, train curves dashed; each
+curve's barrier is drawn as a vertical bar from the straight line between the
+endpoints up to the curve's peak, with its value beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.ticker import PercentFormatter
+
+from merge_studio.core.evaluate.curves import BarrierCurve, BarrierPoint
+
+Metric = Literal["loss", "accuracy"]
+# one colour per kind of curve, stable across plots (colour-blind-safe Okabe–Ito hues)
+CURVE_COLOURS = {
+    "naive": "#D55E00",
+    "BN reset": "#E69F00",
+    "aligned": "#0072B2",
+    "via merged": "#009E73",
+}
+_FALLBACK = ["#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+SPLIT_STYLES = {"test": "-", "train": "--"}
+
+
+def curve_colour(label: str, index: int = 0) -> str:
+    return CURVE_COLOURS.get(label, _FALLBACK[index % len(_FALLBACK)])
+
+
+def _values(curve: BarrierCurve, metric: Metric, split: str) -> np.ndarray | None:
+    table = curve.losses if metric == "loss" else curve.accuracies
+    return table.get(split)
+
+
+def _barrier(curve: BarrierCurve, metric: Metric, split: str) -> float | None:
+    table = curve.loss_barrier if metric == "loss" else curve.accuracy_barrier
+    return table.get(split)
+
+
+def _format_barrier(value: float, metric: Metric) -> str:
+    return f"{value:.3g}" if metric == "loss" else f"{100 * value:.1f} pts"
+
+
+def style_axes(ax: Axes, metric: Metric, *, anchors: Sequence[str] = ("A", "B"), split_note: str = "") -> None:
+    """Axis labels, A/B endpoint ticks and a light grid."""
+    ax.set_xlim(-0.03, 1.03)
+    ticks = np.linspace(0.0, 1.0, len(anchors))
+    ax.set_xticks(list(ticks), [f"{name}" for name in anchors])
+    ax.set_xticks([0.25, 0.75] if len(anchors) == 2 else [], minor=True)
+    ax.set_xlabel("interpolation λ   (θ = (1−λ)·A + λ·B)" if len(anchors) == 2 else "path position")
+    ax.set_ylabel(("loss" if metric == "loss" else "accuracy") + (f" ({split_note})" if split_note else ""))
+    if metric == "accuracy":
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.grid(True, which="both", alpha=0.25, linewidth=0.6)
+
+
+def _draw_curve(
+    ax: Axes, curve: BarrierCurve, metric: Metric, split: str, colour: str, *, annotate: bool, show_split: bool
+) -> list[Artist]:
+    values = _values(curve, metric, split)
+    if values is None:
+        return []
+    lam = np.asarray(curve.lambdas)
+    barrier = _barrier(curve, metric, split)
+    name = curve.label + (f" · {split}" if show_split else "")
+    if barrier is not None:
+        name += f"  (barrier {_format_barrier(barrier, metric)})"
+    artists: list[Artist] = []
+    (line,) = ax.plot(lam, values, SPLIT_STYLES.get(split, "-"), color=colour, marker="o", markersize=3.5,
+                      linewidth=1.8, label=name, gid=f"{curve.label}|{split}")
+    artists.append(line)
+    if not annotate or barrier is None or len(lam) < 2 or not np.isfinite(values).all():
+        return artists
+    chord = values[0] + (values[-1] - values[0]) * (lam - lam[0]) / (lam[-1] - lam[0])
+    gap = values - chord if metric == "loss" else chord - values
+    peak = int(np.argmax(gap))
+    (chord_line,) = ax.plot([lam[0], lam[-1]], [values[0], values[-1]], ":", color=colour, linewidth=1.0, alpha=0.7)
+    artists.append(chord_line)
+    if barrier > 0 and 0 < peak < len(lam) - 1:
+        bar = ax.vlines(lam[peak], chord[peak], values[peak], colors=colour, linewidth=1.2, alpha=0.8)
+        label = ax.annotate(
+            _format_barrier(barrier, metric), xy=(lam[peak], values[peak]), xytext=(4, 4 if metric == "loss" else -12),
+            textcoords="offset points", color=colour, fontsize=8, fontweight="bold",
+        )
+        artists += [bar, label]
+    return artists
+
+
+def plot_barrier(
+    ax: Axes,
+    curves: Sequence[BarrierCurve],
+    *,
+    metric: Metric = "loss",
+    split: str | Sequence[str] = "test",
+    annotate: bool = True,
+    title: str | None = None,
+) -> list[Artist]:
+    """Draw ``curves`` on ``ax``: one line per curve and split, a legend, the barrier values."""
+    splits = [split] if isinstance(split, str) else list(split)
+    artists: list[Artist] = []
+    anchors: tuple[str, ...] = ("A", "B")
+    for i, curve in enumerate(curves):
+        colour = curve_colour(curve.label, i)
+        for s in splits:
+            artists += _draw_curve(ax, curve, metric, s, colour, annotate=annotate, show_split=len(splits) > 1)
+        if len(curve.anchors) == 2:
+            anchors = curve.anchors
+        elif len(curves) == 1:
+            anchors = curve.anchors
+    if any(len(c.anchors) == 3 for c in curves) and len(anchors) == 2:
+        artists.append(ax.axvline(0.5, color=curve_colour("via merged"), linestyle=":", linewidth=0.8, alpha=0.6))
+        artists.append(ax.annotate("merged", xy=(0.5, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -12),
+                                   textcoords="offset points", ha="center", fontsize=8, color=curve_colour("via merged")))
+    style_axes(ax, metric, anchors=anchors, split_note=", ".join(splits))
+    if title:
+        ax.set_title(title)
+    if curves:
+        legend = ax.legend(loc="best", fontsize=8, framealpha=0.85)
+        artists.append(legend)
+    return artists
+
+
+class BarrierPlotter:
+    """Keeps one line per (curve, split) on an Axes and extends it as points arrive.
+
+    ``add_point`` is cheap (it updates a line's data); the caller redraws the
+    canvas (``canvas.draw_idle()``). ``show_report`` replaces the live lines by the
+    finished picture with barrier annotations.
+    """
+
+    def __init__(self, ax: Axes, *, metric: Metric = "loss", splits: Sequence[str] = ("test", "train")) -> None:
+        self.ax = ax
+        self.metric = metric
+        self.splits = tuple(splits)
+        self._lines: dict[tuple[str, str], Line2D] = {}
+        self._data: dict[tuple[str, str], dict[float, float]] = {}
+        self._labels: list[str] = []
+        self.clear()
+
+    def clear(self) -> None:
+        self.ax.clear()
+        self._lines.clear()
+        self._data.clear()
+        self._labels.clear()
+        style_axes(self.ax, self.metric, split_note=", ".join(self.splits))
+
+    def add_point(self, point: BarrierPoint) -> bool:
+        """Extend the point's curve; returns ``False`` when the point is not shown here."""
+        if point.split not in self.splits:
+            return False
+        value = point.loss if self.metric == "loss" else point.accuracy
+        if value is None:
+            return False
+        key = (point.curve, point.split)
+        if point.curve not in self._labels:
+            self._labels.append(point.curve)
+        if key not in self._lines:
+            colour = curve_colour(point.curve, self._labels.index(point.curve))
+            show_split = len(self.splits) > 1
+            (line,) = self.ax.plot([], [], SPLIT_STYLES.get(point.split, "-"), color=colour, marker="o",
+                                   markersize=3.5, linewidth=1.8,
+                                   label=point.curve + (f" · {point.split}" if show_split else ""))
+            self._lines[key] = line
+            self._data[key] = {}
+            self.ax.legend(loc="best", fontsize=8, framealpha=0.85)
+        self._data[key][point.lam] = value
+        xs = sorted(self._data[key])
+        self._lines[key].set_data(xs, [self._data[key][x] for x in xs])
+        self.ax.relim()
+        self.ax.autoscale_view(scalex=False)
+        return True
+
+    def show_curves(self, curves: Sequence[BarrierCurve]) -> list[Artist]:
+        """Replace the live lines by the finished curves with their barriers."""
+        self.ax.clear()
+        self._lines.clear()
+        self._data.clear()
+        return plot_barrier(self.ax, curves, metric=self.metric, split=self.splits)
+
+    @property
+    def line_count(self) -> int:
+        return len(self._lines)
