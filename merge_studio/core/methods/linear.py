@@ -149,6 +149,7 @@ register_method(
         merge=lerp,
         n_models=(2, 2),
         elementwise=True,
+        reference="Frankle et al. 2020, Linear mode connectivity and the lottery ticket hypothesis (arXiv:1912.05671)",
         details=(
             "The result is (1 − t)·A + t·B, entry by entry: t = 0 gives the first model, t = 1 the "
             "second, and t can vary by layer. With a base model, the base is A. Equal to mergekit's "
