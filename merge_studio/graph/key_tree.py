@@ -44,7 +44,7 @@ class KeyTreeNode:
             yield from child.walk()
 
 
-def _shapes_of(source: Any) -> dict[str, tuple[int, ...]]:
+def shapes_of(source: Any) -> dict[str, tuple[int, ...]]:
     """Names and shapes from a Checkpoint, a state dict or a mapping of infos/shapes."""
     infos = source.infos if hasattr(source, "infos") else source
     if not isinstance(infos, Mapping):
@@ -55,7 +55,7 @@ def _shapes_of(source: Any) -> dict[str, tuple[int, ...]]:
 def key_tree(source: Any, root_name: str = "model") -> KeyTreeNode:
     """Build the module tree of a checkpoint's tensor names (in file order)."""
     root = KeyTreeNode(root_name, "")
-    for name, shape in _shapes_of(source).items():
+    for name, shape in shapes_of(source).items():
         *parents, leaf = name.split(".")
         node = root
         for depth, part in enumerate(parents):
