@@ -212,7 +212,8 @@ def _stream(plan: MergePlan, cancel: CancelToken | None, start: float) -> Genera
     )
 
 
-def _chunks(numel: int, size: int = CHUNK_ELEMENTS) -> list[tuple[int, int]]:
+def _chunks(numel: int, size: int | None = None) -> list[tuple[int, int]]:
+    size = size or CHUNK_ELEMENTS
     if numel == 0:
         return [(0, 0)]
     return [(s, min(s + size, numel)) for s in range(0, numel, size)]
