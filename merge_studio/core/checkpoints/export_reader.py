@@ -30,7 +30,7 @@ from merge_studio.core.checkpoints.file_io import (
     strided_extent,
 )
 from merge_studio.core.checkpoints.torch_reader import safe_torch_load
-from merge_studio.core.checkpoints.zip_guard import ZipRecord, read_record, read_zip_records
+from merge_studio.core.checkpoints.zip_guard import ZipRecord, read_record, read_zip_records, refuse_compressed
 from merge_studio.errors import CheckpointError, MergeStudioError, UnsafeCheckpointError
 
 MAX_CONFIG_BYTES = 256_000_000
@@ -82,6 +82,7 @@ class ExportedProgramCheckpoint(Checkpoint):
         super().__init__(path)
         require_regular_file(self.path)
         self.records = read_zip_records(self.path, self.path.name)
+        refuse_compressed(self.records, self.path.name)
         self.root = self._find_root()
         self.model_name = self._pick_model(model)
         self._file = LazyFile(self.path)
@@ -229,7 +230,7 @@ class ExportedProgramCheckpoint(Checkpoint):
     def _load_pickled(self, fqn: str, record: ZipRecord, where: str) -> torch.Tensor | None:
         """Pickled payloads (tensor subclasses) are loaded only with ``weights_only=True``."""
         data = read_record(self.path, record, MAX_PICKLED_PAYLOAD_BYTES, self.path.name)
-        read_zip_records(data, f"{self.path.name} ({fqn})")
+        refuse_compressed(read_zip_records(data, f"{self.path.name} ({fqn})"), self.path.name)
         obj = safe_torch_load(data, self.path, map_location="cpu")
         if not isinstance(obj, torch.Tensor) or obj.layout != torch.strided:
             self.skipped.append(f"{fqn} ({type(obj).__name__})")
@@ -278,7 +279,7 @@ class ExportedProgramCheckpoint(Checkpoint):
             return None
         data = self._record_bytes(name, MAX_PICKLED_PAYLOAD_BYTES)
         try:
-            read_zip_records(data, f"{self.path.name} (example inputs)")
+            refuse_compressed(read_zip_records(data, f"{self.path.name} (example inputs)"), self.path.name)
             return safe_torch_load(data, self.path, map_location="cpu")
         except CheckpointError:
             return None

@@ -34,7 +34,7 @@ from merge_studio.core.checkpoints.file_io import (
     strided_extent,
 )
 from merge_studio.core.checkpoints.unwrap import unwrap_state_dict
-from merge_studio.core.checkpoints.zip_guard import ZipRecord, read_record, read_zip_records
+from merge_studio.core.checkpoints.zip_guard import ZipRecord, read_record, read_zip_records, refuse_compressed
 from merge_studio.core.dtypes import element_size
 from merge_studio.errors import CheckpointError, UnsafeCheckpointError
 
@@ -56,9 +56,20 @@ class _Stored:
     stride: tuple[int, ...]
 
 
+_PREAMBLES = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _detail(exc: BaseException) -> str:
+    """The informative line of an exception (PyTorch wraps it in a long preamble)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_PREAMBLES)]
+    text = (useful or lines or [type(exc).__name__])[0]
+    return text.removeprefix("WeightsUnpickler error:").strip()[:300]
+
+
 def describe_load_failure(exc: BaseException, path: Path, source: Any = None) -> CheckpointError:
     """Turn whatever ``torch.load`` raised into an error a person can act on."""
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    first_line = _detail(exc)
     if isinstance(exc, pickle.UnpicklingError):
         unsafe: list[str] = []
         try:
@@ -235,6 +246,7 @@ def _archive_root(records: dict[str, ZipRecord], path: Path) -> str:
             f"{path.name} is a TorchScript archive: it holds code, and loading it would run that code",
             hint="in a trusted session save its state_dict() with torch.save or as safetensors",
         )
+    refuse_compressed(records, path.name)
     return root
 
 

@@ -1,10 +1,10 @@
 """Check a zip archive (PyTorch ``.pt`` files, ``.pt2`` programs) before anything unpacks it.
 
-PyTorch writes every record uncompressed (``STORED``). A record that is
-compressed, that claims more bytes than the file holds, or whose local header
-disagrees with the central directory is a repacked or crafted file: refusing it
-up front rules out decompression bombs and reads past a record's end (which
-``torch.load(mmap=True)`` would otherwise allow).
+PyTorch writes the records it reads back uncompressed (``STORED``). A record
+that claims more bytes than the file holds, or whose local header is damaged,
+is refused here; :func:`refuse_compressed` refuses compressed records before
+anything inflates them. Together they rule out decompression bombs and reads
+past a record's end (which ``torch.load(mmap=True)`` would otherwise allow).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ class ZipRecord:
 
     name: str
     data_offset: int
-    size: int
+    size: int  # bytes stored in the file
+    compressed: bool = False
 
 
 def read_zip_records(source: Path | bytes, label: str) -> dict[str, ZipRecord]:
@@ -68,13 +69,8 @@ def _scan(f: BinaryIO, size: int, label: str) -> dict[str, ZipRecord]:
         name = entry.filename
         if name in records:
             raise CheckpointError(f"{label}: archive holds record {name!r} twice")
-        if entry.compress_type != zipfile.ZIP_STORED:
-            raise CheckpointError(
-                f"{label}: record {name!r} is compressed; PyTorch never compresses records, "
-                "so the file was repacked or crafted",
-                hint="re-save it with torch.save, or convert it to safetensors",
-            )
-        if entry.file_size != entry.compress_size:
+        compressed = entry.compress_type != zipfile.ZIP_STORED
+        if not compressed and entry.file_size != entry.compress_size:
             raise CheckpointError(f"{label}: record {name!r} declares two different sizes")
         if entry.header_offset + _LOCAL_HEADER.size > size:
             raise CheckpointError(f"{label}: record {name!r} starts past the end of the file (truncated?)")
@@ -85,18 +81,32 @@ def _scan(f: BinaryIO, size: int, label: str) -> dict[str, ZipRecord]:
             raise CheckpointError(f"{label}: record {name!r} has a damaged header (corrupt file)")
         name_len, extra_len = fields[9], fields[10]
         data_offset = entry.header_offset + _LOCAL_HEADER.size + name_len + extra_len
-        if data_offset + entry.file_size > size:
+        if data_offset + entry.compress_size > size:
             raise CheckpointError(
-                f"{label}: record {name!r} claims {entry.file_size} bytes but the file ends "
+                f"{label}: record {name!r} claims {entry.compress_size} bytes but the file ends "
                 f"{max(0, size - data_offset)} bytes after it starts (truncated or crafted)",
                 hint="re-download or re-save the file",
             )
-        records[name] = ZipRecord(name, data_offset, entry.file_size)
+        records[name] = ZipRecord(name, data_offset, entry.compress_size, compressed)
     return records
+
+
+def refuse_compressed(records: dict[str, ZipRecord], label: str) -> None:
+    """PyTorch never compresses the records it reads back; a compressed one is a repacked
+    or crafted file, and inflating it could exhaust memory (a zip bomb)."""
+    for record in records.values():
+        if record.compressed:
+            raise CheckpointError(
+                f"{label}: record {record.name!r} is compressed; PyTorch never compresses records, "
+                "so the file was repacked or crafted",
+                hint="re-save it with torch.save, or convert it to safetensors",
+            )
 
 
 def read_record(f: BinaryIO | Path, record: ZipRecord, limit: int, label: str) -> bytes:
     """The bytes of a small record (a pickle, a JSON config), refusing records over ``limit``."""
+    if record.compressed:
+        raise CheckpointError(f"{label}: record {record.name!r} is compressed (repacked or crafted file)")
     if record.size > limit:
         raise CheckpointError(f"{label}: record {record.name!r} is {record.size} bytes, over the {limit}-byte limit")
     try:
