@@ -112,13 +112,14 @@ def iter_checkpoint_picture(
 ) -> Generator[Progress, None, GraphPicture]:
     """The graph of a checkpoint's architecture (given or detected), else its module tree.
 
-    A given architecture that does not fit the checkpoint's names and shapes falls
+    ``arch=None`` detects the architecture; ``arch=""`` asks for the tree. A given
+    architecture that does not fit the checkpoint's names and shapes falls
     back to the tree and says why in ``notes``; nothing is read but the header.
     """
     step = _steps(4)
     yield step("inspect", "reading tensor names")
     tree = key_tree(checkpoint, getattr(checkpoint, "name", "model"))
-    chosen = arch or detect_arch(checkpoint)
+    chosen = detect_arch(checkpoint) if arch is None else arch  # "" means: the tree, on purpose
     notes: tuple[str, ...] = ()
     if chosen:
         try:

@@ -1,0 +1,538 @@
+"""The Graph tab: an interactive layer graph, or the module tree when no architecture is known.
+
+The view only shows what core jobs produce (:mod:`merge_studio.graph.jobs`); tracing
+and Graphviz layout run on a worker thread through :class:`JobRunner`. The SVG from
+Graphviz is drawn whole, and one transparent item per graph node sits on top of it
+to take hover and clicks, so what you click is exactly what Graphviz drew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QRectF, Qt, Signal, Slot
+from PySide6.QtGui import QBrush, QColor, QPainter, QPen, QStandardItem, QStandardItemModel
+from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtSvgWidgets import QGraphicsSvgItem
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QFileDialog, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QHBoxLayout,
+    QInputDialog, QLabel, QLineEdit, QMenu, QSpinBox, QStackedWidget, QToolButton, QTreeView, QVBoxLayout,
+    QWidget,
+)
+
+from merge_studio.core.arch import ZOO
+from merge_studio.core.progress import CancelToken
+from merge_studio.graph.jobs import GraphPicture, Overlay, iter_arch_picture, iter_checkpoint_picture, iter_recolor
+from merge_studio.graph.key_tree import KeyTreeNode
+from merge_studio.graph.model import GraphNode, ModuleGraph, format_count, format_shape
+from merge_studio.graph.overlay import font_for, format_value, layer_value, value_colors
+from merge_studio.graph.render import INSTALL_HINT, render_png
+from merge_studio.gui.workers import JobRunner, JobWorker
+
+PictureJob = Callable[[CancelToken], Generator[Any, None, GraphPicture]]
+EMPTY_TEXT = (
+    "Load a checkpoint to see its structure: its layer graph when the architecture is known, "
+    "otherwise the tree of modules read from its tensor names."
+)
+NO_OVERLAY = "No overlay"
+PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+_HOVER_PEN = QPen(QColor("#2f7fd1"), 2)
+_SELECT_PEN = QPen(QColor("#e8590c"), 3)
+
+
+class _NodeItem(QGraphicsRectItem):
+    """A transparent hit area over one Graphviz node: hover outline, tooltip, click."""
+
+    def __init__(self, node: GraphNode, rect: QRectF, on_click: Callable[[GraphNode], None]) -> None:
+        super().__init__(rect)
+        self.node = node
+        self._on_click = on_click
+        self.setPen(QPen(Qt.PenStyle.NoPen))
+        self.setBrush(QBrush(Qt.BrushStyle.NoBrush))
+        self.setAcceptHoverEvents(True)
+        self.setToolTip(node.tooltip())
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setZValue(1)
+
+    def hoverEnterEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
+        self.setPen(_HOVER_PEN)
+        super().hoverEnterEvent(event)
+
+    def hoverLeaveEvent(self, event) -> None:  # noqa: ANN001, N802
+        self.setPen(QPen(Qt.PenStyle.NoPen))
+        super().hoverLeaveEvent(event)
+
+    def mousePressEvent(self, event) -> None:  # noqa: ANN001, N802
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._on_click(self.node)
+            event.accept()
+        else:
+            super().mousePressEvent(event)
+
+
+class _ZoomView(QGraphicsView):
+    """Wheel zooms around the pointer; dragging the background pans."""
+
+    def __init__(self, scene: QGraphicsScene) -> None:
+        super().__init__(scene)
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.SmoothPixmapTransform)
+        self.setBackgroundBrush(QColor("white"))
+
+    def zoom(self, factor: float) -> None:
+        current = self.transform().m11()
+        factor = max(0.02 / current, min(factor, 8.0 / current))  # keep zoom within 2 %..800 %
+        self.scale(factor, factor)
+
+    def wheelEvent(self, event) -> None:  # noqa: ANN001, N802
+        steps = event.angleDelta().y() / 120
+        if steps:
+            self.zoom(1.15**steps)
+        event.accept()
+
+
+class GraphView(QWidget):
+    """Toolbar (depth, nesting, overlay, search, zoom, export) over the graph or the module tree."""
+
+    sig_layer_selected = Signal(str)
+    """The module path of a clicked node or tree row (``layer1.0.conv1``)."""
+    sig_graph_ready = Signal()
+    """A new picture (or tree) is on screen."""
+    sig_failed = Signal(str)
+    """Building or laying out failed; the message is also shown in the banner."""
+    sig_exported = Signal(str)
+    """A file was written by :meth:`export`."""
+    sig_arch_chosen = Signal(str)
+    """The user picked an architecture for the shown checkpoint (to remember it)."""
+
+    def __init__(self, runner: JobRunner | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._runner = runner or JobRunner(self)
+        self._worker: JobWorker | None = None
+        self._source: Callable[[int, bool, Overlay | None], PictureJob] | None = None
+        self._picture: GraphPicture | None = None
+        self._items: dict[str, _NodeItem] = {}
+        self._overlays: dict[str, Overlay] = {}
+        self._matches: list[str] = []
+        self._checkpoint: Any = None
+        self._arch_by_path: dict[str, str] = {}
+        self._build_ui()
+        self.clear()
+
+    # --- layout ---------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        bar = QHBoxLayout()
+        self.depth_spin = QSpinBox(minimum=0, maximum=12, value=3, toolTip="How many levels of submodules to open")
+        self.nested_check = QCheckBox("Expand nested", toolTip="Draw opened modules as boxes around their layers")
+        self.overlay_combo = QComboBox(toolTip="Colour layers by a per-layer value")
+        self.overlay_combo.addItem(NO_OVERLAY)
+        self.search_edit = QLineEdit(placeholderText="Find layer…", clearButtonEnabled=True)
+        self.arch_button = QToolButton(text="Architecture", toolTip="Pick the model that gives this checkpoint its graph")
+        self.arch_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.arch_button.setMenu(self._arch_menu())
+        buttons = {}
+        for key, text, tip in (
+            ("zoom_in", "+", "Zoom in"), ("zoom_out", "−", "Zoom out"), ("fit", "Fit", "Fit the graph in the window"),
+            ("svg", "SVG…", "Export the picture as SVG"), ("png", "PNG…", "Export the picture as PNG"),
+        ):
+            buttons[key] = QToolButton(text=text, toolTip=tip)
+        self.zoom_in_button, self.zoom_out_button, self.fit_button = buttons["zoom_in"], buttons["zoom_out"], buttons["fit"]
+        self.export_svg_button, self.export_png_button = buttons["svg"], buttons["png"]
+        for widget in (QLabel("Depth"), self.depth_spin, self.nested_check, self.overlay_combo, self.arch_button):
+            bar.addWidget(widget)
+        bar.addWidget(self.search_edit, 1)
+        for button in buttons.values():
+            bar.addWidget(button)
+
+        self.banner = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner.setStyleSheet("background:#fff4ce; border:1px solid #e0c36b; padding:6px; color:#3d3000;")
+        self.status_label = QLabel()
+        self.status_label.setStyleSheet("color:#5a6470;")
+
+        self.scene = QGraphicsScene(self)
+        self.graphics = _ZoomView(self.scene)
+        self.tree_model = QStandardItemModel(self)
+        self.tree_view = QTreeView(uniformRowHeights=True, alternatingRowColors=False)
+        self.tree_view.setModel(self.tree_model)
+        self.empty_label = QLabel(EMPTY_TEXT, wordWrap=True, alignment=Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setStyleSheet("color:#6b7480; font-size:13px; padding:24px;")
+        self.stack = QStackedWidget()
+        for page in (self.empty_label, self.graphics, self.tree_view):
+            self.stack.addWidget(page)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.stack, 1)
+        layout.addWidget(self.status_label)
+
+        self.depth_spin.valueChanged.connect(self._on_options_changed)
+        self.nested_check.toggled.connect(self._on_options_changed)
+        self.overlay_combo.currentTextChanged.connect(self._on_overlay_combo_changed)
+        self.search_edit.textChanged.connect(self._on_search_changed)
+        self.search_edit.returnPressed.connect(self._on_search_next)
+        self.zoom_in_button.clicked.connect(lambda: self.graphics.zoom(1.25))
+        self.zoom_out_button.clicked.connect(lambda: self.graphics.zoom(0.8))
+        self.fit_button.clicked.connect(self.fit)
+        self.export_svg_button.clicked.connect(lambda: self._on_export_clicked("svg"))
+        self.export_png_button.clicked.connect(lambda: self._on_export_clicked("png"))
+        self.tree_view.clicked.connect(self._on_tree_clicked)
+
+    def _arch_menu(self) -> QMenu:
+        menu = QMenu(self)
+        zoo = menu.addMenu("Built-in zoo")
+        for name, entry in ZOO.items():
+            action = zoo.addAction(name)
+            action.setToolTip(entry.description)
+            action.triggered.connect(lambda _=False, n=name: self.choose_arch(f"zoo:{n}"))
+        menu.addAction("Factory file (.py)…").triggered.connect(self._on_pick_factory)
+        menu.addAction("Exported program (.pt2)…").triggered.connect(self._on_pick_pt2)
+        menu.addAction("Module tree (no architecture)").triggered.connect(lambda: self.choose_arch(""))
+        return menu
+
+    # --- what to show ---------------------------------------------------------------------
+    def clear(self) -> None:
+        """Back to the empty state with its explanatory sentence."""
+        self._cancel_running()
+        self._source, self._picture, self._checkpoint = None, None, None
+        self._clear_scene()
+        self.tree_model.clear()
+        self.banner.hide()
+        self.status_label.clear()
+        self.stack.setCurrentWidget(self.empty_label)
+
+    def show_arch(self, arch: str, title: str = "") -> None:
+        """Trace and draw an architecture spec (``zoo:resnet20``, ``net.py:build``, ``m.pt2``)."""
+        self._checkpoint = None
+        self._source = lambda depth, nested, overlay: lambda cancel: iter_arch_picture(
+            arch, depth=depth, expand_nested=nested, overlay=overlay, title=title or arch, cancel=cancel
+        )
+        self._rebuild()
+
+    def show_checkpoint(self, checkpoint: Any, arch: str | None = None) -> None:
+        """Draw a checkpoint: its (given, remembered or detected) architecture, else its module tree."""
+        self._checkpoint = checkpoint
+        key = str(getattr(checkpoint, "path", ""))
+        arch = arch if arch is not None else self._arch_by_path.get(key)
+        self._source = lambda depth, nested, overlay: lambda cancel: iter_checkpoint_picture(
+            checkpoint, arch=arch, depth=depth, expand_nested=nested, overlay=overlay, cancel=cancel
+        )
+        self._rebuild()
+
+    def choose_arch(self, spec: str) -> None:
+        """Use ``spec`` for the shown checkpoint (remembered per file) or show it alone."""
+        self.sig_arch_chosen.emit(spec)
+        if self._checkpoint is not None:
+            self._arch_by_path[str(getattr(self._checkpoint, "path", ""))] = spec
+            self.show_checkpoint(self._checkpoint, spec)
+        elif spec:
+            self.show_arch(spec)
+
+    def request_graph(self, job_factory: PictureJob) -> JobWorker:
+        """Run any job that returns a :class:`GraphPicture` off the GUI thread and show its result."""
+        self._cancel_running()
+        self.status_label.setText("Laying out the graph…")
+        worker = self._runner.start(job_factory, name="graph")
+        worker.sig_result.connect(self._on_worker_result)
+        worker.sig_failed.connect(self._on_worker_failed)
+        self._worker = worker
+        return worker
+
+    def set_graph(self, graph: ModuleGraph, svg: bytes) -> None:
+        """Show an already laid-out graph (no job)."""
+        self._show_picture(GraphPicture(graph, graph, svg))
+
+    def set_key_tree(self, tree: KeyTreeNode, *, dot_missing: bool = False) -> None:
+        """Show the module tree of tensor names (the fallback view)."""
+        self._picture = None
+        self._fill_tree(tree)
+        self._set_banner(dot_missing)
+        self.stack.setCurrentWidget(self.tree_view)
+
+    def set_overlay(self, name: str, values: Mapping[str, float], *, cmap: str = "viridis") -> None:
+        """Offer ``values`` (module path → number) as an overlay and show it now."""
+        self._overlays[name] = Overlay(name, dict(values), cmap)
+        if self.overlay_combo.findText(name) < 0:
+            self.overlay_combo.addItem(name)
+        if self.overlay_combo.currentText() == name:
+            self._apply_overlay()
+        else:
+            self.overlay_combo.setCurrentText(name)  # applies through the signal
+
+    def current_overlay(self) -> Overlay | None:
+        return self._overlays.get(self.overlay_combo.currentText())
+
+    @property
+    def picture(self) -> GraphPicture | None:
+        return self._picture
+
+    def node_item(self, module_path: str) -> _NodeItem | None:
+        """The clickable item drawing ``module_path`` (or its nearest drawn ancestor)."""
+        if self._picture is None:
+            return None
+        nodes = self._picture.graph.nodes_for(module_path)
+        return self._items.get(nodes[0].node_id) if nodes else None
+
+    def select_layer(self, module_path: str) -> None:
+        """Highlight and centre the node (or tree row) of a layer, e.g. chosen in the inspector."""
+        item = self.node_item(module_path)
+        for other in self._items.values():
+            other.setPen(QPen(Qt.PenStyle.NoPen))
+        if item is not None:
+            item.setPen(_SELECT_PEN)
+            self.graphics.centerOn(item)
+        if self.stack.currentWidget() is self.tree_view:
+            index = self._tree_index(module_path)
+            if index is not None:
+                self.tree_view.setCurrentIndex(index)
+                self.tree_view.scrollTo(index)
+
+    def fit(self) -> None:
+        self.graphics.fitInView(self.scene.itemsBoundingRect(), Qt.AspectRatioMode.KeepAspectRatio)
+
+    def export(self, path: str | Path) -> None:
+        """Write the current picture as SVG or PNG (PNG is laid out off the GUI thread)."""
+        target = Path(path)
+        graph = self._current_graph()
+        if graph is None:
+            self.sig_failed.emit("nothing to export yet")
+            return
+        if target.suffix.lower() == ".svg" and self._picture is not None and self._picture.svg:
+            target.write_bytes(self._picture.svg)
+            self.sig_exported.emit(str(target))
+            return
+        dot, fmt = graph.dot, target.suffix.lower().lstrip(".")
+
+        def job(cancel: CancelToken) -> Generator[Any, None, Path]:
+            from merge_studio.graph.render import render
+
+            yield from ()
+            target.write_bytes(render(dot, fmt) if fmt != "png" else render_png(dot, dpi=110))
+            return target
+
+        worker = self._runner.start(job, name="graph-export")
+        worker.sig_result.connect(self._on_export_done)
+        worker.sig_failed.connect(self._on_worker_failed)
+
+    def shutdown(self) -> None:
+        """Stop layout jobs and wait for their threads (call before the widget goes away)."""
+        self._runner.shutdown()
+
+    def closeEvent(self, event) -> None:  # noqa: ANN001, N802
+        self.shutdown()
+        super().closeEvent(event)
+
+    # --- jobs -----------------------------------------------------------------------------
+    def _rebuild(self) -> None:
+        if self._source is not None:
+            self.request_graph(self._source(self.depth_spin.value(), self.nested_check.isChecked(), self.current_overlay()))
+
+    def _cancel_running(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+
+    @Slot(object)
+    def _on_worker_result(self, picture: GraphPicture) -> None:
+        if self.sender() is not self._worker:
+            return  # a stale job: the user asked for something else since
+        self._worker = None
+        self._show_picture(picture)
+
+    @Slot(object)
+    def _on_worker_failed(self, error: Any) -> None:
+        if self.sender() is self._worker:
+            self._worker = None
+        message = error.message + (f" ({error.hint})" if getattr(error, "hint", None) else "")
+        self.status_label.clear()
+        self.banner.setText(message)
+        self.banner.show()
+        self.sig_failed.emit(message)
+
+    @Slot(object)
+    def _on_export_done(self, path: Path) -> None:
+        self.status_label.setText(f"Exported {path}")
+        self.sig_exported.emit(str(path))
+
+    # --- showing ----------------------------------------------------------------------------
+    def _show_picture(self, picture: GraphPicture) -> None:
+        previous = self._picture
+        same_layout = previous is not None and previous.base is picture.base and bool(self._items)
+        transform, center = self.graphics.transform(), self.graphics.mapToScene(self.graphics.viewport().rect().center())
+        self._picture = picture
+        self._clear_scene()
+        if picture.tree is not None:
+            self._fill_tree(picture.tree)
+        self._set_banner(picture.dot_missing, picture.notes)
+        if picture.graph.kind == "module" and picture.svg:
+            self._fill_scene(picture)
+            if same_layout:  # only the colours changed: keep the user's zoom and position
+                self.graphics.setTransform(transform)
+                self.graphics.centerOn(center)
+            self.stack.setCurrentWidget(self.graphics)
+        elif picture.tree is not None:
+            self.stack.setCurrentWidget(self.tree_view)
+        elif picture.svg:
+            self._fill_scene(picture)
+            self.stack.setCurrentWidget(self.graphics)
+        what = f"{len(picture.graph.nodes)} nodes" if picture.graph.kind == "module" else "module tree"
+        self.status_label.setText(f"{picture.arch or 'no architecture'} · {what}")
+        if self.search_edit.text():
+            self._on_search_changed(self.search_edit.text())
+        self.sig_graph_ready.emit()
+
+    def _set_banner(self, dot_missing: bool, notes: tuple[str, ...] = ()) -> None:
+        lines = list(notes)
+        if dot_missing:
+            lines.insert(0, f"The layer graph needs Graphviz, which is not installed; showing the module tree. To {INSTALL_HINT}.")
+        self.banner.setText("\n".join(lines))
+        self.banner.setVisible(bool(lines))
+
+    def _clear_scene(self) -> None:
+        self.scene.clear()
+        self._items = {}
+        self._renderer = None
+
+    def _fill_scene(self, picture: GraphPicture) -> None:
+        renderer = QSvgRenderer(QByteArray(picture.svg))
+        self._renderer = renderer  # the item does not own it
+        svg_item = QGraphicsSvgItem()
+        svg_item.setSharedRenderer(renderer)
+        self.scene.addItem(svg_item)
+        box = renderer.viewBoxF()
+        size = svg_item.boundingRect()
+        sx = size.width() / box.width() if box.width() else 1.0
+        sy = size.height() / box.height() if box.height() else 1.0
+        for node in picture.graph.nodes:
+            if not renderer.elementExists(node.node_id):
+                continue
+            rect = renderer.transformForElement(node.node_id).mapRect(renderer.boundsOnElement(node.node_id))
+            scene_rect = QRectF((rect.x() - box.x()) * sx, (rect.y() - box.y()) * sy, rect.width() * sx, rect.height() * sy)
+            item = _NodeItem(node, scene_rect, self._on_node_clicked)
+            self.scene.addItem(item)
+            self._items[node.node_id] = item
+        self.scene.setSceneRect(self.scene.itemsBoundingRect())
+        self.graphics.resetTransform()
+        if size.width() > self.graphics.viewport().width():
+            self.graphics.zoom(max(0.3, self.graphics.viewport().width() / size.width()))
+        self.graphics.centerOn(size.center().x(), 0)
+
+    def _fill_tree(self, tree: KeyTreeNode) -> None:
+        self.tree_model.clear()
+        self.tree_model.setHorizontalHeaderLabels(["Module", "Shape", "Parameters", "Value"])
+        overlay = self.current_overlay()
+        colors: dict[str, str] = {}
+        if overlay is not None:
+            colors, _ = value_colors([n.path for n in tree.walk() if n.path], overlay.values, cmap=overlay.cmap)
+
+        def add(parent: QStandardItem, node: KeyTreeNode) -> None:
+            for child in node.children.values():
+                row = self._tree_row(child.name, child.path, "", child.param_count, colors, overlay)
+                parent.appendRow(row)
+                add(row[0], child)
+            for leaf, shape in node.tensors:
+                row = self._tree_row(leaf, node.path, format_shape(shape), 0, {}, None)
+                row[0].setData(f"{node.path}.{leaf}" if node.path else leaf, Qt.ItemDataRole.ToolTipRole)
+                parent.appendRow(row)
+
+        add(self.tree_model.invisibleRootItem(), tree)
+        self.tree_view.expandToDepth(0)
+        self.tree_view.resizeColumnToContents(0)
+
+    @staticmethod
+    def _tree_row(
+        name: str, path: str, shape: str, params: int, colors: Mapping[str, str], overlay: Overlay | None
+    ) -> list[QStandardItem]:
+        value = layer_value(path, overlay.values) if overlay is not None and params else None
+        cells = [QStandardItem(name), QStandardItem(shape), QStandardItem(format_count(params) if params else ""),
+                 QStandardItem("" if value is None else format_value(value))]
+        for cell in cells:
+            cell.setEditable(False)
+            cell.setData(path, PATH_ROLE)
+        if path in colors:
+            for cell in (cells[0], cells[3]):
+                cell.setBackground(QColor(colors[path]))
+                cell.setForeground(QColor(font_for(colors[path])))
+        return cells
+
+    def _tree_index(self, module_path: str):  # noqa: ANN202 - a QModelIndex or None
+        matches = self.tree_model.match(
+            self.tree_model.index(0, 0), PATH_ROLE, module_path, 1,
+            Qt.MatchFlag.MatchExactly | Qt.MatchFlag.MatchRecursive,
+        )
+        return matches[0] if matches else None
+
+    def _current_graph(self) -> ModuleGraph | None:
+        return self._picture.graph if self._picture is not None else None
+
+    # --- user actions -------------------------------------------------------------------------
+    def _on_node_clicked(self, node: GraphNode) -> None:
+        if node.module_path:
+            self.select_layer(node.module_path)
+            self.sig_layer_selected.emit(node.module_path)
+
+    @Slot()
+    def _on_tree_clicked(self, index) -> None:  # noqa: ANN001
+        path = index.data(PATH_ROLE)
+        if path:
+            self.sig_layer_selected.emit(path)
+
+    @Slot()
+    def _on_options_changed(self) -> None:
+        self._rebuild()
+
+    @Slot(str)
+    def _on_overlay_combo_changed(self, _name: str) -> None:
+        self._apply_overlay()
+
+    def _apply_overlay(self) -> None:
+        overlay = self.current_overlay()
+        picture = self._picture
+        if picture is not None and picture.tree is not None:
+            self._fill_tree(picture.tree)
+        if picture is None:
+            if self._source is not None and self._worker is not None:
+                self._rebuild()  # a build is under way: rebuild with the overlay
+            return
+        self.request_graph(lambda cancel: iter_recolor(picture, overlay, cancel))
+
+    @Slot(str)
+    def _on_search_changed(self, text: str) -> None:
+        graph = self._current_graph()
+        if self.stack.currentWidget() is self.tree_view:
+            hits = self.tree_model.match(self.tree_model.index(0, 0), PATH_ROLE, text, 1,
+                                         Qt.MatchFlag.MatchContains | Qt.MatchFlag.MatchRecursive) if text else []
+            if hits:
+                self.tree_view.setCurrentIndex(hits[0])
+                self.tree_view.scrollTo(hits[0])
+            return
+        self._matches = [n.module_path for n in graph.search(text) if n.module_path] if graph else []
+        if self._matches:
+            self.select_layer(self._matches[0])
+
+    @Slot()
+    def _on_search_next(self) -> None:
+        if len(self._matches) > 1:
+            self._matches.append(self._matches.pop(0))
+            self.select_layer(self._matches[0])
+
+    def _on_export_clicked(self, fmt: str) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, f"Export graph as {fmt.upper()}", f"graph.{fmt}", f"{fmt.upper()} (*.{fmt})")
+        if path:
+            self.export(path if path.lower().endswith(f".{fmt}") else f"{path}.{fmt}")
+
+    def _on_pick_factory(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Python file that builds the model", "", "Python (*.py)")
+        if not path:
+            return
+        function, ok = QInputDialog.getText(self, "Factory function", "Function that returns the nn.Module:", text="build")
+        if ok and function.strip():
+            self.choose_arch(f"{path}:{function.strip()}")
+
+    def _on_pick_pt2(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Exported program", "", "Exported programs (*.pt2)")
+        if path:
+            self.choose_arch(path)
