@@ -48,7 +48,7 @@ def magnitude_threshold(delta: torch.Tensor, density: float) -> float:
 def trim_below_(delta: torch.Tensor, threshold: float) -> torch.Tensor:
     """Zero, in place, every entry with ``|δ| < threshold``; entries equal to it are kept."""
     if threshold > 0.0:
-        delta.mul_(delta.abs() >= threshold)
+        delta.mul_(delta.abs().ge_(threshold))  # a float 0/1 mask built in place: no bool copy
     return delta
 
 
@@ -61,8 +61,8 @@ def random_drop_(
     """
     if density >= 1.0:
         return delta
-    keep = torch.rand(delta.shape, generator=generator, device=delta.device, dtype=torch.float32) < density
-    delta.mul_(keep)
+    keep = torch.rand(delta.shape, generator=generator, device=delta.device, dtype=torch.float32)
+    delta.mul_(keep.lt_(density))  # 1.0 where kept, 0.0 where dropped, built in place
     if rescale:
         delta.div_(density)
     return delta

@@ -121,12 +121,18 @@ def _require_base(base: torch.Tensor | None, ctx: TensorContext, label: str) -> 
     return base
 
 
-def _elect_positive(weighted: Sequence[torch.Tensor], consensus: Consensus) -> torch.Tensor:
-    """Where the elected sign is + (ties go to +, as in mergekit)."""
+def _elected_sign(weighted: Sequence[torch.Tensor], consensus: Consensus) -> torch.Tensor:
+    """+1 or −1 per entry: the sign of the summed weighted deltas ('sum') or of the sign count
+    ('count'); a tie goes to +, as in mergekit. Built in place in one float tensor."""
     total = torch.zeros_like(weighted[0])
     for wd in weighted:
         total.add_(wd if consensus == "sum" else wd.sign())
-    return total >= 0
+    return total.ge_(0).mul_(2).sub_(1)
+
+
+def _l1(x: torch.Tensor) -> torch.Tensor:
+    """Σ|x| without materialising |x| (a third of the time of ``x.abs().sum()``)."""
+    return torch.linalg.vector_norm(x, ord=1)
 
 
 def merge_task_vectors(
@@ -157,12 +163,12 @@ def merge_task_vectors(
     for i, (tensor, weight) in enumerate(zip(tensors, weights, strict=True)):
         delta = task_vector(tensor, base)
         if track:
-            ctx.add_metric("task_mass_total", delta.abs().sum())
+            ctx.add_metric("task_mass_total", _l1(delta))
         scale = thin(i, delta) if thin is not None else 1.0
         scales.append(scale)
         if consensus is None:
             if track:
-                ctx.add_metric("task_mass_kept", delta.abs().sum() / scale)
+                ctx.add_metric("task_mass_kept", _l1(delta) / scale)
             mixed.add_(delta, alpha=weight)
         else:
             weighted.append(delta.mul_(weight))
@@ -171,17 +177,19 @@ def merge_task_vectors(
         if normalize and abs(divisor) >= 1e-8:
             mixed.div_(divisor)
     else:
-        positive = _elect_positive(weighted, consensus)
+        elected = _elected_sign(weighted, consensus)
         divisor_t = torch.zeros_like(base) if normalize else None
         for weight, scale in zip(weights, scales, strict=True):
             wd = weighted.pop(0)  # let each weighted delta go as soon as it is added
-            agrees = torch.where(positive, wd > 0, wd < 0)
-            mixed.add_(wd.mul_(agrees))
+            # zero the entries whose sign differs from the elected one, in place:
+            # s·x ≥ 0 exactly where x has sign s, and s·s = 1 restores the value
+            wd.mul_(elected).clamp_(min=0).mul_(elected)
+            mixed.add_(wd)
             if track and weight != 0:
-                ctx.add_metric("task_mass_kept", wd.abs().sum() / (abs(weight) * scale))
+                ctx.add_metric("task_mass_kept", _l1(wd) / (abs(weight) * scale))
             if divisor_t is not None:
-                divisor_t.add_(agrees.to(base.dtype), alpha=weight)
-        del positive
+                divisor_t.add_(wd.sign().abs_(), alpha=weight)  # 1 where this model counted
+        del elected
         if divisor_t is not None:
             divisor_t.masked_fill_(divisor_t == 0, 1.0)
             mixed.div_(divisor_t)
