@@ -186,6 +186,17 @@ def _device_of(module: nn.Module) -> str:
     return "cpu"
 
 
+SMALL_MODEL_PARAMS = 10_000_000
+"""Below this many parameters a real forward pass is cheaper than the meta path.
+
+The first meta-device forward in a process imports torch's reference kernels
+(seconds); a small model runs for real in milliseconds instead."""
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def module_graph(
     module: nn.Module,
     example_input: Any,
@@ -193,25 +204,33 @@ def module_graph(
     depth: int = 3,
     expand_nested: bool = False,
     title: str = "",
+    on_meta: bool | None = None,
 ) -> ModuleGraph:
     """Trace ``module`` on ``example_input`` into a graph of its layers.
 
     ``depth`` is how many levels of submodules are opened; ``expand_nested`` draws
-    the opened containers as dashed boxes. The caller's module is never moved.
+    the opened containers as dashed boxes. ``on_meta`` forces (or forbids) the meta
+    device; by default big models trace on meta and small ones for real. The
+    caller's module is never moved.
     """
     if depth < 0:
         raise ArchitectureError(f"graph depth must be 0 or more, not {depth}")
-    errors = []
-    try:
-        return _trace(_meta_copy(module), _to_device(example_input, "meta"), "meta", depth, expand_nested, title)
-    except Exception as exc:  # some forwards need real data (data-dependent shapes, .item())
-        errors.append(exc)
     device = _device_of(module)
-    if device == "meta":
-        raise ArchitectureError(
-            f"cannot trace {type(module).__name__} on the meta device: {errors[0]}",
-            hint="build the model on a real device to draw its graph",
-        ) from errors[0]
+    if on_meta is None:
+        on_meta = device == "meta" or parameter_count(module) > SMALL_MODEL_PARAMS
+    errors: list[Exception] = []
+    if on_meta:
+        try:
+            meta = module if device == "meta" else _meta_copy(module)
+            return _trace(meta, _to_device(example_input, "meta"), "meta", depth, expand_nested, title)
+        except Exception as exc:  # some forwards need real data (data-dependent shapes, .item())
+            errors.append(exc)
+        if device == "meta":
+            cause = errors[0].__cause__ or errors[0]
+            raise ArchitectureError(
+                f"cannot trace {type(module).__name__} on the meta device: {type(cause).__name__}: {cause}",
+                hint="build the model on a real device to draw its graph",
+            ) from errors[0]
     try:
         return _trace(module, _to_device(example_input, device), device, depth, expand_nested, title)
     except Exception as exc:

@@ -12,10 +12,20 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from merge_studio.core.arch import build_module, detect_arch, example_input, parse_arch, state_dict_mismatch
+import torch
+from torch import nn
+
+from merge_studio.core.arch import (
+    ArchSpec,
+    build_module,
+    detect_arch,
+    example_input,
+    parse_arch,
+    state_dict_mismatch,
+)
 from merge_studio.core.progress import CancelToken, Progress, check_cancel
 from merge_studio.errors import ArchitectureError
-from merge_studio.graph.build import module_graph
+from merge_studio.graph.build import SMALL_MODEL_PARAMS, module_graph, parameter_count
 from merge_studio.graph.key_tree import KeyTreeNode, key_tree, key_tree_graph, shapes_of
 from merge_studio.graph.model import ModuleGraph
 from merge_studio.graph.overlay import color_nodes
@@ -56,6 +66,21 @@ def _steps(total: int):  # noqa: ANN202 - a small progress helper
     return step
 
 
+def graph_module(spec: ArchSpec) -> nn.Module:
+    """The module to trace: built on the meta device, and for real when it is small.
+
+    Weights do not matter for a picture, so nothing is bound; a real build of a
+    small model avoids the slow first meta-device forward.
+    """
+    if spec.kind == "pt2":
+        return build_module(spec)
+    module = build_module(spec, device="meta")
+    if parameter_count(module) <= SMALL_MODEL_PARAMS:
+        with torch.no_grad():
+            module = build_module(spec)
+    return module
+
+
 def finish_picture(
     base: ModuleGraph,
     overlay: Overlay | None,
@@ -89,7 +114,7 @@ def iter_arch_picture(
     step = _steps(4)
     spec = parse_arch(arch)
     yield step("build", f"building {spec}")
-    module = build_module(spec, device=None if spec.kind == "pt2" else "meta")
+    module = graph_module(spec)
     data = example_input(spec, batch_size=1)
     check_cancel(cancel)
     yield step("trace", "tracing the forward pass")
@@ -124,7 +149,7 @@ def iter_checkpoint_picture(
     if chosen:
         try:
             spec = parse_arch(chosen)
-            module = build_module(spec, device=None if spec.kind == "pt2" else "meta")
+            module = graph_module(spec)
             shapes = {n: _Shape(shape) for n, shape in shapes_of(checkpoint).items()}
             problem = state_dict_mismatch(module, shapes)
             if problem:

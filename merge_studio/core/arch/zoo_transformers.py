@@ -8,6 +8,18 @@ from torch import nn
 from merge_studio.core.arch.layers import TransformerBlock
 
 
+def _embedding(count: int, dim: int) -> nn.Embedding:
+    """``nn.Embedding`` with its usual N(0, 1) init, skipped on the meta device.
+
+    A first ``normal_`` on meta imports torch's compiler (seconds); meta tensors hold
+    no values anyway. On real devices the random stream is the same as nn.Embedding's.
+    """
+    weight = torch.empty(count, dim)
+    if not weight.is_meta:
+        nn.init.normal_(weight)
+    return nn.Embedding(count, dim, _weight=weight)
+
+
 class ViT(nn.Module):
     """Small ViT: Conv2d patch embedding, cls token, learned positions, pre-LN blocks, ``head``."""
 
@@ -27,8 +39,11 @@ class ViT(nn.Module):
             raise ValueError(f"image_size {image_size} is not a multiple of patch {patch}")
         tokens = (image_size // patch) ** 2
         self.patch_embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
-        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens + 1, dim))
+        if not self.cls_token.is_meta:  # meta normal_ would import torch's compiler (seconds)
+            nn.init.normal_(self.cls_token, std=0.02)
+            nn.init.normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, n_heads, dim * mlp_ratio, causal=False) for _ in range(depth)
         )
@@ -59,8 +74,8 @@ class GPT(nn.Module):
     ) -> None:
         super().__init__()
         self.block_size = block_size
-        self.tok_emb = nn.Embedding(vocab_size, d_model)
-        self.pos_emb = nn.Embedding(block_size, d_model)
+        self.tok_emb = _embedding(vocab_size, d_model)
+        self.pos_emb = _embedding(block_size, d_model)
         self.blocks = nn.ModuleList(
             TransformerBlock(d_model, n_head, d_model * mlp_ratio, causal=True) for _ in range(n_layer)
         )
