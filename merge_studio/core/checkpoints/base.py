@@ -9,10 +9,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import torch
 
 from merge_studio.core.dtypes import dtype_name, element_size
+
+if TYPE_CHECKING:
+    from merge_studio.core.checkpoints.keys import KeyNode
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Checkpoint(ABC):
         self.path = Path(path)
         self._infos: dict[str, TensorInfo] = {}
         self.metadata: dict[str, str] = {}
+        self.skipped: list[str] = []  # entries found but not read as tensors, "name (what)"
 
     # --- what is inside -------------------------------------------------------
     @property
@@ -114,6 +119,12 @@ class Checkpoint(ABC):
             dtypes=dict(sorted(dtypes.items())),
             metadata=dict(self.metadata),
         )
+
+    def key_tree(self) -> KeyNode:
+        """The module tree of the tensor names (see :mod:`keys`)."""
+        from merge_studio.core.checkpoints.keys import build_key_tree
+
+        return build_key_tree(self._infos)
 
     # --- reading ----------------------------------------------------------------
     def get_tensor(self, name: str) -> torch.Tensor:
