@@ -105,8 +105,16 @@ def child(argv: list[str]) -> None:
     else:
         job_engine(payload["folders"], payload["out"], payload["method"])
     seconds = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss_bytes()
     print(json.dumps({"seconds": seconds, "peak_rss": rss}))
+
+
+def peak_rss_bytes() -> int:
+    """This process's high-water resident set (VmHWM; unlike ru_maxrss it is not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def measure(kind: str, **payload) -> dict[str, float]:

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
@@ -50,49 +51,63 @@ def _format_barrier(value: float, metric: Metric) -> str:
     return f"{value:.3g}" if metric == "loss" else f"{100 * value:.1f} pts"
 
 
-def style_axes(ax: Axes, metric: Metric, *, anchors: Sequence[str] = ("A", "B"), split_note: str = "") -> None:
-    """Axis labels, A/B endpoint ticks and a light grid."""
+def style_axes(ax: Axes, metric: Metric, *, anchors: Sequence[str] = ("A", "B"), via_merged: bool = False,
+               split_note: str = "") -> None:
+    """Axis labels, endpoint ticks naming A and B (and the merged model's place), a light grid."""
     ax.set_xlim(-0.03, 1.03)
-    ticks = np.linspace(0.0, 1.0, len(anchors))
-    ax.set_xticks(list(ticks), [f"{name}" for name in anchors])
-    ax.set_xticks([0.25, 0.75] if len(anchors) == 2 else [], minor=True)
-    ax.set_xlabel("interpolation λ   (θ = (1−λ)·A + λ·B)" if len(anchors) == 2 else "path position")
+    first, last = (anchors[0], anchors[-1]) if anchors else ("A", "B")
+    ticks, labels = [0.0, 1.0], [f"A\n{first}" if first != "A" else "A", f"B\n{last}" if last != "B" else "B"]
+    if via_merged:
+        ticks.insert(1, 0.5)
+        labels.insert(1, "merged\n(path only)")
+    ax.set_xticks(ticks, labels, fontsize=8)
+    ax.set_xticks([0.25, 0.5, 0.75] if not via_merged else [0.25, 0.75], minor=True)
+    ax.set_xlabel("λ: θ = (1−λ)·A + λ·B", fontsize=9)
     ax.set_ylabel(("loss" if metric == "loss" else "accuracy") + (f" ({split_note})" if split_note else ""))
     if metric == "accuracy":
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     ax.grid(True, which="both", alpha=0.25, linewidth=0.6)
 
 
-def _draw_curve(
-    ax: Axes, curve: BarrierCurve, metric: Metric, split: str, colour: str, *, annotate: bool, show_split: bool
-) -> list[Artist]:
+def _draw_curve(ax: Axes, curve: BarrierCurve, metric: Metric, split: str, colour: str, *, mark_barrier: bool) -> list[Artist]:
     values = _values(curve, metric, split)
     if values is None:
         return []
     lam = np.asarray(curve.lambdas)
-    barrier = _barrier(curve, metric, split)
-    name = curve.label + (f" · {split}" if show_split else "")
-    if barrier is not None:
-        name += f"  (barrier {_format_barrier(barrier, metric)})"
-    artists: list[Artist] = []
-    (line,) = ax.plot(lam, values, SPLIT_STYLES.get(split, "-"), color=colour, marker="o", markersize=3.5,
-                      linewidth=1.8, label=name, gid=f"{curve.label}|{split}")
-    artists.append(line)
-    if not annotate or barrier is None or len(lam) < 2 or not np.isfinite(values).all():
+    (line,) = ax.plot(lam, values, SPLIT_STYLES.get(split, "-"), color=colour, marker="o", markersize=3,
+                      linewidth=1.7, gid=f"{curve.label}|{split}")
+    artists: list[Artist] = [line]
+    if not mark_barrier or len(lam) < 2 or not np.isfinite(values).all():
         return artists
     chord = values[0] + (values[-1] - values[0]) * (lam - lam[0]) / (lam[-1] - lam[0])
     gap = values - chord if metric == "loss" else chord - values
     peak = int(np.argmax(gap))
     (chord_line,) = ax.plot([lam[0], lam[-1]], [values[0], values[-1]], ":", color=colour, linewidth=1.0, alpha=0.7)
     artists.append(chord_line)
-    if barrier > 0 and 0 < peak < len(lam) - 1:
-        bar = ax.vlines(lam[peak], chord[peak], values[peak], colors=colour, linewidth=1.2, alpha=0.8)
-        label = ax.annotate(
-            _format_barrier(barrier, metric), xy=(lam[peak], values[peak]), xytext=(4, 4 if metric == "loss" else -12),
-            textcoords="offset points", color=colour, fontsize=8, fontweight="bold",
-        )
-        artists += [bar, label]
+    if gap[peak] > 0 and 0 < peak < len(lam) - 1:
+        artists.append(ax.vlines(lam[peak], chord[peak], values[peak], colors=colour, linewidth=2.2, alpha=0.35))
     return artists
+
+
+def _legend(ax: Axes, curves: Sequence[BarrierCurve], splits: Sequence[str], colours: Sequence[str], metric: Metric,
+            *, with_barriers: bool) -> Artist:
+    """One entry per curve carrying its barrier on the first split, then the line styles; placed where
+    it hides the fewest points."""
+    handles = []
+    for c, col in zip(curves, colours, strict=True):
+        value = _barrier(c, metric, splits[0]) if with_barriers else None
+        label = c.label if value is None else f"{c.label}:  {_format_barrier(value, metric)}"
+        handles.append(Line2D([], [], color=col, marker="o", markersize=3, linewidth=1.7, label=label))
+    if len(splits) > 1:
+        handles += [Line2D([], [], color="0.35", linestyle=SPLIT_STYLES.get(s, "-"), linewidth=1.4, label=s) for s in splits]
+    if with_barriers:
+        handles.append(Line2D([], [], color="0.35", linestyle=":", linewidth=1.0, label="straight line A–B"))
+    title = f"{'loss' if metric == 'loss' else 'accuracy'} barrier ({splits[0]})" if with_barriers else None
+    legend = ax.legend(handles=handles, loc="best", fontsize=8, title=title, title_fontsize=8, framealpha=0.9)
+    for text, col in zip(legend.get_texts(), colours, strict=False):
+        text.set_color(col)
+        text.set_fontweight("bold")
+    return legend
 
 
 def plot_barrier(
@@ -104,28 +119,27 @@ def plot_barrier(
     annotate: bool = True,
     title: str | None = None,
 ) -> list[Artist]:
-    """Draw ``curves`` on ``ax``: one line per curve and split, a legend, the barrier values."""
+    """Draw ``curves`` on ``ax``: one line per curve and split, a legend, and the barrier values.
+
+    The first split (test by default) carries the barrier marks: the dotted straight
+    line between the endpoints, a bar at the curve's worst point, and the values.
+    """
     splits = [split] if isinstance(split, str) else list(split)
+    colours = [curve_colour(c.label, i) for i, c in enumerate(curves)]
     artists: list[Artist] = []
-    anchors: tuple[str, ...] = ("A", "B")
-    for i, curve in enumerate(curves):
-        colour = curve_colour(curve.label, i)
+    for curve, colour in zip(curves, colours, strict=True):
         for s in splits:
-            artists += _draw_curve(ax, curve, metric, s, colour, annotate=annotate, show_split=len(splits) > 1)
-        if len(curve.anchors) == 2:
-            anchors = curve.anchors
-        elif len(curves) == 1:
-            anchors = curve.anchors
-    if any(len(c.anchors) == 3 for c in curves) and len(anchors) == 2:
+            artists += _draw_curve(ax, curve, metric, s, colour, mark_barrier=annotate and s == splits[0])
+    straight = [c for c in curves if len(c.anchors) == 2]
+    anchors = (straight or list(curves))[0].anchors if curves else ("A", "B")
+    via_merged = any(len(c.anchors) == 3 for c in curves)
+    if via_merged:
         artists.append(ax.axvline(0.5, color=curve_colour("via merged"), linestyle=":", linewidth=0.8, alpha=0.6))
-        artists.append(ax.annotate("merged", xy=(0.5, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -12),
-                                   textcoords="offset points", ha="center", fontsize=8, color=curve_colour("via merged")))
-    style_axes(ax, metric, anchors=anchors, split_note=", ".join(splits))
+    style_axes(ax, metric, anchors=anchors, via_merged=via_merged, split_note=", ".join(splits))
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     if curves:
-        legend = ax.legend(loc="best", fontsize=8, framealpha=0.85)
-        artists.append(legend)
+        artists.append(_legend(ax, curves, splits, colours, metric, with_barriers=annotate))
     return artists
 
 
@@ -167,7 +181,7 @@ class BarrierPlotter:
             colour = curve_colour(point.curve, self._labels.index(point.curve))
             show_split = len(self.splits) > 1
             (line,) = self.ax.plot([], [], SPLIT_STYLES.get(point.split, "-"), color=colour, marker="o",
-                                   markersize=3.5, linewidth=1.8,
+                                   markersize=3, linewidth=1.7,
                                    label=point.curve + (f" · {point.split}" if show_split else ""))
             self._lines[key] = line
             self._data[key] = {}
@@ -189,3 +203,19 @@ class BarrierPlotter:
     @property
     def line_count(self) -> int:
         return len(self._lines)
+
+
+def draw_barrier_report(fig: Figure, curves: Sequence[BarrierCurve], *, splits: Sequence[str] = ("test", "train"),
+                        title: str | None = None) -> list[Axes]:
+    """Loss and (when there is one) accuracy side by side on ``fig``; returns the axes."""
+    fig.clear()
+    has_accuracy = any(c.accuracies for c in curves)
+    axes = fig.subplots(1, 2 if has_accuracy else 1, squeeze=False)[0]
+    shown = [s for s in splits if any(s in c.losses for c in curves)] or list(splits)
+    plot_barrier(axes[0], curves, metric="loss", split=shown)
+    if has_accuracy:
+        plot_barrier(axes[1], curves, metric="accuracy", split=shown)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.set_layout_engine("constrained")
+    return list(axes)

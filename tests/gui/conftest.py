@@ -1,4 +1,4 @@
-"""GUI tests run offscreen, with settings in a temporary folder."""
+"""GUI tests run offscreen, with settings in a temporary folder and tiny real checkpoints."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from torch import nn  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -20,3 +25,103 @@ def _fresh_settings(tmp_path, monkeypatch):
     QCoreApplication.setApplicationName("merge-studio-tests")
     monkeypatch.setenv("MERGE_STUDIO_DATA_DIR", str(tmp_path / "data"))
     yield
+
+
+def _running_qthreads() -> list:
+    from PySide6.QtCore import QThread
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        return []
+    return [t for t in app.findChildren(QThread) if t.isRunning()]
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left_running(qapp):
+    """Every test must leave no QThread running behind it."""
+    yield
+    from PySide6.QtCore import QCoreApplication
+
+    QCoreApplication.processEvents()
+    leftover = _running_qthreads()
+    assert not leftover, f"threads still running after the test: {[t.objectName() for t in leftover]}"
+
+
+def mlp_state(seed: int, hidden: int = 16, layers: int = 3) -> dict[str, torch.Tensor]:
+    """A real small MLP's weights (Linear layers in a Sequential)."""
+    torch.manual_seed(seed)
+    mods: list[nn.Module] = []
+    width = 8
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    mods.append(nn.Linear(width, 4))
+    return {k: v.detach().clone().contiguous() for k, v in nn.Sequential(*mods).state_dict().items()}
+
+
+def write_model(path: Path, seed: int, **kwargs) -> Path:
+    save_file(mlp_state(seed, **kwargs), str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_models(tmp_path) -> list[Path]:
+    """Three compatible tiny MLP checkpoints."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    return [write_model(folder / f"mlp_{i}.safetensors", i) for i in range(3)]
+
+
+@pytest.fixture
+def odd_model(tmp_path) -> Path:
+    """A checkpoint whose layers differ in width from ``tiny_models``."""
+    return write_model(tmp_path / "wide.safetensors", 9, hidden=24)
+
+
+@pytest.fixture
+def truncated_model(tiny_models, tmp_path) -> Path:
+    """The first 300 bytes of a real checkpoint: a download cut short."""
+    path = tmp_path / "truncated.safetensors"
+    path.write_bytes(tiny_models[0].read_bytes()[:300])
+    return path
+
+
+@pytest.fixture
+def window(qtbot):
+    """The real main window; closing it stops its jobs."""
+    from merge_studio.gui.main_window import MainWindow
+
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1280, 800)
+    win.show()
+    yield win
+    win.close()
+
+
+def drop_files(qtbot, widget, paths) -> None:
+    """Simulate a file manager dropping ``paths`` on ``widget`` (enter, move, drop)."""
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
+    from PySide6.QtWidgets import QApplication
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    target = widget.viewport() if hasattr(widget, "viewport") else widget
+    center = target.rect().center()
+    actions = Qt.DropAction.CopyAction | Qt.DropAction.MoveAction
+    enter = QDragEnterEvent(center, actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(target, enter)
+    assert enter.isAccepted(), "the widget refused the drag"
+    move = QDragMoveEvent(center, actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(target, move)
+    drop = QDropEvent(QPointF(center), actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(target, drop)
+    assert drop.isAccepted(), "the drop was not accepted"
+
+
+def load_into(qtbot, window, paths, timeout: int = 10_000) -> None:
+    """Open ``paths`` in the window and wait until every row finished loading."""
+    with qtbot.waitSignal(window.sig_models_loaded, timeout=timeout):
+        window.open_paths(paths)

@@ -35,8 +35,19 @@ def load_program(path: str | Path) -> Any:
 
 
 def program_module(path: str | Path) -> nn.Module:
-    """The program as an ``nn.Module`` whose state dict uses the original parameter names."""
-    return load_program(path).module()
+    """The program as an ``nn.Module`` with the original submodules and parameter names.
+
+    ``torch.export.unflatten`` rebuilds the module hierarchy (so a graph shows
+    ``layer1.0.conv1`` rather than a flat list of ops, and ``eval()`` works);
+    programs it cannot unflatten fall back to the flat ``.module()``.
+    """
+    import torch.export
+
+    program = load_program(path)
+    try:
+        return torch.export.unflatten(program)
+    except Exception:  # noqa: BLE001 - the flat module still runs and binds
+        return program.module()
 
 
 def program_example_input(path: str | Path) -> Any:

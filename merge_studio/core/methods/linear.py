@@ -111,10 +111,10 @@ register_method(
         elementwise=True,
         reference="Wortsman et al. 2022, Model soups (arXiv:2203.05482)",
         details=(
-            "The result is (θ₁ + … + θₙ)/n, entry by entry. Averaging works when the models share a "
-            "pre-trained starting point (fine-tunes of one base, or checkpoints of one run); models "
-            "trained from different random starts usually need aligning first. Equal to mergekit's "
-            "linear with every weight 1."
+            "The result is (θ₁ + … + θₙ)/n, entry by entry. Averaging works when the models share "
+            "a pre-trained starting point (fine-tunes of one base, or checkpoints of one run); "
+            "models trained from different random starts usually need aligning first. Equal to "
+            "mergekit's linear with every weight 1."
         ),
     )
 )
@@ -131,11 +131,12 @@ register_method(
         mergekit_name="linear",
         reference="Wortsman et al. 2022, Model soups (arXiv:2203.05482)",
         details=(
-            "The result is Σ wᵢθᵢ, divided by Σ wᵢ when normalize is on (the default), entry by entry. "
-            "Use it like a simple average when some models should count more; weights can vary by layer. "
-            "Same definitions as mergekit's linear, with two deliberate differences: a missing weight "
-            "means 1 (mergekit requires one), and weights that sum to zero with normalize on stop the "
-            "merge with an error naming the tensor (mergekit would divide by zero)."
+            "The result is Σ wᵢθᵢ, divided by Σ wᵢ when normalize is on (the default), entry by "
+            "entry. Use it like a simple average when some models should count more; weights can "
+            "vary by layer. Same definitions as mergekit's linear, with two deliberate "
+            "differences: a missing weight means 1 (mergekit requires one), and weights that sum "
+            "to zero with normalize on stop the merge with an error naming the tensor (mergekit "
+            "would divide by zero)."
         ),
     )
 )
@@ -149,11 +150,15 @@ register_method(
         merge=lerp,
         n_models=(2, 2),
         elementwise=True,
-        reference="Frankle et al. 2020, Linear mode connectivity and the lottery ticket hypothesis (arXiv:1912.05671)",
+        reference=(
+            "Frankle et al. 2020, Linear mode connectivity and the lottery ticket hypothesis "
+            "(arXiv:1912.05671)"
+        ),
         details=(
-            "The result is (1 − t)·A + t·B, entry by entry: t = 0 gives the first model, t = 1 the "
-            "second, and t can vary by layer. With a base model, the base is A. Equal to mergekit's "
-            "linear with weights 1 − t and t; SLERP follows the arc instead of the straight line."
+            "The result is (1 − t)·A + t·B, entry by entry: t = 0 gives the first model, t = 1 the"
+            " second, and t can vary by layer. With a base model, the base is A. Equal to "
+            "mergekit's linear with weights 1 − t and t; SLERP follows the arc instead of the "
+            "straight line."
         ),
     )
 )

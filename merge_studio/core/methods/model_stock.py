@@ -1,4 +1,4 @@
-"""Model Stock: average the fine-tunes, then pull the average toward the base by how much they agree."""
+"""Model Stock: average the fine-tunes, then pull toward the base by how much they disagree."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import torch
 from pydantic import Field
 
 from merge_studio.core.methods.registry import register_method
-from merge_studio.core.methods.spec import MethodParams, MethodSpec, NoModelParams, TensorContext, ui
+from merge_studio.core.methods.spec import (
+    MethodParams,
+    MethodSpec,
+    NoModelParams,
+    TensorContext,
+    ui,
+)
 from merge_studio.errors import MethodError
 
 # mergekit's floor on the product of norms, so zero task vectors give cos = 0 rather than NaN.
@@ -46,7 +52,7 @@ def mean_pairwise_cosine(offsets: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def stock_ratio(cosine: torch.Tensor, n_models: int) -> torch.Tensor:
-    """t = N·cos θ / (1 + (N−1)·cos θ); where that is undefined (cos θ = −1/(N−1)) the base is kept."""
+    """t = N·cos θ / (1 + (N−1)·cos θ); where undefined (cos θ = −1/(N−1)) the base is kept."""
     ratio = n_models * cosine / (1.0 + (n_models - 1) * cosine)
     return torch.where(torch.isfinite(ratio), ratio, torch.zeros_like(ratio))
 
@@ -59,9 +65,15 @@ def model_stock(
     ctx: TensorContext,
 ) -> torch.Tensor:
     if base is None:
-        raise MethodError(f"Model Stock needs a base model for {ctx.name}", hint="mark the pre-trained model as the base")
+        raise MethodError(
+            f"Model Stock needs a base model for {ctx.name}",
+            hint="mark the pre-trained model as the base",
+        )
     if len(tensors) < 2:
-        raise MethodError(f"Model Stock needs at least two fine-tuned models besides the base, got {len(tensors)}")
+        raise MethodError(
+            "Model Stock needs at least two fine-tuned models besides the base, "
+            f"got {len(tensors)} for {ctx.name}"
+        )
     base_rows = _rows(base, params.filter_wise)
     models = [_rows(t, params.filter_wise) for t in tensors]
     cosine = mean_pairwise_cosine([m - base_rows for m in models])
@@ -79,24 +91,31 @@ register_method(
         name="model_stock",
         label="Model Stock",
         family="Averaging",
-        description="Average the fine-tuned models, then move toward the base by an amount set by their agreement.",
+        description=(
+            "Average the fine-tuned models, then move toward the base by an amount set by their "
+            "agreement."
+        ),
         params=ModelStockParams,
         merge=model_stock,
         n_models=(2, None),
         base="required",
         elementwise=False,
         mergekit_name="model_stock",
-        reference="Jang et al. 2024, Model Stock: all we need is just a few fine-tuned models (arXiv:2403.19522)",
+        reference=(
+            "Jang et al. 2024, Model Stock: all we need is just a few fine-tuned models "
+            "(arXiv:2403.19522)"
+        ),
         details=(
-            "For each tensor, cos θ is the mean cosine between every pair of task vectors θᵢ − base "
-            "(clamped to [−1, 1], with a 1e-6 floor on the product of norms). With N fine-tuned models, "
-            "t = N·cos θ / (1 + (N−1)·cos θ) and the result is t·mean(θᵢ) + (1−t)·base: fine-tunes that "
-            "agree keep most of their average, fine-tunes that go different ways are pulled toward the "
-            "base. Needs no coefficients, so it suits several fine-tunes of one pre-trained model (two "
-            "to five runs with different seeds or data orders). With filter_wise, cos θ and t are "
-            "computed per output row. Same definitions as mergekit's model_stock, with two deliberate "
-            "differences: for tensors with more than two dimensions, filter_wise uses one row per output "
-            "channel (mergekit uses the last dimension), and where t is undefined the base is kept."
+            "For each tensor, cos θ is the mean cosine between every pair of task vectors θᵢ − "
+            "base (clamped to [−1, 1], with a 1e-6 floor on the product of norms). With N "
+            "fine-tuned models, t = N·cos θ / (1 + (N−1)·cos θ) and the result is t·mean(θᵢ) + "
+            "(1−t)·base: fine-tunes that agree keep most of their average, fine-tunes that go "
+            "different ways are pulled toward the base. Needs no coefficients, so it suits several"
+            " fine-tunes of one pre-trained model (two to five runs with different seeds or data "
+            "orders). With filter_wise, cos θ and t are computed per output row. Same definitions "
+            "as mergekit's model_stock, with two deliberate differences: for tensors with more "
+            "than two dimensions, filter_wise uses one row per output channel (mergekit uses the "
+            "last dimension), and where t is undefined the base is kept."
         ),
     )
 )

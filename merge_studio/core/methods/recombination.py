@@ -9,7 +9,13 @@ import torch
 from pydantic import Field
 
 from merge_studio.core.methods.registry import register_method
-from merge_studio.core.methods.spec import MethodParams, MethodSpec, NoModelParams, TensorContext, ui
+from merge_studio.core.methods.spec import (
+    MethodParams,
+    MethodSpec,
+    NoModelParams,
+    TensorContext,
+    ui,
+)
 
 
 class RecombinationParams(MethodParams):
@@ -18,13 +24,15 @@ class RecombinationParams(MethodParams):
         ge=0,
         le=2**32 - 1,
         title="Seed",
-        description="Chooses the shuffle; the same seed and models always give the same new models.",
+        description=(
+            "Chooses the shuffle; the same seed and models always give the same new models."
+        ),
         json_schema_extra=ui("seed", per_layer=False),
     )
 
 
 def module_of(name: str) -> str:
-    """The module a tensor belongs to: its name without the last part (``blocks.0.fc.weight`` -> ``blocks.0.fc``)."""
+    """A tensor's module: its name without the last part (``a.0.fc.weight`` -> ``a.0.fc``)."""
     return name.rpartition(".")[0]
 
 
@@ -57,23 +65,28 @@ register_method(
         name="model_recombination",
         label="Model recombination",
         family="Recombination",
-        description="Shuffle whole modules between the models to make as many new models as there are inputs.",
+        description=(
+            "Shuffle whole modules between the models to make as many new models as there are "
+            "inputs."
+        ),
         params=RecombinationParams,
         merge=model_recombination,
         n_models=(2, None),
         elementwise=True,
         outputs="per_model",
-        reference="Hu et al. 2023, FedMR: federated learning via model recombination (arXiv:2305.10730); "
-        "Tang et al. 2024, FusionBench (arXiv:2406.03280)",
+        reference=(
+            "Hu et al. 2023, FedMR: federated learning via model recombination "
+            "(arXiv:2305.10730); Tang et al. 2024, FusionBench (arXiv:2406.03280)"
+        ),
         details=(
-            "For every module (a tensor name without its last part, so a layer's weight and bias move "
-            "together), a seeded shuffle decides which input model each output model takes it from; "
-            "every input module appears in exactly one output. Nothing is averaged, so each output is a "
-            "patchwork of intact layers. Use it to explore combinations of models trained from one "
-            "initialisation (as in federated learning) or to build diverse models for an ensemble. The "
-            "shuffle depends only on the seed and the module name. FusionBench shuffles the layers of a "
-            "module list with Python's random generator; here every named module is shuffled and the "
-            "draw is reproducible from the seed alone."
+            "For every module (a tensor name without its last part, so a layer's weight and bias "
+            "move together), a seeded shuffle decides which input model each output model takes it"
+            " from; every input module appears in exactly one output. Nothing is averaged, so each"
+            " output is a patchwork of intact layers. Use it to explore combinations of models "
+            "trained from one initialisation (as in federated learning) or to build diverse models"
+            " for an ensemble. The shuffle depends only on the seed and the module name. "
+            "FusionBench shuffles the layers of a module list with Python's random generator; here"
+            " every named module is shuffled and the draw is reproducible from the seed alone."
         ),
     )
 )

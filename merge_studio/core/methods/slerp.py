@@ -9,7 +9,13 @@ import torch
 from pydantic import Field
 
 from merge_studio.core.methods.registry import register_method
-from merge_studio.core.methods.spec import MethodParams, MethodSpec, NoModelParams, TensorContext, ui
+from merge_studio.core.methods.spec import (
+    MethodParams,
+    MethodSpec,
+    NoModelParams,
+    TensorContext,
+    ui,
+)
 
 # mergekit's DOT_THRESHOLD: above this |cos| the tensors are treated as parallel and lerped.
 PARALLEL_COSINE = 0.9995
@@ -23,7 +29,9 @@ class SlerpParams(MethodParams):
         ge=0.0,
         le=1.0,
         title="t",
-        description="Position along the arc between the models: 0 gives the first model, 1 the second.",
+        description=(
+            "Position along the arc between the models: 0 gives the first model, 1 the second."
+        ),
         json_schema_extra=ui("slider", step=0.01),
     )
 
@@ -73,7 +81,9 @@ register_method(
         name="slerp",
         label="SLERP",
         family="Interpolation",
-        description="Interpolate two models along the arc between them rather than the straight line.",
+        description=(
+            "Interpolate two models along the arc between them rather than the straight line."
+        ),
         params=SlerpParams,
         merge=slerp,
         n_models=(2, 2),
@@ -81,14 +91,14 @@ register_method(
         mergekit_name="slerp",
         reference="Shoemake 1985, Animating rotation with quaternion curves (SIGGRAPH)",
         details=(
-            "Each tensor is treated as one long vector. With Ω the angle between the two (cos Ω = â·b̂), "
-            "the result is sin((1−t)Ω)/sin Ω·A + sin(tΩ)/sin Ω·B, which keeps the size of the weights "
-            "closer to the originals than a straight average when the models point in different "
-            "directions. When |cos Ω| > 0.9995 it is a plain (1−t)·A + t·B, as in mergekit. t can vary "
-            "by layer (e.g. [0, 0.5, 1] to move from A to B through the network); with a base model "
-            "the base is A. Same definition as mergekit's slerp, with one deliberate difference: "
-            "a tensor that is all zeros in either model is interpolated linearly (mergekit treats it "
-            "as perpendicular and mixes with sin/cos weights)."
+            "Each tensor is treated as one long vector. With Ω the angle between the two (cos Ω = "
+            "â·b̂), the result is sin((1−t)Ω)/sin Ω·A + sin(tΩ)/sin Ω·B, which keeps the size of "
+            "the weights closer to the originals than a straight average when the models point in "
+            "different directions. When |cos Ω| > 0.9995 it is a plain (1−t)·A + t·B, as in "
+            "mergekit. t can vary by layer (e.g. [0, 0.5, 1] to move from A to B through the "
+            "network); with a base model the base is A. Same definition as mergekit's slerp, with "
+            "one deliberate difference: a tensor that is all zeros in either model is interpolated"
+            " linearly (mergekit treats it as perpendicular and mixes with sin/cos weights)."
         ),
     )
 )

@@ -10,21 +10,23 @@ element-wise, so the engine can stream huge tensors through it in chunks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Sequence
 
 import torch
 from pydantic import Field
 
 from merge_studio.core.methods.registry import register_method
-from merge_studio.core.methods.sparsify import magnitude_threshold, random_drop_, task_vector, trim_below_
+from merge_studio.core.methods.sparsify import (
+    Consensus,
+    Thinner,
+    magnitude_threshold,
+    merge_task_vectors,
+    random_drop_,
+    task_vector,
+    trim_below_,
+)
 from merge_studio.core.methods.spec import MethodParams, MethodSpec, ModelParams, TensorContext, ui
 from merge_studio.errors import MethodError
-
-Consensus = Literal["sum", "count"]
-# thin(i, delta) trims or drops in place and returns the factor the kept entries were scaled by
-Thinner = Callable[[int, torch.Tensor], float]
-
 
 # --- parameters --------------------------------------------------------------------------------
 def _lambda_field() -> float:
@@ -44,7 +46,9 @@ def _normalize_field(default: bool) -> bool:
     return Field(
         default,
         title="Normalise",
-        description="Divide the combined task vector by the total weight that contributed to each entry.",
+        description=(
+            "Divide the combined task vector by the total weight that contributed to each entry."
+        ),
         json_schema_extra=ui("check"),
     )
 
@@ -53,7 +57,10 @@ def _rescale_field() -> bool:
     return Field(
         True,
         title="Rescale kept entries",
-        description="Divide the entries DARE keeps by the density, so the task vector keeps its expected size.",
+        description=(
+            "Divide the entries DARE keeps by the density, so the task vector keeps its expected "
+            "size."
+        ),
         json_schema_extra=ui("check"),
     )
 
@@ -62,8 +69,8 @@ def _consensus_field() -> Consensus:
     return Field(
         "sum",
         title="Sign election",
-        description="How each entry's sign is chosen: 'sum' follows the larger total (the TIES paper), "
-        "'count' follows the majority of models.",
+        description="How each entry's sign is chosen: 'sum' follows the larger total "
+        "(the TIES paper), 'count' follows the majority of models.",
         json_schema_extra=ui("combo", per_layer=False),
     )
 
@@ -98,7 +105,10 @@ class TaskModelParams(ModelParams):
         ge=-10.0,
         le=10.0,
         title="Weight",
-        description="How much of this model's task vector (its difference from the base) goes into the merge.",
+        description=(
+            "How much of this model's task vector (its difference from the base) goes into the "
+            "merge."
+        ),
         json_schema_extra=ui("slider", step=0.05),
     )
 
@@ -109,7 +119,9 @@ class SparseTaskModelParams(TaskModelParams):
         gt=0.0,
         le=1.0,
         title="Density",
-        description="Fraction of this model's task vector to keep (1 keeps all; 0.2 to 0.5 is typical).",
+        description=(
+            "Fraction of this model's task vector to keep (1 keeps all; 0.2 to 0.5 is typical)."
+        ),
         json_schema_extra=ui("slider", step=0.05),
     )
 
@@ -117,109 +129,45 @@ class SparseTaskModelParams(TaskModelParams):
 # --- the shared computation --------------------------------------------------------------------
 def _require_base(base: torch.Tensor | None, ctx: TensorContext, label: str) -> torch.Tensor:
     if base is None:
-        raise MethodError(f"{label} needs a base model for {ctx.name}", hint="mark one model as the base")
+        raise MethodError(
+            f"{label} needs a base model for {ctx.name}", hint="mark one model as the base"
+        )
     return base
 
 
-def _elected_sign(weighted: Sequence[torch.Tensor], consensus: Consensus) -> torch.Tensor:
-    """+1 or −1 per entry: the sign of the summed weighted deltas ('sum') or of the sign count
-    ('count'); a tie goes to +, as in mergekit. Built in place in one float tensor."""
-    total = torch.zeros_like(weighted[0])
-    for wd in weighted:
-        total.add_(wd if consensus == "sum" else wd.sign())
-    return total.ge_(0).mul_(2).sub_(1)
-
-
-def _l1(x: torch.Tensor) -> torch.Tensor:
-    """Σ|x| without materialising |x| (a third of the time of ``x.abs().sum()``)."""
-    return torch.linalg.vector_norm(x, ord=1)
-
-
-def merge_task_vectors(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor,
-    weights: Sequence[float],
-    ctx: TensorContext,
-    *,
-    lambda_: float = 1.0,
-    normalize: bool = False,
-    consensus: Consensus | None = None,
-    thin: Thinner | None = None,
-) -> torch.Tensor:
-    """base + λ·mix(wᵢ·thin(θᵢ − base)), mergekit's generalized task arithmetic.
-
-    Without ``consensus`` the divisor is Σ wᵢ (left at 1 when it is ~0); with it,
-    an entry of model i counts only where its weighted sign matches the elected
-    sign, and the divisor is the sum of the weights that counted (0 becomes 1).
-    When ``thin`` is given, ``task_mass_total``/``task_mass_kept`` metrics record
-    how much of the task vectors (Σ|τᵢ|) survived thinning and the sign election.
-    """
-    if len(tensors) != len(weights):
-        raise MethodError(f"{len(tensors)} tensors but {len(weights)} per-model parameter sets for {ctx.name}")
-    track = thin is not None
-    mixed = torch.zeros_like(base)
-    scales: list[float] = []
-    weighted: list[torch.Tensor] = []
-    for i, (tensor, weight) in enumerate(zip(tensors, weights, strict=True)):
-        delta = task_vector(tensor, base)
-        if track:
-            ctx.add_metric("task_mass_total", _l1(delta))
-        scale = thin(i, delta) if thin is not None else 1.0
-        scales.append(scale)
-        if consensus is None:
-            if track:
-                ctx.add_metric("task_mass_kept", _l1(delta) / scale)
-            mixed.add_(delta, alpha=weight)
-        else:
-            weighted.append(delta.mul_(weight))
-    if consensus is None:
-        divisor = float(sum(weights))
-        if normalize and abs(divisor) >= 1e-8:
-            mixed.div_(divisor)
-    else:
-        elected = _elected_sign(weighted, consensus)
-        divisor_t = torch.zeros_like(base) if normalize else None
-        for weight, scale in zip(weights, scales, strict=True):
-            wd = weighted.pop(0)  # let each weighted delta go as soon as it is added
-            # zero the entries whose sign differs from the elected one, in place:
-            # s·x ≥ 0 exactly where x has sign s, and s·s = 1 restores the value
-            wd.mul_(elected).clamp_(min=0).mul_(elected)
-            mixed.add_(wd)
-            if track and weight != 0:
-                ctx.add_metric("task_mass_kept", _l1(wd) / (abs(weight) * scale))
-            if divisor_t is not None:
-                divisor_t.add_(wd.sign().abs_(), alpha=weight)  # 1 where this model counted
-        del elected
-        if divisor_t is not None:
-            divisor_t.masked_fill_(divisor_t == 0, 1.0)
-            mixed.div_(divisor_t)
-    if lambda_ != 1.0:
-        mixed.mul_(lambda_)
-    return mixed.add_(base)
-
-
 def _magnitude_thinner(
-    tensors: Sequence[torch.Tensor], model_params: Sequence[SparseTaskModelParams], ctx: TensorContext
+    tensors: Sequence[torch.Tensor],
+    model_params: Sequence[SparseTaskModelParams],
+    ctx: TensorContext,
 ) -> Thinner:
-    """TIES trim: thresholds from ``ctx.stats`` (whole-tensor statistics) or, for a whole tensor, computed here."""
+    """TIES trim: thresholds from ``ctx.stats`` (whole-tensor statistics), or computed
+    here when the whole tensor was passed."""
     if not ctx.stats and ctx.chunk is not None:
         raise MethodError(
             f"TIES was given a chunk of {ctx.name} without its magnitude thresholds",
             hint="compute ties_statistics on the whole tensor and pass them as ctx.stats",
         )
     if ctx.stats and len(ctx.stats) != len(tensors):
-        raise MethodError(f"TIES got {len(ctx.stats)} thresholds for {len(tensors)} models on {ctx.name}")
+        raise MethodError(
+            f"TIES got {len(ctx.stats)} thresholds for {len(tensors)} models on {ctx.name}"
+        )
 
     def thin(i: int, delta: torch.Tensor) -> float:
-        threshold = float(ctx.stats[i]) if ctx.stats else magnitude_threshold(delta, model_params[i].density)
+        if ctx.stats:
+            threshold = float(ctx.stats[i])
+        else:
+            threshold = magnitude_threshold(delta, model_params[i].density)
         trim_below_(delta, threshold)
         return 1.0
 
     return thin
 
 
-def _random_thinner(model_params: Sequence[SparseTaskModelParams], ctx: TensorContext, rescale: bool) -> Thinner:
-    """DARE drop: one generator per call (seeded by recipe seed, tensor name and chunk), drawn model by model."""
+def _random_thinner(
+    model_params: Sequence[SparseTaskModelParams], ctx: TensorContext, rescale: bool
+) -> Thinner:
+    """DARE drop: one generator per call (seeded by the recipe seed, tensor name and
+    chunk), drawn model by model."""
     generator = ctx.generator()
 
     def thin(i: int, delta: torch.Tensor) -> float:
@@ -240,7 +188,9 @@ def task_arithmetic(
 ) -> torch.Tensor:
     base = _require_base(base, ctx, "Task arithmetic")
     weights = [mp.weight for mp in model_params]
-    return merge_task_vectors(tensors, base, weights, ctx, lambda_=params.lambda_, normalize=params.normalize)
+    return merge_task_vectors(
+        tensors, base, weights, ctx, lambda_=params.lambda_, normalize=params.normalize
+    )
 
 
 def ties_statistics(
@@ -252,7 +202,7 @@ def ties_statistics(
 ) -> float:
     """The magnitude below which this model's task vector is trimmed (needs the whole tensor)."""
     base = _require_base(base, ctx, "TIES")
-    return magnitude_threshold(task_vector(tensor, base), model_params.density)
+    return magnitude_threshold(task_vector(tensor, base), model_params.density, overwrite=True)
 
 
 def ties(
@@ -325,7 +275,9 @@ register_method(
         name="task_arithmetic",
         label="Task arithmetic",
         family="Task arithmetic",
-        description="Add the weighted differences between each model and the base back onto the base.",
+        description=(
+            "Add the weighted differences between each model and the base back onto the base."
+        ),
         params=TaskArithmeticParams,
         model_params=TaskModelParams,
         merge=task_arithmetic,
@@ -335,11 +287,11 @@ register_method(
         mergekit_name="task_arithmetic",
         reference="Ilharco et al. 2023, Editing models with task arithmetic (arXiv:2212.04089)",
         details=(
-            "Each fine-tuned model's task vector τᵢ = θᵢ − base is what fine-tuning taught it. "
-            "The result is base + λ·Σ wᵢτᵢ, divided by Σ wᵢ first when normalize is on (off by default, "
-            "as in mergekit). Use it to add skills from several fine-tunes of one base; a negative weight "
-            "removes a behaviour. " + _SHARED + " Same definition as mergekit's task_arithmetic; "
-            "mergekit requires a weight for every model, here it defaults to 1."
+            "Each fine-tuned model's task vector τᵢ = θᵢ − base is what fine-tuning taught it. The"
+            " result is base + λ·Σ wᵢτᵢ, divided by Σ wᵢ first when normalize is on (off by "
+            "default, as in mergekit). Use it to add skills from several fine-tunes of one base; a"
+            f" negative weight removes a behaviour. {_SHARED} Same definition as mergekit's "
+            "task_arithmetic; mergekit requires a weight for every model, here it defaults to 1."
         ),
     )
 )
@@ -348,7 +300,10 @@ register_method(
         name="ties",
         label="TIES",
         family="Task arithmetic",
-        description="Trim each task vector to its largest entries, elect a sign per entry, average the agreeing ones.",
+        description=(
+            "Trim each task vector to its largest entries, elect a sign per entry, average the "
+            "agreeing ones."
+        ),
         params=TiesParams,
         model_params=SparseTaskModelParams,
         merge=ties,
@@ -357,17 +312,20 @@ register_method(
         base="required",
         elementwise=True,
         mergekit_name="ties",
-        reference="Yadav et al. 2023, TIES-Merging: resolving interference when merging models (arXiv:2306.01708)",
+        reference=(
+            "Yadav et al. 2023, TIES-Merging: resolving interference when merging models "
+            "(arXiv:2306.01708)"
+        ),
         details=(
-            "TIES reduces interference between task vectors τᵢ = θᵢ − base. Trim: keep the fraction "
-            "`density` of each τᵢ with the largest magnitude. Elect: for each entry, the sign of Σ wᵢ·τᵢ "
-            "('sum') or of the majority of models ('count'); zero counts as +. Merge: Σ wᵢτᵢ over the models "
-            "whose weighted entry has the elected sign, divided by the sum of their weights (normalize, on "
-            "by default), times λ, added to the base. Use it for three or more fine-tunes that disagree. "
-            + _SHARED
-            + " Same definition as mergekit's ties, with two deliberate differences: entries whose "
-            "magnitude equals the trim threshold are all kept (mergekit's sort keeps exactly int(density·n) "
-            "in arbitrary order), and at least one entry is kept where int(density·n) rounds to 0 "
+            "TIES reduces interference between task vectors τᵢ = θᵢ − base. Trim: keep the "
+            "fraction `density` of each τᵢ with the largest magnitude. Elect: for each entry, the "
+            "sign of Σ wᵢ·τᵢ ('sum') or of the majority of models ('count'); zero counts as +. "
+            "Merge: Σ wᵢτᵢ over the models whose weighted entry has the elected sign, divided by "
+            "the sum of their weights (normalize, on by default), times λ, added to the base. Use "
+            f"it for three or more fine-tunes that disagree. {_SHARED} Same definition as "
+            "mergekit's ties, with two deliberate differences: entries whose magnitude equals the "
+            "trim threshold are all kept (mergekit's sort keeps exactly int(density·n) in "
+            "arbitrary order), and at least one entry is kept where int(density·n) rounds to 0 "
             "(mergekit stops with an error). Density defaults to 1 (no trim) as in mergekit."
         ),
     )
@@ -377,7 +335,10 @@ register_method(
         name="dare_linear",
         label="DARE (linear)",
         family="Task arithmetic",
-        description="Randomly drop entries of each task vector, rescale the rest, then add them like task arithmetic.",
+        description=(
+            "Randomly drop entries of each task vector, rescale the rest, then add them like task "
+            "arithmetic."
+        ),
         params=DareLinearParams,
         model_params=SparseTaskModelParams,
         merge=dare_linear,
@@ -387,12 +348,13 @@ register_method(
         mergekit_name="dare_linear",
         reference="Yu et al. 2024, Language models are Super Mario (DARE, arXiv:2311.03099)",
         details=(
-            "DARE keeps each entry of τᵢ = θᵢ − base with probability `density` and divides the kept "
-            "entries by the density (rescale), which keeps the expected task vector unchanged while making "
-            "the vectors sparse and less likely to collide. The result is base + λ·Σ wᵢ·DARE(τᵢ), divided "
-            "by Σ wᵢ when normalize is on (off by default). " + _SHARED + " The random masks come from the "
-            "recipe seed, the tensor name and the chunk, so a merge is reproducible but does not draw the "
-            "same numbers as mergekit (which uses torch's global generator)."
+            "DARE keeps each entry of τᵢ = θᵢ − base with probability `density` and divides the "
+            "kept entries by the density (rescale), which keeps the expected task vector unchanged"
+            " while making the vectors sparse and less likely to collide. The result is base + λ·Σ"
+            f" wᵢ·DARE(τᵢ), divided by Σ wᵢ when normalize is on (off by default). {_SHARED} The "
+            "random masks come from the recipe seed, the tensor name and the chunk, so a merge is "
+            "reproducible but does not draw the same numbers as mergekit (which uses torch's "
+            "global generator)."
         ),
     )
 )
@@ -401,7 +363,9 @@ register_method(
         name="dare_ties",
         label="DARE-TIES",
         family="Task arithmetic",
-        description="DARE's random drop and rescale, then TIES's sign election and disjoint average.",
+        description=(
+            "DARE's random drop and rescale, then TIES's sign election and disjoint average."
+        ),
         params=DareTiesParams,
         model_params=SparseTaskModelParams,
         merge=dare_ties,
@@ -411,12 +375,13 @@ register_method(
         mergekit_name="dare_ties",
         reference="Yu et al. 2024, Language models are Super Mario (DARE, arXiv:2311.03099)",
         details=(
-            "Each task vector τᵢ = θᵢ − base is thinned at random as in DARE (keep with probability "
-            "`density`, divide by it when rescale is on), then combined as in TIES without a magnitude "
-            "trim: per entry, keep only the models whose weighted entry has the elected sign, sum them, "
-            "divide by the sum of their weights when normalize is on (off by default, as in mergekit), "
-            "scale by λ and add to the base. " + _SHARED + " The random masks come from the recipe seed, "
-            "the tensor name and the chunk, so results are reproducible but differ from mergekit's draws."
+            "Each task vector τᵢ = θᵢ − base is thinned at random as in DARE (keep with "
+            "probability `density`, divide by it when rescale is on), then combined as in TIES "
+            "without a magnitude trim: per entry, keep only the models whose weighted entry has "
+            "the elected sign, sum them, divide by the sum of their weights when normalize is on "
+            f"(off by default, as in mergekit), scale by λ and add to the base. {_SHARED} The "
+            "random masks come from the recipe seed, the tensor name and the chunk, so results are"
+            " reproducible but differ from mergekit's draws."
         ),
     )
 )

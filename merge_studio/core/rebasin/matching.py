@@ -27,6 +27,7 @@ from merge_studio.core.rebasin.spec import PermutationGroup, PermutationSpec
 from merge_studio.errors import IncompatibleCheckpointsError
 
 RELATIVE_GAIN = 1e-7  # a step must improve the objective by this fraction to count
+CACHE_MAX_ELEMENTS = 2048 * 2048  # keep per-member cost blocks up to 16 MB each
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,26 @@ class _Problem:
         self.b = b
         self.perms = perms
         self.by_tensor = spec.members_by_tensor()
+        self.version = dict.fromkeys(perms, 0)
+        self._cache: dict[tuple[str, Member], tuple[tuple[tuple[str, int], ...], torch.Tensor]] = {}
+
+    def set_perm(self, group: str, perm: torch.Tensor) -> None:
+        self.perms[group] = perm
+        self.version[group] += 1
+
+    def contribution(self, group: PermutationGroup, member: Member) -> torch.Tensor:
+        """One member's share of the cost, reused while the other groups on its tensor stay put."""
+        key = (group.name, member)
+        others = tuple((g, self.version[g]) for g, m in self.by_tensor[member.tensor] if (g, m) != key)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == others:
+            return hit[1]
+        rows_a = _unit_rows(self.a[member.tensor], member)
+        rows_b = _unit_rows(self.permuted_b(member.tensor, skip=key), member)
+        value = rows_a @ rows_b.T
+        if member.n * member.n <= CACHE_MAX_ELEMENTS:
+            self._cache[key] = (others, value)
+        return value
 
     def permuted_b(self, tensor: str, skip: tuple[str, Member] | None = None) -> torch.Tensor:
         t = self.b[tensor]
@@ -108,9 +129,7 @@ class _Problem:
         device = next(iter(self.a.values())).device
         cost = torch.zeros(group.size, group.size, device=device)
         for member in group.members:
-            rows_a = _unit_rows(self.a[member.tensor], member)
-            rows_b = _unit_rows(self.permuted_b(member.tensor, skip=(group.name, member)), member)
-            cost += rows_a @ rows_b.T
+            cost += self.contribution(group, member)
         return cost
 
     def objective(self) -> float:
@@ -175,7 +194,7 @@ def _step(problem: _Problem, unit: tuple[str, ...]) -> bool:
         return False
     device = problem.perms[groups[0].name].device
     for g, p in zip(groups, new, strict=True):
-        problem.perms[g.name] = torch.as_tensor(p, device=device)
+        problem.set_perm(g.name, torch.as_tensor(p, device=device))
     return True
 
 
