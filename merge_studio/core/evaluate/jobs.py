@@ -1,0 +1,132 @@
+"""Evaluation jobs starting from files: what the GUI's Barrier tab and the CLI ask for.
+
+A request is a frozen description (paths, architecture, data, options); its
+``job(cancel)`` is a generator the GUI's ``JobRunner.start(request.job)`` or the
+CLI's ``drive`` runs. Loading checkpoints and building the module happen inside
+the job, so they run on the worker thread and report errors like any other step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from merge_studio.core.evaluate.barrier import BarrierReport, iter_barrier_comparison
+from merge_studio.core.evaluate.curves import BarrierPoint
+from merge_studio.core.evaluate.data import DataSpec, load_data
+from merge_studio.core.evaluate.loop import ModelScores, iter_evaluate_models
+from merge_studio.core.progress import CancelToken, Progress, check_cancel
+from merge_studio.errors import ArchitectureError
+
+
+def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """A checkpoint's tensors (float tensors as float32) and the architecture it declares or matches."""
+    from merge_studio.core.arch import detect_arch
+    from merge_studio.core.checkpoints import open_checkpoint
+
+    with open_checkpoint(path) as ck:
+        arch = detect_arch(ck)
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in ck.state_dict().items()}
+    return state, arch
+
+
+def template_for(arch: str | None, first_path: str | Path, detected: str | None) -> tuple[nn.Module, str]:
+    """Build the module the states are loaded into: the given arch, else the detected one."""
+    from merge_studio.core.arch import build_module
+
+    spec = arch or detected
+    if spec is None:
+        raise ArchitectureError(
+            f"cannot tell which architecture {Path(first_path).name} is",
+            hint="give one with --arch (e.g. zoo:mlp, zoo:resnet20?width=1, my_model.py:build)",
+        )
+    return build_module(spec), spec
+
+
+def display_name(path: str | Path) -> str:
+    p = Path(path)
+    return p.stem if p.suffix else p.name
+
+
+@dataclass(frozen=True)
+class BarrierRequest:
+    """Everything a barrier comparison needs, as chosen in the Barrier tab or on the command line."""
+
+    model_a: str
+    model_b: str
+    arch: str | None = None
+    data: DataSpec = field(default_factory=DataSpec)
+    steps: int = 25
+    splits: tuple[str, ...] = ("train", "test")
+    curves: tuple[str, ...] | None = None
+    merged: str | None = None
+    aligned_b: str | None = None
+    aligned_state: Mapping[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
+    reset_bn: str = "auto"
+    save_dir: str | None = None
+    device: str = "auto"
+
+    def job(self, cancel: CancelToken | None = None) -> Generator[Progress | BarrierPoint, None, BarrierReport]:
+        """Load the models, then run :func:`iter_barrier_comparison`."""
+        yield Progress("load", 0, None, current=display_name(self.model_a), message="reading checkpoints")
+        state_a, detected = read_state(self.model_a)
+        check_cancel(cancel)
+        state_b, _ = read_state(self.model_b)
+        merged = read_state(self.merged)[0] if self.merged else None
+        aligned = dict(self.aligned_state) if self.aligned_state is not None else (
+            read_state(self.aligned_b)[0] if self.aligned_b else None)
+        check_cancel(cancel)
+        module, arch = template_for(self.arch, self.model_a, detected)
+        data = load_data(self.data, for_module=module)
+        report = yield from iter_barrier_comparison(
+            module, state_a, state_b, data, curves=self.curves, aligned_b=aligned, merged=merged,
+            steps=self.steps, splits=self.splits, reset_bn=self.reset_bn,
+            model_names=(display_name(self.model_a), display_name(self.model_b)),
+            save_dir=self.save_dir, device=self.device, cancel=cancel,
+        )
+        return BarrierReport(
+            curves=report.curves, task=report.task, data=report.data, steps=report.steps, splits=report.splits,
+            model_names=report.model_names, extra={"arch": arch},
+        )
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    """Evaluate several checkpoints (the inputs and the merged model) on the same data."""
+
+    models: tuple[str, ...]
+    names: tuple[str, ...] | None = None
+    arch: str | None = None
+    data: DataSpec = field(default_factory=DataSpec)
+    splits: tuple[str, ...] = ("train", "test")
+    reset_bn: bool = False
+    device: str = "auto"
+
+    def job(self, cancel: CancelToken | None = None) -> Generator[Progress, None, ModelScores]:
+        states: list[Mapping[str, Any]] = []
+        detected: str | None = None
+        for i, path in enumerate(self.models):
+            check_cancel(cancel)
+            yield Progress("load", i, len(self.models), current=display_name(path), unit="checkpoints")
+            state, arch = read_state(path)
+            detected = detected or arch
+            states.append(state)
+        module, _arch = template_for(self.arch, self.models[0], detected)
+        data = load_data(self.data, for_module=module)
+        names = self.names or tuple(display_name(p) for p in self.models)
+        return (yield from iter_evaluate_models(
+            states, names, data, template=module, splits=self.splits, reset_bn=self.reset_bn,
+            device=self.device, cancel=cancel,
+        ))
+
+
+def evaluate_paths(paths: Sequence[str], **kwargs: Any) -> ModelScores:
+    """Plain call: evaluate checkpoint files (keyword arguments as :class:`EvaluateRequest`)."""
+    from merge_studio.core.progress import drive
+
+    return drive(EvaluateRequest(models=tuple(paths), **kwargs).job())
