@@ -149,7 +149,7 @@ class TorchCheckpoint(Checkpoint):
             if t.layout != torch.strided:
                 self.skipped.append(f"{name} ({t.layout} tensor)")
                 continue
-            offset = getattr(t.untyped_storage(), "_checkpoint_offset", None)
+            offset = checkpoint_offset(t)
             if offset is None:  # a PyTorch that no longer tells us: map the file instead
                 fallback = True
                 break
@@ -226,6 +226,16 @@ class TorchCheckpoint(Checkpoint):
         file = getattr(self, "_file", None)
         if file is not None:
             file.close()
+
+
+def checkpoint_offset(t: torch.Tensor) -> int | None:
+    """Where ``torch.load(map_location="meta")`` says a tensor's storage starts in the file.
+
+    PyTorch records it on meta storages (``_checkpoint_offset``, used by its own
+    distributed checkpointing); ``None`` if a future PyTorch stops doing so.
+    """
+    offset = getattr(t.untyped_storage(), "_checkpoint_offset", None)
+    return offset if isinstance(offset, int) else None
 
 
 def _archive_root(records: dict[str, ZipRecord], path: Path) -> str:

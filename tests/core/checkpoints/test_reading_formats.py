@@ -181,3 +181,28 @@ def test_an_unknown_suffix_names_what_is_supported(tmp_path: Path) -> None:
 def test_a_missing_path_says_it_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         open_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_without_storage_offsets_from_torch_the_reader_falls_back_to_a_memory_map(
+    tmp_path: Path, state_dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from merge_studio.core.checkpoints import torch_reader
+
+    monkeypatch.setattr(torch_reader, "checkpoint_offset", lambda t: None)
+    path = tmp_path / "model.pt"
+    torch.save({"model": state_dict, "step": 1}, path)
+    with open_checkpoint(path) as ck:
+        assert ck.metadata["unwrapped_from"] == "model"
+        assert ck.skipped == ["step (int)"]
+        assert_same_tensors(ck, state_dict)
+
+
+def test_several_threads_can_read_one_checkpoint_at_once(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tensors = {f"w{i}": torch.randn(64, 64) for i in range(16)}
+    path = tmp_path / "many.pt"
+    torch.save(tensors, path)
+    with open_checkpoint(path) as ck, ThreadPoolExecutor(4) as pool:
+        results = dict(zip(tensors, pool.map(ck.get_tensor, tensors)))
+    assert all(torch.equal(results[k], v) for k, v in tensors.items())
