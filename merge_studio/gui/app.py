@@ -1,0 +1,221 @@
+"""Start the window: ``merge-studio [FILE...] [--recipe R] [--screenshot OUT.png] [--size WxH] [--demo]``.
+
+Start-up problems that would otherwise end in a Qt abort (no display, missing
+Qt libraries) print a hint and return a non-zero code instead. Uncaught
+exceptions, from the GUI thread or any other, open the error dialog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from merge_studio.gui.main_window import MainWindow
+
+APP_NAME = "merge-studio"
+ORG_NAME = "MergeStudio"
+LOAD_TIMEOUT_MS = 120_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="merge-studio", description="Open the Merge Studio window.")
+    parser.add_argument("files", nargs="*", help="checkpoints or model folders to load (a .yaml opens as a recipe)")
+    parser.add_argument("--recipe", help="open this recipe (or mergekit config)")
+    parser.add_argument("--screenshot", metavar="OUT.png", help="render the window to a PNG once the files are loaded, then exit")
+    parser.add_argument("--size", default=None, metavar="WxH", help="window size, e.g. 1280x800 (default for screenshots)")
+    parser.add_argument("--demo", action="store_true", help="load the demo models (trained once, then cached)")
+    parser.add_argument("--select", type=int, default=0, help="row to select in the model list (screenshots)")
+    parser.add_argument("--tab", default=None, help="central tab to show: Inspector, Graph, Barrier, Permutations")
+    return parser
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"merge-studio: --size wants WIDTHxHEIGHT, e.g. 1280x800 (got {text!r})") from None
+    return w, h
+
+
+def _display_problem() -> str | None:
+    """Why Qt could not open a window here, before Qt itself aborts on it."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform or sys.platform in ("win32", "darwin"):
+        return None
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return (
+            "merge-studio: no display found (neither DISPLAY nor WAYLAND_DISPLAY is set).\n"
+            "  On a server use the command line (merge-studio merge --help), or run with\n"
+            "  QT_QPA_PLATFORM=offscreen for screenshots, or through xvfb-run."
+        )
+    return None
+
+
+def install_exception_hooks(window_getter) -> None:
+    """Route uncaught exceptions (GUI thread and other threads) to the error dialog."""
+    from PySide6.QtCore import QObject, Signal
+
+    from merge_studio.gui.workers import JobError
+
+    class _Bridge(QObject):
+        sig_error = Signal(object)
+
+    bridge = _Bridge()
+    previous_hook = sys.excepthook
+
+    def show(error: JobError) -> None:
+        window = window_getter()
+        if window is not None:
+            window.log_panel.log(f"Unexpected error: {error.message}", "error")
+            window.show_error(error, "Unexpected error")
+
+    bridge.sig_error.connect(show)
+
+    def excepthook(exc_type, exc, tb) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            previous_hook(exc_type, exc, tb)
+            return
+        traceback.print_exception(exc_type, exc, tb)
+        bridge.sig_error.emit(JobError.from_exception(exc.with_traceback(tb)))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            excepthook(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_hook
+    install_exception_hooks.bridge = bridge  # keep it alive
+
+
+def _wait_for_load(window: MainWindow, timeout_ms: int) -> bool:
+    """Spin an event loop until no model is loading (or the timeout)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    if not window.is_loading():
+        return True
+    loop = QEventLoop()
+    window.sig_models_loaded.connect(loop.quit)
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(loop.quit)
+    timer.start(timeout_ms)
+    loop.exec()
+    window.sig_models_loaded.disconnect(loop.quit)
+    return not window.is_loading()
+
+
+def _settle(ms: int = 300) -> None:
+    """Let queued layout and paint events run before grabbing."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def take_screenshot(window: MainWindow, out: str | Path) -> Path:
+    """Render the main window to a PNG (works offscreen)."""
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _settle()
+    pixmap = window.grab()
+    if not pixmap.save(str(out), "PNG"):
+        raise OSError(f"could not write {out}")
+    return out
+
+
+def _load_demo(window: MainWindow) -> list[Path]:
+    try:
+        from merge_studio.core.demo import ensure_demo_models
+    except ImportError:
+        window.log_panel.log("The demo models are not available in this version.", "warning")
+        return []
+    window.log_panel.log("Preparing the demo models (trained once, then cached)…")
+    demo = ensure_demo_models()
+    return list(demo.paths())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Open the window; returns the exit code."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    size = parse_size(args.size) or ((1280, 800) if args.screenshot else None)
+    if args.screenshot and not os.environ.get("QT_QPA_PLATFORM") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no screen
+    problem = _display_problem()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    try:
+        from PySide6.QtWidgets import QApplication
+    except ImportError as exc:
+        print(
+            f"merge-studio: cannot load Qt ({exc}).\n"
+            "  Install the GUI dependencies: pip install PySide6-Essentials\n"
+            "  On Linux, Qt also needs system libraries such as libegl1, libxkbcommon0 and libgl1.",
+            file=sys.stderr,
+        )
+        return 3
+
+    from merge_studio.gui.main_window import MainWindow
+    from merge_studio.gui.resources import apply_style, icon
+
+    app = QApplication.instance()
+    owns_app = app is None
+    if app is None:
+        app = QApplication([sys.argv[0] if sys.argv else APP_NAME])
+        app.setOrganizationName(ORG_NAME)
+        app.setApplicationName(APP_NAME)
+        app.setApplicationDisplayName("Merge Studio")
+        app_icon = icon("app")
+        if not app_icon.isNull():
+            app.setWindowIcon(app_icon)
+    apply_style(app)
+
+    window = MainWindow(remember_layout=not args.screenshot)
+    install_exception_hooks(lambda: window)
+    if size is not None:
+        window.resize(*size)
+    files = [Path(f) for f in args.files]
+    recipes = [f for f in files if f.suffix.lower() in (".yaml", ".yml")]
+    recipe = args.recipe or (str(recipes[0]) if recipes else None)
+    if recipe:
+        window.open_recipe(recipe)
+    models = [f for f in files if f not in recipes]
+    if args.demo:
+        models += _load_demo(window)
+    if models:
+        window.open_paths(models)
+    window.show()
+    if args.screenshot:
+        loaded = _wait_for_load(window, LOAD_TIMEOUT_MS)
+        if window.session.models:
+            window.model_list.select_id(window.session.models[min(args.select, len(window.session.models) - 1)].id)
+        if args.tab:
+            for i in range(window.tabs.count()):
+                if window.tabs.tabText(i).lower() == args.tab.lower():
+                    window.tabs.setCurrentIndex(i)
+        if size is not None:
+            window.resize(*size)
+        _settle(100)
+        window.fit_panels()
+        try:
+            out = take_screenshot(window, args.screenshot)
+        except OSError as exc:
+            print(f"merge-studio: {exc}", file=sys.stderr)
+            window.close()
+            return 1
+        print(f"wrote {out}" + ("" if loaded else " (some files were still loading)"))
+        window.close()
+        if owns_app:
+            app.processEvents()
+        return 0
+    return app.exec() if owns_app else 0

@@ -1,0 +1,1 @@
+"""Style sheet and icons shipped with the window (loaded with importlib.resources)."""

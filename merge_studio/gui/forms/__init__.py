@@ -1,0 +1,1 @@
+"""Forms generated from the methods\x27 pydantic parameter models."""

@@ -1,0 +1,172 @@
+"""A form generated from a method's parameter model, validated by that same model.
+
+Because the form validates through the pydantic class the recipe and the CLI
+use, the window rejects exactly what they reject, and says so next to the field
+before anything runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
+
+from merge_studio.core.methods.layered import is_layered, leaf_values
+from merge_studio.gui.forms.field_widgets import FieldEditor, RawEditor, field_facts, widget_for_field
+
+
+def validation_errors(model: type[BaseModel], values: dict[str, Any]) -> dict[str, str]:
+    """Problems by recipe key: every value a per-layer entry can produce is checked."""
+    keys = {(info.alias or name): name for name, info in model.model_fields.items()}
+    plain: dict[str, Any] = {}
+    variants: list[tuple[str, Any]] = []
+    errors: dict[str, str] = {}
+    for key, value in values.items():
+        leaves = leaf_values(value) if is_layered(value) else [value]
+        if not leaves:
+            errors[key] = "empty value"
+            continue
+        plain[key] = leaves[0]
+        variants.extend((key, leaf) for leaf in leaves[1:])
+
+    def collect(candidate: dict[str, Any]) -> None:
+        try:
+            model.model_validate(candidate)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = err["loc"][0] if err["loc"] else ""
+                key = next((k for k, n in keys.items() if loc in (k, n)), str(loc))
+                errors.setdefault(key, err["msg"].removeprefix("Value error, "))
+
+    collect(plain)
+    for key, leaf in variants:
+        if key not in errors:
+            collect({**plain, key: leaf})
+    return errors
+
+
+class ParamForm(QWidget):
+    """Editors for every field of ``params_model``, with in-place errors."""
+
+    sig_changed = Signal()
+    """Some value changed; ``values()`` and ``errors()`` are up to date."""
+
+    def __init__(self, params_model: type[BaseModel], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("param_form")
+        self.params_model = params_model
+        self.editors: dict[str, FieldEditor] = {}  # by recipe key
+        self._error_labels: dict[str, QLabel] = {}
+        self._form = QFormLayout()
+        self._form.setContentsMargins(0, 0, 0, 0)
+        self._form.setHorizontalSpacing(10)
+        self._form.setVerticalSpacing(6)
+        self._form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self._form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addLayout(self._form)
+        for name, info in params_model.model_fields.items():
+            editor = widget_for_field(name, info, self)
+            self._add_row(editor)
+        if not self.editors:
+            empty = QLabel("This method has no parameters.", self)
+            empty.setObjectName("muted")
+            outer.addWidget(empty)
+        self._errors: dict[str, str] = {}
+        self._revalidate()
+
+    def _add_row(self, editor: FieldEditor, row: int | None = None) -> None:
+        facts = editor.facts
+        label = QLabel(facts.title, self)
+        label.setToolTip(facts.description)
+        label.setBuddy(editor)
+        error = QLabel("", self)
+        error.setObjectName("field_error")
+        error.setWordWrap(True)
+        error.hide()
+        box = QWidget(self)
+        lay = QVBoxLayout(box)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(editor)
+        lay.addWidget(error)
+        if row is None:
+            self._form.addRow(label, box)
+        else:
+            self._form.insertRow(row, label, box)
+        self.editors[facts.key] = editor
+        self._error_labels[facts.key] = error
+        editor.sig_changed.connect(self._on_editor_changed)
+        if isinstance(editor, RawEditor) and editor.read_only:
+            editor.reset.clicked.connect(lambda _=False, k=facts.key: self._make_single(k))
+
+    def _replace_editor(self, key: str, editor: FieldEditor) -> None:
+        old = self.editors.pop(key)
+        row, _role = self._form.getWidgetPosition(old.parentWidget())
+        self._form.removeRow(row)
+        self._error_labels.pop(key, None)
+        self._add_row(editor, row)
+
+    def _make_single(self, key: str) -> None:
+        """Turn a per-layer value back into one value (its first anchor) in a normal editor."""
+        old = self.editors[key]
+        name = old.facts.name
+        leaves = leaf_values(old.value())
+        editor = widget_for_field(name, self.params_model.model_fields[name], self)
+        if leaves and editor.accepts(leaves[0]):
+            editor.set_value(leaves[0])
+        self._replace_editor(key, editor)
+        self._on_editor_changed()
+
+    # --- values -----------------------------------------------------------------------
+    def values(self) -> dict[str, Any]:
+        """Raw values by recipe key (per-layer values kept as given)."""
+        return {key: editor.value() for key, editor in self.editors.items()}
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Show ``values``; unknown keys are ignored, missing keys keep their current value."""
+        for key, value in values.items():
+            editor = self.editors.get(key) or next(
+                (e for e in self.editors.values() if e.facts.name == key), None
+            )
+            if editor is None:
+                continue
+            if not editor.accepts(value):
+                facts = field_facts(editor.facts.name, self.params_model.model_fields[editor.facts.name])
+                replacement = RawEditor(facts, self, read_only=True)
+                replacement.set_value(value)
+                self._replace_editor(editor.facts.key, replacement)
+                continue
+            if isinstance(editor, RawEditor) and editor.read_only:
+                normal = widget_for_field(editor.facts.name, self.params_model.model_fields[editor.facts.name], self)
+                self._replace_editor(editor.facts.key, normal)
+                editor = normal
+            editor.blockSignals(True)
+            try:
+                editor.set_value(value)
+            finally:
+                editor.blockSignals(False)
+        self._on_editor_changed()
+
+    def errors(self) -> dict[str, str]:
+        """Current problems by recipe key (empty when the values are valid)."""
+        return dict(self._errors)
+
+    def is_valid(self) -> bool:
+        return not self._errors
+
+    def _revalidate(self) -> None:
+        self._errors = validation_errors(self.params_model, self.values())
+        for key, editor in self.editors.items():
+            text = self._errors.get(key, "")
+            editor.set_error(text)
+            label = self._error_labels[key]
+            label.setText(text)
+            label.setVisible(bool(text))
+
+    def _on_editor_changed(self) -> None:
+        self._revalidate()
+        self.sig_changed.emit()

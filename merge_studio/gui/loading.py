@@ -1,0 +1,58 @@
+"""Opening checkpoints off the GUI thread, as a job generator the JobRunner drives.
+
+Each file yields a :class:`Loaded` or a :class:`LoadFailed` as soon as it is
+read, so rows fill in one by one and a bad file never stops the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from merge_studio.core.checkpoints import Checkpoint, CheckpointSummary, open_checkpoint
+from merge_studio.core.progress import CancelToken, Progress, check_cancel
+from merge_studio.errors import MergeStudioError
+
+
+@dataclass(frozen=True)
+class Loaded:
+    model_id: int
+    checkpoint: Checkpoint
+    summary: CheckpointSummary
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    model_id: int
+    path: Path
+    message: str
+
+
+def describe_failure(path: Path, exc: BaseException) -> str:
+    """One line for the row and the log; unexpected errors keep their type name."""
+    if isinstance(exc, MergeStudioError):
+        return str(exc)
+    return f"cannot open {path.name}: {type(exc).__name__}: {exc}"
+
+
+def load_checkpoints(items: Sequence[tuple[int, Path]], cancel: CancelToken | None = None) -> Generator[Any, None, int]:
+    """Open each ``(model_id, path)``; returns how many opened."""
+    ok = 0
+    for i, (model_id, path) in enumerate(items):
+        check_cancel(cancel)
+        yield Progress("open", i, len(items), current=path.name, unit="files")
+        checkpoint = None
+        try:
+            checkpoint = open_checkpoint(path)
+            summary = checkpoint.summary()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a row message
+            if checkpoint is not None:
+                checkpoint.close()
+            yield LoadFailed(model_id, path, describe_failure(path, exc))
+            continue
+        ok += 1
+        yield Loaded(model_id, checkpoint, summary)
+    yield Progress("open", len(items), len(items), unit="files")
+    return ok

@@ -1,0 +1,190 @@
+"""The model list: drop files here, reorder by drag, mark the base, edit coefficients in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QPoint, Qt, Signal
+from PySide6.QtGui import QAction, QDragEnterEvent, QDragMoveEvent, QDropEvent, QPainter, QPaintEvent
+from PySide6.QtWidgets import QAbstractItemView, QApplication, QHeaderView, QMenu, QStyle, QTableView, QWidget
+
+from merge_studio.gui.forms.coefficient_table import CoefficientDelegate
+from merge_studio.gui.views.checkpoint_model import (
+    COL_DTYPE,
+    COL_FORMAT,
+    COL_NAME,
+    COL_PARAMS,
+    COL_SIZE,
+    FIXED_COLUMNS,
+    CheckpointTableModel,
+)
+
+EMPTY_TEXT = "Drop checkpoints or model folders here\nor use File ▸ Open… (Ctrl+O)"
+
+
+def paths_from_mime(mime) -> list[Path]:
+    """Local files and folders in a drop (other URLs are ignored)."""
+    if not mime.hasUrls():
+        return []
+    return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile() and u.toLocalFile()]
+
+
+class CheckpointList(QTableView):
+    """A table of the loaded models over a :class:`CheckpointTableModel`."""
+
+    sig_files_dropped = Signal(list)
+    """``list[Path]`` dropped from a file manager."""
+    sig_remove_requested = Signal(list)
+    """``list[int]`` model ids the user asked to remove."""
+    sig_base_requested = Signal(object)
+    """A model id to use as the base, or ``None`` to clear it."""
+    sig_current_changed = Signal(object)
+    """The selected model id, or ``None``."""
+    sig_reveal_requested = Signal(object)
+    """A model id whose folder the user wants to open."""
+
+    def __init__(self, table_model: CheckpointTableModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("checkpoint_list")
+        self.table_model = table_model
+        self.setModel(table_model)
+        self.setItemDelegate(CoefficientDelegate(table_model, self))
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.setDragEnabled(True)
+        self.setAcceptDrops(True)
+        self.viewport().setAcceptDrops(True)
+        self.setDropIndicatorShown(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragDrop)
+        self.setDefaultDropAction(Qt.DropAction.MoveAction)
+        self.setDragDropOverwriteMode(False)
+        self.setAlternatingRowColors(True)
+        self.setShowGrid(False)
+        self.setWordWrap(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.verticalHeader().hide()
+        self.verticalHeader().setDefaultSectionSize(28)
+        self.horizontalHeader().setHighlightSections(False)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._on_context_menu)
+        table_model.modelReset.connect(self._after_reset)
+        self._current_id: int | None = None
+        self.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        self._after_reset()
+
+    # --- selection --------------------------------------------------------------------
+    def selected_ids(self) -> list[int]:
+        rows = sorted({i.row() for i in self.selectionModel().selectedRows()})
+        return [m.id for r in rows if (m := self.table_model.model_at(r)) is not None]
+
+    def current_id(self) -> int | None:
+        return self._current_id
+
+    def select_id(self, model_id: int | None) -> None:
+        row = self.table_model.row_of(model_id) if model_id is not None else -1
+        if row < 0:
+            self.clearSelection()
+            return
+        self.selectRow(row)
+
+    def _on_selection_changed(self) -> None:
+        ids = self.selected_ids()
+        new = ids[0] if ids else None
+        if new != self._current_id:
+            self._current_id = new
+            self.sig_current_changed.emit(new)
+
+    def _after_reset(self) -> None:
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setMinimumSectionSize(44)
+        if self.table_model.columnCount() > 0:
+            header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Stretch)
+            metrics = self.fontMetrics()
+            widths = {COL_FORMAT: "safetensors", COL_PARAMS: "123 M", COL_SIZE: "99.9 MiB", COL_DTYPE: "bfloat16"}
+            for col in range(1, self.table_model.columnCount()):
+                sample = widths.get(col, "-10.000")
+                title = str(self.table_model.headerData(col, Qt.Orientation.Horizontal))
+                header.resizeSection(col, max(metrics.horizontalAdvance(sample), metrics.horizontalAdvance(title) + 6) + 12)
+        self.clearSpans()
+        for row, model in enumerate(self.table_model.session.models):
+            if model.status in ("error", "loading"):
+                self.setSpan(row, COL_FORMAT, 1, len(FIXED_COLUMNS) - COL_FORMAT)
+        previous = self._current_id
+        self._current_id = None
+        if previous is not None and self.table_model.row_of(previous) >= 0:
+            self.select_id(previous)
+        self._on_selection_changed()
+
+    # --- drops from a file manager ----------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        paths = paths_from_mime(event.mimeData())
+        if paths:
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
+            self.sig_files_dropped.emit(paths)
+            return
+        super().dropEvent(event)
+
+    # --- menu -------------------------------------------------------------------------
+    def _on_context_menu(self, pos: QPoint) -> None:
+        index = self.indexAt(pos)
+        menu = QMenu(self)
+        style = self.style()
+        if index.isValid():
+            model = self.table_model.model_at(index.row())
+            if model is not None and model.id not in self.selected_ids():
+                self.selectRow(index.row())
+            if model is not None:
+                is_base = model.id == self.table_model.session.base_id
+                act = menu.addAction("Clear base" if is_base else "Use as base model")
+                act.triggered.connect(lambda: self.sig_base_requested.emit(None if is_base else model.id))
+                reveal = menu.addAction(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon), "Open containing folder")
+                reveal.triggered.connect(lambda: self.sig_reveal_requested.emit(model.id))
+                menu.addSeparator()
+            remove = QAction(style.standardIcon(QStyle.StandardPixmap.SP_TrashIcon), "Remove", menu)
+            remove.setShortcut("Delete")
+            remove.triggered.connect(lambda: self.sig_remove_requested.emit(self.selected_ids()))
+            menu.addAction(remove)
+        else:
+            hint = menu.addAction("Drop files here, or use File ▸ Open…")
+            hint.setEnabled(False)
+        menu.popup(self.viewport().mapToGlobal(pos))
+
+    # --- empty state ------------------------------------------------------------------
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        super().paintEvent(event)
+        if self.table_model.rowCount() == 0:
+            painter = QPainter(self.viewport())
+            painter.setPen(self.palette().placeholderText().color())
+            painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter, EMPTY_TEXT)
+            painter.end()
+
+
+def preview() -> None:  # pragma: no cover - a manual look
+    import sys
+
+    from merge_studio.gui.session import Session
+
+    app = QApplication.instance() or QApplication(sys.argv)
+    view = CheckpointList(CheckpointTableModel(Session()))
+    view.resize(600, 300)
+    view.show()
+    app.exec()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    preview()
