@@ -266,8 +266,8 @@ def dare_ties(
 
 # --- declarations ------------------------------------------------------------------------------
 _SHARED = (
-    "Weights multiply the task vectors; λ multiplies the combined vector after any normalisation. "
-    "The weight and density of each model, λ and normalize can vary by layer."
+    "Weights multiply the task vectors; λ multiplies the combined vector after any "
+    "normalisation. Every number and on/off switch can vary by layer."
 )
 
 register_method(

@@ -203,3 +203,70 @@ def test_model_stock_matches_mergekit_on_a_bias_vector_per_row():
         "model_stock", [torch.from_numpy(x) for x in xs], torch.from_numpy(base), params={"filter_wise": True}
     )
     _close(out, ref_model_stock(xs, base, True))
+
+
+# --- whole merges from mergekit configs -------------------------------------------------------
+def _float_state(path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file as load_numpy
+
+    return {k: v for k, v in load_numpy(str(path)).items() if v.dtype == np.float32}
+
+
+def _merge_config(config: dict, tmp_path) -> dict[str, np.ndarray]:
+    from merge_studio.core.engine import run_merge
+    from merge_studio.core.mergekit_config import recipe_from_mergekit
+
+    recipe = recipe_from_mergekit(config).model_copy(update={"output": str(tmp_path / "out.safetensors")})
+    run_merge(recipe)
+    return _float_state(tmp_path / "out.safetensors")
+
+
+def test_a_mergekit_ties_config_merges_to_mergekits_tensors(make_checkpoint, tmp_path):
+    base = make_checkpoint("base.safetensors", seed=10)
+    tuned = [make_checkpoint(f"ft{i}.safetensors", seed=i) for i in range(3)]
+    weights, densities = [1.0, 0.5, 0.7], [0.5, 0.7, 0.3]
+    config = {
+        "merge_method": "ties",
+        "base_model": str(base),
+        "models": [
+            {"model": str(p), "parameters": {"weight": w, "density": d}}
+            for p, w, d in zip(tuned, weights, densities, strict=True)
+        ],
+        "parameters": {"normalize": True, "lambda": 0.9, "int8_mask": True},
+    }
+    merged = _merge_config(config, tmp_path)
+    base_sd, tuned_sd = _float_state(base), [_float_state(p) for p in tuned]
+    for key, out in merged.items():
+        expected = ref_gta([sd[key] for sd in tuned_sd], base_sd[key], weights, densities, "sum", True, 0.9)
+        np.testing.assert_allclose(out, expected, **TOL, err_msg=key)
+
+
+def test_a_mergekit_slerp_config_interpolates_from_the_base(make_checkpoint, tmp_path):
+    a = make_checkpoint("a.safetensors", seed=1)
+    b = make_checkpoint("b.safetensors", seed=2)
+    config = {
+        "merge_method": "slerp",
+        "base_model": str(a),
+        "models": [{"model": str(a)}, {"model": str(b)}],
+        "parameters": {"t": 0.3},
+    }
+    merged = _merge_config(config, tmp_path)
+    sd_a, sd_b = _float_state(a), _float_state(b)
+    for key, out in merged.items():
+        np.testing.assert_allclose(out, ref_slerp(0.3, sd_a[key], sd_b[key]), **TOL, err_msg=key)
+
+
+def test_a_mergekit_model_stock_config_merges_to_mergekits_tensors(make_checkpoint, tmp_path):
+    base = make_checkpoint("base.safetensors", seed=10)
+    tuned = [make_checkpoint(f"ft{i}.safetensors", seed=i) for i in range(3)]
+    config = {
+        "merge_method": "model_stock",
+        "base_model": str(base),
+        "models": [{"model": str(p)} for p in [base, *tuned]],
+        "parameters": {"filter_wise": False},
+    }
+    merged = _merge_config(config, tmp_path)
+    base_sd, tuned_sd = _float_state(base), [_float_state(p) for p in tuned]
+    for key, out in merged.items():
+        expected = ref_model_stock([sd[key] for sd in tuned_sd], base_sd[key], False)
+        np.testing.assert_allclose(out, expected, **TOL, err_msg=key)
