@@ -1,0 +1,123 @@
+"""``merge-studio barrier A B``: loss and accuracy along the line between two models, headless."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from merge_studio.core.evaluate.barrier import CURVE_KINDS
+from merge_studio.core.evaluate.data import DataSpec
+from merge_studio.errors import MergeStudioError
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared with ``merge-studio evaluate``: which data, which architecture, where."""
+    parser.add_argument("--arch", metavar="SPEC", help="architecture, e.g. zoo:mlp or my_model.py:build "
+                        "(default: what the first checkpoint declares or matches)")
+    parser.add_argument("--data", default="digits", metavar="SOURCE",
+                        help="'digits', a .safetensors/.pt/.npz file with inputs and targets, or file.py:make_dataset")
+    parser.add_argument("--task", choices=("classification", "regression", "language_modeling"), default="classification")
+    parser.add_argument("--layout", choices=("auto", "image", "flat"), default="auto")
+    parser.add_argument("--batch-size", type=int, default=256, metavar="N")
+    parser.add_argument("--max-examples", type=int, default=None, metavar="N", help="at most N examples per split")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    parser.add_argument("--splits", default="train,test", help="comma-separated: train, test or both (default)")
+    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def data_spec(args: argparse.Namespace) -> DataSpec:
+    try:
+        return DataSpec(source=args.data, task=args.task, layout=args.layout, batch_size=args.batch_size,
+                        max_examples=args.max_examples, seed=args.seed)
+    except ValueError as exc:
+        raise MergeStudioError(f"invalid data options: {exc}") from None
+
+
+def parse_splits(text: str) -> tuple[str, ...]:
+    splits = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in splits if s not in ("train", "test")]
+    if bad or not splits:
+        raise MergeStudioError(f"unknown split {bad[0] if bad else text!r}", hint="use --splits train,test")
+    return splits
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("barrier", help="loss/accuracy barrier along the interpolation between two models",
+                            description="Evaluate θ(λ) = (1−λ)·A + λ·B at evenly spaced λ and report the barrier: "
+                            "how far loss rises (accuracy drops) above the straight line between A and B.")
+    parser.add_argument("model_a", metavar="A", help="first checkpoint")
+    parser.add_argument("model_b", metavar="B", help="second checkpoint")
+    add_data_arguments(parser)
+    parser.add_argument("--steps", type=int, default=25, help="points along the line (default 25)")
+    parser.add_argument("--merged", metavar="M", help="also draw the path A → M → B through this merged model")
+    parser.add_argument("--aligned", metavar="B2", help="also draw A → B2, where B2 is B aligned (permuted) to A")
+    parser.add_argument("--curves", help=f"comma-separated subset of {', '.join(CURVE_KINDS)} (default: all that apply)")
+    parser.add_argument("--reset-bn", choices=("auto", "on", "off"), default="auto",
+                        help="re-estimate BatchNorm statistics at every point (auto: when the model has BatchNorm)")
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON on stdout")
+    parser.add_argument("--json-out", metavar="PATH", help="write the JSON report to a file")
+    parser.add_argument("--csv", metavar="PATH", help="write every point as CSV")
+    parser.add_argument("--plot", metavar="PATH", help="save the plot (.png, .svg or .pdf)")
+    parser.add_argument("--save-models", metavar="DIR", help="keep every interpolated model as safetensors in DIR")
+    parser.set_defaults(func=run)
+
+
+def _table(report) -> str:
+    rows = report.summary_rows()
+    lines = [f"{'curve':<12} {'split':<6} {'loss A':>8} {'loss B':>8} {'loss max':>9} {'barrier':>8} {'acc drop':>9}"]
+    for r in rows:
+        drop = "-" if r["accuracy_barrier"] is None else f"{100 * r['accuracy_barrier']:.1f} pts"
+        lines.append(f"{r['curve']:<12} {r['split']:<6} {r['loss_at_A']:>8.4f} {r['loss_at_B']:>8.4f} "
+                     f"{r['loss_max']:>9.4f} {r['loss_barrier']:>8.4f} {drop:>9}")
+    return "\n".join(lines)
+
+
+def save_figure(fig, path: str) -> None:
+    target = Path(path)
+    if target.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise MergeStudioError(f"cannot save a plot as {target.suffix or 'a file without suffix'}",
+                               hint="use a .png, .svg or .pdf file name")
+    try:
+        fig.savefig(target, dpi=150)
+    except OSError as exc:
+        raise MergeStudioError(f"cannot write {target}: {exc.strerror or exc}", hint="choose a folder you can write to") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    from merge_studio.cli.progress_bar import ProgressBar
+    from merge_studio.core.evaluate.jobs import BarrierRequest
+    from merge_studio.core.progress import drive
+
+    bar = ProgressBar(enabled=not args.quiet)
+    try:
+        if args.steps < 2:
+            raise MergeStudioError(f"--steps {args.steps} is too few", hint="use at least 2 (25 is the default)")
+        curves = tuple(c.strip() for c in args.curves.split(",")) if args.curves else None
+        request = BarrierRequest(
+            model_a=args.model_a, model_b=args.model_b, arch=args.arch, data=data_spec(args), steps=args.steps,
+            splits=parse_splits(args.splits), curves=curves, merged=args.merged, aligned_b=args.aligned,
+            reset_bn=args.reset_bn, save_dir=args.save_models, device=args.device,
+        )
+        report = drive(request.job(), bar)
+        bar.close()
+        report.save(json_path=args.json_out, csv_path=args.csv)
+        if args.plot:
+            from matplotlib.figure import Figure
+
+            from merge_studio.plots.barrier import draw_barrier_report
+
+            fig = Figure(figsize=(11, 4.2))
+            draw_barrier_report(fig, report.curves, splits=report.splits[::-1],
+                                title=f"{report.model_names[0]} ↔ {report.model_names[1]} on {args.data}")
+            save_figure(fig, args.plot)
+        if args.json:
+            print(report.to_json())
+        else:
+            print(_table(report))
+        return 0
+    except MergeStudioError as exc:
+        bar.close()
+        print(f"merge-studio barrier: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,65 @@
+"""``merge-studio evaluate MODEL...``: loss and accuracy of each model on the same data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from merge_studio.cli.barrier_cmd import add_data_arguments, data_spec, parse_splits, save_figure
+from merge_studio.errors import MergeStudioError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("evaluate", help="evaluate checkpoints (e.g. the inputs and the merged model) on data",
+                            description="Loss and accuracy of each checkpoint on the same train/test data, "
+                            "so you see at once whether a merge beats its parents.")
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="checkpoints of the same architecture")
+    add_data_arguments(parser)
+    parser.add_argument("--reset-bn", action="store_true", help="re-estimate BatchNorm statistics before evaluating")
+    parser.add_argument("--highlight", metavar="NAME", help="model to stand out in the plot (default: the last)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    parser.add_argument("--plot", metavar="PATH", help="save a bar chart (.png, .svg or .pdf)")
+    parser.set_defaults(func=run)
+
+
+def _table(scores) -> str:
+    splits = list(scores.results)
+    head = f"{'model':<28}" + "".join(f" {s + ' loss':>11} {s + ' acc':>10}" for s in splits)
+    lines = [head]
+    for i, name in enumerate(scores.names):
+        cells = []
+        for s in splits:
+            r = scores.results[s][i]
+            acc = "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"
+            cells.append(f" {r.loss:>11.4f} {acc:>10}")
+        lines.append(f"{name:<28}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from merge_studio.cli.progress_bar import ProgressBar
+    from merge_studio.core.evaluate.jobs import EvaluateRequest
+    from merge_studio.core.progress import drive
+
+    bar = ProgressBar(enabled=not args.quiet)
+    try:
+        request = EvaluateRequest(models=tuple(args.models), arch=args.arch, data=data_spec(args),
+                                  splits=parse_splits(args.splits), reset_bn=args.reset_bn, device=args.device)
+        scores = drive(request.job(), bar)
+        bar.close()
+        if args.plot:
+            from matplotlib.figure import Figure
+
+            from merge_studio.plots.evaluation import draw_model_scores
+
+            fig = Figure(figsize=(9, 3.6))
+            highlight = args.highlight or (scores.names[-1] if len(scores.names) > 1 else None)
+            draw_model_scores(fig, scores.names, scores.results, highlight=highlight, title=f"on {args.data}")
+            save_figure(fig, args.plot)
+        print(json.dumps(scores.to_json(), indent=2) if args.json else _table(scores))
+        return 0
+    except MergeStudioError as exc:
+        bar.close()
+        print(f"merge-studio evaluate: error: {exc}", file=sys.stderr)
+        return 1
