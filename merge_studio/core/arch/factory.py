@@ -5,9 +5,10 @@ would. That is intended: the user picked their own model code (in the GUI's file
 picker or on the command line). Never point it at files you do not trust.
 
 A factory returns an ``nn.Module`` or ``(module, example_input)``. The example input
-can also come from a sibling ``example_input(**kwargs)`` function, or from a module
-attribute ``example_input_shape`` giving the shape of ONE sample (no batch
-dimension); random floats of ``(batch_size, *shape)`` are then used.
+comes, in this order, from a sibling ``example_input(**kwargs)`` function (it may
+take ``batch_size`` and the factory's arguments), from the factory's own pair, or
+from a module attribute ``example_input_shape`` giving the shape of ONE sample (no
+batch dimension), for which random floats of ``(batch_size, *shape)`` are used.
 """
 
 from __future__ import annotations
@@ -127,13 +128,13 @@ def factory_example_input(spec: ArchSpec, kwargs: Mapping[str, Any], batch_size:
             raise ArchitectureError(
                 f"example_input() in {spec.target} failed: {type(exc).__name__}: {exc}"
             ) from exc
+    _, example = call_factory(spec, kwargs)
+    if example is not None:
+        return example
     shape = getattr(module, "example_input_shape", None)
     if shape is not None:
         generator = torch.Generator().manual_seed(0)
         return torch.rand(batch_size, *(int(s) for s in shape), generator=generator)
-    _, example = call_factory(spec, kwargs)
-    if example is not None:
-        return example
     raise ArchitectureError(
         f"{spec} gives no example input, so its graph cannot be traced",
         hint="add example_input() or example_input_shape = (C, H, W) beside the factory, "
