@@ -20,6 +20,7 @@ MERGEKIT_NAMES = {
     "dare_linear": "dare_linear", "dare_ties": "dare_ties", "model_stock": "model_stock",
 }
 OURS = sorted(REQUIRED)
+EVERY_REGISTERED = sorted(s.name for s in list_methods())
 
 
 def _models(name: str) -> list[type[BaseModel]]:
@@ -50,6 +51,12 @@ def test_each_method_says_what_it_is_and_where_it_comes_from(name):
     assert spec.mergekit_name == MERGEKIT_NAMES.get(name)
 
 
+@pytest.mark.parametrize("name", EVERY_REGISTERED)
+def test_every_registered_methods_defaults_validate(name):
+    for model in _models(name):
+        model()
+
+
 @pytest.mark.parametrize("name", OURS)
 def test_defaults_validate_and_every_field_is_described(name):
     for model in _models(name):
@@ -60,7 +67,7 @@ def test_defaults_validate_and_every_field_is_described(name):
             assert isinstance(field.json_schema_extra, dict) and "per_layer" in field.json_schema_extra
 
 
-@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("name", EVERY_REGISTERED)
 def test_out_of_range_values_are_rejected(name):
     checked = 0
     for model in _models(name):
