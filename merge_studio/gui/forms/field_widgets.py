@@ -79,7 +79,7 @@ class FieldFacts:
         return self.lower is not None and self.upper is not None
 
 
-def _strip_optional(ann: Any) -> tuple[Any, bool]:
+def strip_optional(ann: Any) -> tuple[Any, bool]:
     origin = typing.get_origin(ann)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(ann) if a is not type(None)]
@@ -90,7 +90,7 @@ def _strip_optional(ann: Any) -> tuple[Any, bool]:
 
 def field_facts(name: str, info: FieldInfo) -> FieldFacts:
     """Read type, bounds, texts and hints from a pydantic field."""
-    ann, optional = _strip_optional(info.annotation)
+    ann, optional = strip_optional(info.annotation)
     lower = upper = None
     lower_strict = upper_strict = False
     for meta in info.metadata:

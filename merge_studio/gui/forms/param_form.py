@@ -7,24 +7,34 @@ before anything runs.
 
 from __future__ import annotations
 
+import collections.abc
+import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from merge_studio.core.methods.layered import is_layered, leaf_values
-from merge_studio.gui.forms.field_widgets import FieldEditor, RawEditor, field_facts, widget_for_field
+from merge_studio.gui.forms.field_widgets import FieldEditor, RawEditor, strip_optional, field_facts, widget_for_field
+
+
+def _takes_a_list(info: FieldInfo) -> bool:
+    """A field whose own type is a list: its list values are not per-layer values."""
+    ann, _ = strip_optional(info.annotation)
+    return typing.get_origin(ann) in (list, tuple, set, frozenset, collections.abc.Sequence) or ann in (list, tuple)
 
 
 def validation_errors(model: type[BaseModel], values: dict[str, Any]) -> dict[str, str]:
     """Problems by recipe key: every value a per-layer entry can produce is checked."""
     keys = {(info.alias or name): name for name, info in model.model_fields.items()}
+    list_keys = {k for k, n in keys.items() if _takes_a_list(model.model_fields[n])}
     plain: dict[str, Any] = {}
     variants: list[tuple[str, Any]] = []
     errors: dict[str, str] = {}
     for key, value in values.items():
-        leaves = leaf_values(value) if is_layered(value) else [value]
+        leaves = leaf_values(value) if is_layered(value) and key not in list_keys else [value]
         if not leaves:
             errors[key] = "empty value"
             continue
@@ -134,13 +144,16 @@ class ParamForm(QWidget):
             )
             if editor is None:
                 continue
-            if not editor.accepts(value):
-                facts = field_facts(editor.facts.name, self.params_model.model_fields[editor.facts.name])
-                replacement = RawEditor(facts, self, read_only=True)
-                replacement.set_value(value)
-                self._replace_editor(editor.facts.key, replacement)
+            read_only = isinstance(editor, RawEditor) and editor.read_only
+            if not editor.accepts(value) or (read_only and is_layered(value)):
+                if not read_only:
+                    facts = field_facts(editor.facts.name, self.params_model.model_fields[editor.facts.name])
+                    replacement = RawEditor(facts, self, read_only=True)
+                    self._replace_editor(editor.facts.key, replacement)
+                    editor = replacement
+                editor.set_value(value)
                 continue
-            if isinstance(editor, RawEditor) and editor.read_only:
+            if read_only:
                 normal = widget_for_field(editor.facts.name, self.params_model.model_fields[editor.facts.name], self)
                 self._replace_editor(editor.facts.key, normal)
                 editor = normal
