@@ -18,6 +18,7 @@ from merge_studio.core.rebasin.apply import apply_permutation, verify_function
 from merge_studio.core.rebasin.matching import MatchingResult, iter_weight_matching
 from merge_studio.core.rebasin.report import build_report
 from merge_studio.core.rebasin.spec import PermutationSpec, spec_from_module
+from merge_studio.errors import ArchitectureError
 
 DEFAULT_TOLERANCE = 1e-6
 
@@ -57,6 +58,8 @@ def iter_align(
     yield Progress("align", 0, None, message="tracing the model for its permutation groups")
     if spec is None:
         spec = spec_from_module(module, example_input)
+    _check_against_module(module, state_a, "model A")
+    _check_against_module(module, state_b, "model B")
     check_cancel(cancel)
     matching = yield from iter_weight_matching(
         spec, state_a, state_b, max_sweeps=max_sweeps, seed=seed, device=device, cancel=cancel
@@ -69,6 +72,22 @@ def iter_align(
         spec, matching, arch=arch, models=models, max_output_difference=diff, tolerance=tolerance
     )
     return AlignResult(aligned, spec, matching, diff, report)
+
+
+def _check_against_module(module: nn.Module, state: Mapping[str, torch.Tensor], which: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ArchitectureError(
+            f"{which} lacks {len(missing)} tensor(s) the architecture needs, e.g. {missing[0]}",
+            hint="check that the architecture matches the checkpoint",
+        )
+    for name, shape in expected.items():
+        if tuple(state[name].shape) != shape:
+            raise ArchitectureError(
+                f"{name} in {which} has shape {tuple(state[name].shape)}, the architecture expects {shape}",
+                hint="check the architecture and its width arguments (e.g. zoo:resnet20?width=2)",
+            )
 
 
 def interpolate_states(

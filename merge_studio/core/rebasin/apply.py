@@ -39,6 +39,24 @@ def permute_member(tensor: torch.Tensor, member: Member, perm: torch.Tensor) -> 
     return out
 
 
+def check_state(spec: PermutationSpec, state: Mapping[str, torch.Tensor], which: str = "the checkpoint") -> None:
+    """Raise :class:`ArchitectureError` naming the first tensor that does not fit the spec."""
+    for group in spec.groups:
+        for m in group.members:
+            t = state.get(m.tensor)
+            if t is None:
+                raise ArchitectureError(
+                    f"{which} has no tensor {m.tensor} (in permutation group {group.name})",
+                    hint="check that the architecture matches the checkpoint",
+                )
+            if m.axis >= t.dim() or m.offset + m.length > t.shape[m.axis]:
+                raise ArchitectureError(
+                    f"{m.tensor} in {which} has shape {tuple(t.shape)}, which does not fit the architecture "
+                    f"(group {group.name} expects {m.offset + m.length} along axis {m.axis})",
+                    hint="check the architecture and its width arguments (e.g. zoo:resnet20?width=2)",
+                )
+
+
 def apply_permutation(
     spec: PermutationSpec,
     state_dict: Mapping[str, torch.Tensor],

@@ -21,7 +21,7 @@ from scipy.optimize import linear_sum_assignment
 
 from merge_studio.core.device import resolve_device
 from merge_studio.core.progress import CancelToken, Progress, check_cancel
-from merge_studio.core.rebasin.apply import permute_member
+from merge_studio.core.rebasin.apply import check_state, permute_member
 from merge_studio.core.rebasin.axes import Member
 from merge_studio.core.rebasin.spec import PermutationGroup, PermutationSpec
 from merge_studio.errors import IncompatibleCheckpointsError
@@ -212,6 +212,8 @@ def iter_weight_matching(
     """Find permutations of B's hidden units that make B's weights closest to A's."""
     start = time.perf_counter()
     dev = resolve_device(device)
+    check_state(spec, state_a, "model A")
+    check_state(spec, state_b, "model B")
     a = _float_state(spec, state_a, "A", dev)
     b = _float_state(spec, state_b, "B", dev)
     _check_shapes(a, b)

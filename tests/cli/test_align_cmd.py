@@ -1,0 +1,62 @@
+"""``merge-studio align A B --arch SPEC -o OUT --report perm.json``."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from merge_studio.cli.main import main
+from merge_studio.core.arch import build_module, example_input
+
+ARCH = "zoo:mlp?hidden=16,16"
+
+
+def _pair(tmp_path):
+    torch.manual_seed(0)
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.safetensors"
+        save_file(build_module(ARCH).state_dict(), str(path))
+        paths.append(path)
+    return paths
+
+
+def test_align_writes_b_permuted_with_the_permutation_in_its_metadata_and_a_report(tmp_path, capsys):
+    a, b = _pair(tmp_path)
+    out, report = tmp_path / "b_aligned.safetensors", tmp_path / "perm.json"
+    code = main(["align", str(a), str(b), "--arch", ARCH, "-o", str(out), "--report", str(report), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert meta["merge_studio.arch"] == ARCH
+    perms = json.loads(meta["merge_studio.permutation"])["groups"]
+    data = json.loads(report.read_text())
+    assert {g["name"]: g["perm"] for g in data["groups"]} == perms
+    assert data["objective_per_sweep"] and data["max_output_difference"] < 1e-9
+    x = example_input(ARCH, batch_size=3)
+    with torch.no_grad():
+        before = build_module(ARCH, load_file(str(b))).eval()(x)
+        after = build_module(ARCH, load_file(str(out))).eval()(x)
+    assert torch.allclose(before, after, atol=1e-5)
+    assert "wrote" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_align_refuses_to_overwrite_an_input(tmp_path, capsys):
+    a, b = _pair(tmp_path)
+    original = b.read_bytes()
+    assert main(["align", str(a), str(b), "--arch", ARCH, "-o", str(b), "--quiet"]) == 1
+    assert "one of the inputs" in capsys.readouterr().err
+    assert b.read_bytes() == original
+
+
+def test_align_with_an_architecture_that_does_not_fit_says_so(tmp_path, capsys):
+    a, b = _pair(tmp_path)
+    code = main(["align", str(a), str(b), "--arch", "zoo:mlp?hidden=32", "-o", str(tmp_path / "o.safetensors"), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("merge-studio align:") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.safetensors").exists()
