@@ -25,6 +25,7 @@ INK = "#3b4754"
 """The stroke colour the toolbar SVGs are drawn in (recoloured for dark themes)."""
 DARK_INK = "#d5dbe1"
 ICON_SIZES = (16, 20, 24, 32, 48, 64)
+APP_ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
 # Names the window's code uses that are spelled differently from the files.
 ALIASES = {
     "recipe": "open-recipe",
@@ -107,9 +108,9 @@ def _render(svg: bytes, size: int) -> QImage:
 
 
 @functools.lru_cache(maxsize=256)
-def _icon_from_svg(svg: bytes) -> QIcon:
+def _icon_from_svg(svg: bytes, sizes: tuple[int, ...] = ICON_SIZES) -> QIcon:
     result = QIcon()
-    for size in ICON_SIZES:
+    for size in sizes:
         result.addPixmap(QPixmap.fromImage(_render(svg, size)))
     return result
 
@@ -142,7 +143,7 @@ def app_icon() -> QIcon:
         svg = asset_bytes("app.svg")
     except (FileNotFoundError, OSError):
         svg = b""
-    result = QIcon(_icon_from_svg(svg)) if svg and QSvgRenderer(QByteArray(svg)).isValid() else QIcon()
+    result = QIcon(_icon_from_svg(svg, APP_ICON_SIZES)) if svg and QSvgRenderer(QByteArray(svg)).isValid() else QIcon()
     if result.isNull():
         pixmap = QPixmap()
         if pixmap.loadFromData(asset_bytes("app.png"), "PNG"):
