@@ -52,8 +52,28 @@ def shapes_of(source: Any) -> dict[str, tuple[int, ...]]:
     return {name: tuple(getattr(value, "shape", value)) for name, value in infos.items()}
 
 
+def from_key_node(node: Any, root_name: str = "model") -> KeyTreeNode:
+    """Adopt a ``merge_studio.core.checkpoints.keys.KeyNode`` tree (the inspector's)."""
+    converted = KeyTreeNode(
+        node.name or root_name,
+        node.path,
+        [(leaf, tuple(getattr(info, "shape", info))) for leaf, info in node.tensors.items()],
+    )
+    converted.children = {name: from_key_node(child) for name, child in node.children.items()}
+    return converted
+
+
 def key_tree(source: Any, root_name: str = "model") -> KeyTreeNode:
-    """Build the module tree of a checkpoint's tensor names (in file order)."""
+    """Build the module tree of a checkpoint's tensor names (in file order).
+
+    ``source`` may also be the inspector's ``KeyNode`` tree, which is adopted as is.
+    """
+    if isinstance(source, KeyTreeNode):
+        return source
+    if hasattr(source, "children") and hasattr(source, "tensors") and hasattr(source, "path"):
+        root = from_key_node(source, root_name)
+        _count(root)
+        return root
     root = KeyTreeNode(root_name, "")
     for name, shape in shapes_of(source).items():
         *parents, leaf = name.split(".")
@@ -88,10 +108,10 @@ def key_tree_graph(source: Any, *, depth: int | None = None, title: str = "") ->
     """The module tree as a graph (left to right), with shapes and parameter counts.
 
     ``source`` is a Checkpoint, a state dict, a mapping of names to TensorInfo or
-    shapes, or a :class:`KeyTreeNode`. Modules deeper than ``depth`` fold into their
+    shapes, a :class:`KeyTreeNode`, or the inspector's ``KeyNode`` tree. Modules deeper than ``depth`` fold into their
     ancestor, which then says how many modules it holds.
     """
-    root = source if isinstance(source, KeyTreeNode) else key_tree(source, title or "model")
+    root = key_tree(source, title or "model")
     lines = [
         "digraph tree {",
         "\t" + " ".join(f"{k}={quote(v)}" for k, v in {**style.GRAPH_ATTR, "rankdir": "LR", "ranksep": "0.5"}.items()),

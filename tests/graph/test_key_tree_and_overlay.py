@@ -128,3 +128,14 @@ def test_without_dot_a_picture_still_has_its_graph_and_tree(no_dot):
     picture = drive(iter_checkpoint_picture(build_module("zoo:mlp?hidden=8").state_dict()))
     assert picture.dot_missing and picture.svg is None
     assert picture.graph.nodes and picture.tree is not None
+
+
+def test_the_inspectors_key_tree_is_accepted_too():
+    from merge_studio.core.checkpoints.base import TensorInfo
+    from merge_studio.core.checkpoints.keys import build_key_tree
+
+    infos = {name: TensorInfo(name, tuple(t.shape), t.dtype) for name, t in STATE.items()}
+    graph = key_tree_graph(build_key_tree(infos))
+    assert {n.module_path for n in graph.nodes} == {n.module_path for n in key_tree_graph(STATE).nodes}
+    layers = next(n for n in graph.nodes if n.module_path == "encoder.layers")
+    assert layers.param_count == 8 * 4 + 8 + 64

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from merge_studio.errors import ArchitectureError
+from merge_studio.errors import ArchitectureError, MergeStudioError
 
 
 def load_program(path: str | Path) -> Any:
@@ -25,7 +25,7 @@ def load_program(path: str | Path) -> Any:
         import torch.export
 
         return torch.export.load(str(p))
-    except ArchitectureError:
+    except MergeStudioError:  # unsafe or damaged programs keep their own explanation
         raise
     except Exception as exc:
         raise ArchitectureError(
