@@ -10,41 +10,48 @@ PyTorch operators or plain arithmetic.
 
 from __future__ import annotations
 
-import io
+import ast
 import math
 import operator
 import re
-import tokenize
 from typing import Any
 
 import torch
 
 from merge_studio.errors import UnsafeCheckpointError
 
-MAX_EXPRESSION_CHARS = 4096
-MAX_POWERS = 3
+MAX_EXPRESSION_CHARS = 8192
+MAX_EXPRESSION_NODES = 4000
 MAX_EXPONENT = 64
+MAX_POWERS = 3
+MAX_LITERAL = 2**63
 MAX_NESTING = 400
 
 _SYMBOL = re.compile(r"[a-z]{1,4}\d{1,9}\Z")
-_QUOTED_SYMBOL = re.compile(r"""(['"])[a-z]{1,4}\d{1,9}\1\Z""")
-_SYMPY_NAMES = frozenset({
-    # sympy constructors, relations and functions that str(expr) prints
-    "Symbol", "Integer", "Float", "Rational", "Max", "Min", "Mod", "Abs", "floor", "ceiling", "sqrt",
-    "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not", "Piecewise", "ITE",
-    "True", "False", "oo", "zoo", "nan",
-    # Symbol(...) assumptions
-    "integer", "positive", "nonnegative", "negative", "nonpositive", "real", "finite", "nonzero",
-    "even", "odd", "zero", "infinite", "rational", "extended_real", "commutative",
+_DECIMAL = re.compile(r"-?\d{1,30}(\.\d{0,30})?([eE][-+]?\d{1,3})?\Z")
+# sympy classes and functions that torch.export writes (it serialises expressions with srepr)
+_SYMPY_CALLS = frozenset({
+    "Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Max", "Min", "Mod", "Abs",
+    "floor", "ceiling", "sqrt", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "StrictLessThan",
+    "StrictGreaterThan", "LessThan", "GreaterThan", "Equality", "Unequality", "And", "Or", "Not",
+    "Piecewise", "ExprCondPair", "Tuple",
     # torch.utils._sympy.functions, as named by the deserializer
     "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt", "FloorToInt",
     "CeilDiv", "LShift", "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv", "IntTrueDiv",
     "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt", "RoundToInt", "RoundDecimal",
     "ToFloat", "Identity",
 })
-_OPERATORS = frozenset({"(", ")", "+", "-", "*", "/", "//", "%", "**", ",", "=", "<", ">", "<=", ">=",
-                        "==", "!=", "&", "|", "~"})
-_SKIPPED_TOKENS = (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT)
+_TORCH_GENERATED_CALL = re.compile(r"(OpaqueUnaryFn|BitwiseFn)_[A-Za-z0-9_]{1,40}\Z")
+_CONSTANTS = frozenset({"True", "False", "true", "false", "oo", "zoo", "nan", "int_oo"})
+_ASSUMPTIONS = frozenset({
+    "integer", "positive", "nonnegative", "negative", "nonpositive", "real", "finite", "nonzero",
+    "even", "odd", "zero", "infinite", "rational", "extended_real", "commutative", "evaluate",
+})
+# calls whose second argument is an exponent or shift: it must stay small or symbolic
+_POWER_CALLS = frozenset({"Pow", "PowByNatural", "FloatPow", "LShift"})
+_BIN_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.BitAnd, ast.BitOr)
+_UNARY_OPS = (ast.USub, ast.UAdd, ast.Invert, ast.Not)
+_COMPARE_OPS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
 
 _TARGET = re.compile(
     r"(torch\.ops\.[A-Za-z_]\w*\.[A-Za-z_]\w*(\.[A-Za-z_]\w*)?"
@@ -71,44 +78,96 @@ def _refuse(label: str, what: str) -> UnsafeCheckpointError:
 
 
 def check_expression(text: str, label: str) -> None:
-    """Allow only what ``str(sympy_expr)`` produces for shape expressions."""
+    """Allow only what torch.export writes for shape expressions (``srepr`` of sympy).
+
+    The text is parsed (never evaluated) and every node checked: calls only to
+    sympy and torch's shape functions, names only symbols and constants, no
+    attribute access, and exponents small or symbolic so nothing explodes.
+    """
+    def refuse(why: str) -> UnsafeCheckpointError:
+        return _refuse(label, f"the shape expression {text[:80]!r} ({why})")
+
     if len(text) > MAX_EXPRESSION_CHARS:
-        raise _refuse(label, f"a {len(text)}-character shape expression")
+        raise refuse(f"{len(text)} characters")
     try:
-        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
-                  if t.type not in _SKIPPED_TOKENS]
-    except (tokenize.TokenError, SyntaxError, IndentationError) as exc:
-        raise _refuse(label, f"an unreadable shape expression {text[:80]!r}") from exc
-    powers = 0
-    for i, tok in enumerate(tokens):
-        bad = False
-        if tok.type == tokenize.NAME:
-            bad = tok.string not in _SYMPY_NAMES and not _SYMBOL.match(tok.string)
-        elif tok.type == tokenize.NUMBER:
-            bad = len(tok.string) > 40 or not re.fullmatch(r"\d+(\.\d*)?([eE][-+]?\d{1,3})?", tok.string)
-        elif tok.type == tokenize.STRING:
-            bad = not _QUOTED_SYMBOL.match(tok.string)
-        elif tok.type == tokenize.OP:
-            bad = tok.string not in _OPERATORS
-            if tok.string == "**":
-                powers += 1
-                bad = bad or powers > MAX_POWERS or not _small_exponent(tokens, i + 1)
-        else:
-            bad = True
-        if bad:
-            raise _refuse(label, f"the shape expression {text[:80]!r} (at {tok.string[:20]!r})")
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise refuse("not an expression") from exc
+    nodes = list(ast.walk(tree))
+    if len(nodes) > MAX_EXPRESSION_NODES:
+        raise refuse("too large")
+    powers = sum(
+        1 for n in nodes
+        if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow))
+        or (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _POWER_CALLS)
+    )
+    if powers > MAX_POWERS:
+        raise refuse(f"{powers} powers")
+    for node in nodes:
+        why = _bad_expression_node(node)
+        if why:
+            raise refuse(why)
 
 
-def _small_exponent(tokens: list[tokenize.TokenInfo], i: int) -> bool:
-    """An exponent must be a symbol or a small integer, so no expression explodes."""
-    if i < len(tokens) and tokens[i].string == "-":
-        i += 1
-    if i >= len(tokens):
-        return False
-    tok = tokens[i]
-    if tok.type == tokenize.NAME:
-        return bool(_SYMBOL.match(tok.string))
-    return tok.type == tokenize.NUMBER and tok.string.isdigit() and int(tok.string) <= MAX_EXPONENT
+def _bad_expression_node(node: ast.AST) -> str | None:
+    """Why a node is not allowed in a shape expression, or ``None``."""
+    if isinstance(node, (ast.Expression, ast.Load, ast.keyword, *_BIN_OPS, *_UNARY_OPS, *_COMPARE_OPS)):
+        if isinstance(node, ast.keyword) and not _allowed_keyword(node):
+            return f"keyword {node.arg!r}"
+        return None
+    if isinstance(node, ast.Name):
+        ok = node.id in _CONSTANTS or node.id in _SYMPY_CALLS or _SYMBOL.match(node.id) \
+            or _TORCH_GENERATED_CALL.match(node.id)
+        return None if ok else f"name {node.id!r}"
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, bool) or (isinstance(value, int) and abs(value) < MAX_LITERAL):
+            return None
+        if isinstance(value, float):
+            return None
+        if isinstance(value, str) and (_SYMBOL.match(value) or _DECIMAL.match(value)):
+            return None
+        return f"literal {str(value)[:20]!r}"
+    if isinstance(node, ast.Call):
+        func = node.func
+        if not isinstance(func, ast.Name) or not (func.id in _SYMPY_CALLS or _TORCH_GENERATED_CALL.match(func.id)):
+            return "a call to something other than a sympy function"
+        if func.id in _POWER_CALLS and (len(node.args) != 2 or not _tame_exponent(node.args[1])):
+            return f"a {func.id} with a large exponent"
+        if any(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args) and func.id not in (
+            "Symbol", "Float"
+        ):
+            return f"text passed to {func.id}"
+        return None
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Pow) and not _tame_exponent(node.right):
+            return "a large exponent"
+        return None
+    if isinstance(node, (ast.UnaryOp, ast.Compare, ast.BoolOp, ast.And, ast.Or, ast.Tuple)):
+        return None
+    return f"{type(node).__name__} syntax"
+
+
+def _allowed_keyword(node: ast.keyword) -> bool:
+    """``Symbol('s0', integer=True)`` assumptions and ``Float('1.5', precision=53)``."""
+    value = node.value.value if isinstance(node.value, ast.Constant) else None
+    if node.arg in _ASSUMPTIONS:
+        return isinstance(value, bool)
+    return node.arg == "precision" and type(value) is int and 0 < value <= 4096
+
+
+def _tame_exponent(node: ast.AST) -> bool:
+    """An exponent (or shift) must be a small number: ``2``, ``Integer(-1)``, ``Float('0.5')``."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        node = node.operand
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, str) and _DECIMAL.match(value):
+            value = float(value)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_EXPONENT
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("Integer", "Rational", "Float"):
+        return bool(node.args) and all(_tame_exponent(a) for a in node.args)
+    return False
 
 
 def check_target(target: Any, label: str) -> None:
