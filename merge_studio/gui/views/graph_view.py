@@ -129,6 +129,7 @@ class GraphView(QWidget):
         self.nested_check = QCheckBox("Expand nested", toolTip="Draw opened modules as boxes around their layers")
         self.overlay_combo = QComboBox(toolTip="Colour layers by a per-layer value")
         self.overlay_combo.addItem(NO_OVERLAY)
+        self.overlay_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.search_edit = QLineEdit(placeholderText="Find layer…", clearButtonEnabled=True)
         self.arch_button = QToolButton(text="Architecture", toolTip="Pick the model that gives this checkpoint its graph")
         self.arch_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
@@ -180,6 +181,7 @@ class GraphView(QWidget):
         self.export_svg_button.clicked.connect(lambda: self._on_export_clicked("svg"))
         self.export_png_button.clicked.connect(lambda: self._on_export_clicked("png"))
         self.tree_view.clicked.connect(self._on_tree_clicked)
+        self.tree_view.expanded.connect(lambda _index: self.tree_view.resizeColumnToContents(0))
 
     def _arch_menu(self) -> QMenu:
         menu = QMenu(self)
@@ -416,8 +418,9 @@ class GraphView(QWidget):
             self._items[node.node_id] = item
         self.scene.setSceneRect(self.scene.itemsBoundingRect())
         self.graphics.resetTransform()
-        if size.width() > self.graphics.viewport().width():
-            self.graphics.zoom(max(0.3, self.graphics.viewport().width() / size.width()))
+        # Graphviz sizes are in points: 4/3 shows them at their printed size on a 96-dpi screen,
+        # unless the graph is wider than the window.
+        self.graphics.zoom(max(0.3, min(4 / 3, self.graphics.viewport().width() / max(size.width(), 1.0))))
         self.graphics.centerOn(size.center().x(), 0)
 
     def _fill_tree(self, tree: KeyTreeNode) -> None:
@@ -441,6 +444,7 @@ class GraphView(QWidget):
         add(self.tree_model.invisibleRootItem(), tree)
         self.tree_view.expandToDepth(0)
         self.tree_view.resizeColumnToContents(0)
+        self.tree_view.setColumnWidth(0, max(220, self.tree_view.columnWidth(0)))
 
     @staticmethod
     def _tree_row(
