@@ -121,7 +121,8 @@ def iter_arch_picture(
     base = module_graph(module, data, depth=depth, expand_nested=expand_nested, title=title)
     check_cancel(cancel)
     yield step("layout", f"laying out {len(base.nodes)} nodes")
-    picture = finish_picture(base, overlay, arch=str(spec))
+    tree = key_tree({name: tuple(t.shape) for name, t in module.state_dict().items()}, str(spec))
+    picture = finish_picture(base, overlay, tree=tree, arch=str(spec))
     yield step("done")
     return picture
 

@@ -174,3 +174,40 @@ def test_a_wrong_architecture_is_explained_and_the_tree_still_shows(qtbot, view,
 def test_clicking_the_background_does_not_select_a_layer(qtbot, view):
     with qtbot.assertNotEmitted(view.sig_layer_selected):
         qtbot.mouseClick(view.graphics.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(5, 5))
+
+
+def test_without_graphviz_an_architecture_shows_its_module_tree(qtbot, view, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with qtbot.waitSignal(view.sig_graph_ready, timeout=20000):
+        view.show_arch("zoo:resnet20")
+    assert view.stack.currentWidget() is view.tree_view
+    assert "brew install graphviz" in view.banner.text()
+    top = {view.tree_model.item(r, 0).text() for r in range(view.tree_model.rowCount())}
+    assert {"conv1", "layer1", "layer2", "layer3", "fc"} <= top
+
+
+def test_exporting_without_graphviz_explains_instead_of_crashing(qtbot, view, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with qtbot.waitSignal(view.sig_graph_ready, timeout=20000):
+        view.show_arch("zoo:mlp?hidden=8")
+    with qtbot.waitSignal(view.sig_failed, timeout=20000) as blocker:
+        view.export(tmp_path / "g.png")
+    assert "Graphviz" in blocker.args[0] and not (tmp_path / "g.png").exists()
+
+
+@needs_dot
+def test_overlay_values_are_computed_off_the_gui_thread_after_a_merge(qtbot, view, tmp_path):
+    from merge_studio.core.analysis import iter_layer_relative_change
+
+    spec = "zoo:mlp?hidden=8"
+    state = build_module(spec).state_dict()
+    save_file(state, tmp_path / "a.safetensors")
+    save_file({k: v * (2 if k.startswith("head") else 1) for k, v in state.items()}, tmp_path / "m.safetensors")
+    with open_checkpoint(tmp_path / "a.safetensors") as a, open_checkpoint(tmp_path / "m.safetensors") as merged:
+        with qtbot.waitSignal(view.sig_graph_ready, timeout=20000):
+            view.show_checkpoint(merged)
+        with qtbot.waitSignal(view.sig_graph_ready, timeout=20000):
+            view.request_overlay("relative change", lambda cancel: iter_layer_relative_change(a, merged, cancel))
+    graph = view.picture.graph
+    fills = {n.module_path: graph.fills[n.node_id] for n in graph.nodes if n.module_path}
+    assert fills["head"] == "#fde725" and fills["hidden.0"] == "#440154"  # changed by 100% vs 0%

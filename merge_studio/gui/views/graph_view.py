@@ -119,6 +119,7 @@ class GraphView(QWidget):
         self._matches: list[str] = []
         self._checkpoint: Any = None
         self._arch_by_path: dict[str, str] = {}
+        self._overlay_jobs: dict[Any, tuple[str, str]] = {}
         self._build_ui()
         self.clear()
 
@@ -263,6 +264,29 @@ class GraphView(QWidget):
             self._apply_overlay()
         else:
             self.overlay_combo.setCurrentText(name)  # applies through the signal
+
+    def request_overlay(
+        self,
+        name: str,
+        job_factory: Callable[[CancelToken], Generator[Any, None, Mapping[str, float]]],
+        *,
+        cmap: str = "viridis",
+    ) -> JobWorker:
+        """Compute per-layer values off the GUI thread, then offer and show them as an overlay.
+
+        For example ``view.request_overlay("relative change", lambda cancel:
+        iter_layer_relative_change(a, merged, cancel))`` (see :mod:`merge_studio.core.analysis`).
+        """
+        worker = self._runner.start(job_factory, name="graph-overlay")
+        self._overlay_jobs[worker] = (name, cmap)
+        worker.sig_result.connect(self._on_overlay_values)
+        worker.sig_failed.connect(self._on_worker_failed)
+        return worker
+
+    @Slot(object)
+    def _on_overlay_values(self, values: Mapping[str, float]) -> None:
+        name, cmap = self._overlay_jobs.pop(self.sender(), ("overlay", "viridis"))
+        self.set_overlay(name, values, cmap=cmap)
 
     def current_overlay(self) -> Overlay | None:
         return self._overlays.get(self.overlay_combo.currentText())
