@@ -106,6 +106,18 @@ class TransformerBlock(nn.Module):
         return self.head(x[:, 0])
 
 
+class SortsHiddenUnitsLike(nn.Module):
+    """``torch.cumsum`` over hidden units depends on their order, so the spec must stop there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        return self.fc3(torch.cumsum(torch.relu(self.fc2(h)), dim=1))
+
+
 def randomize_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give BN layers non-trivial running statistics, so forgetting to permute them shows."""
     g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,304 @@
+"""The Permutations tab: what an alignment moved, group by group.
+
+Left: the permutation groups (units, share moved) and, in a distinct colour, the
+points the spec could not permute; below them the selected group's member
+tensors. Right: the selected group's permutation matrix and its similarity matrix
+before and after reordering, the convergence of the objective, and the share moved
+per group. Every picture is drawn by :mod:`merge_studio.plots.permutations` and can
+be saved. The view gets a report (and a function giving similarity matrices); it
+computes nothing itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTabWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from merge_studio.core.rebasin.report import blocked_layers, layer_fractions, layer_of
+from merge_studio.gui.views.empty_state import EmptyState
+from merge_studio.plots.permutations import (
+    BLOCKED_COLOUR,
+    plot_moved_fraction,
+    plot_objective,
+    plot_permutation_matrix,
+    plot_similarity,
+    save_axes_figure,
+)
+
+MatricesProvider = Callable[[str], Any]  # group name -> similarity matrix (n × n) or None
+GROUP_ROLE = Qt.ItemDataRole.UserRole
+OVERLAY_NAME = "units permuted"
+
+
+def layer_overlay(report: Mapping[str, Any]) -> dict[str, float]:
+    """Per layer, the share of its units permuted, for ``GraphView.set_overlay``.
+
+    Layers the spec could not permute are ``nan`` (drawn as "no value"); pass
+    :func:`layer_marks` to colour them apart.
+    """
+    return layer_fractions(report)
+
+
+def layer_marks(report: Mapping[str, Any]) -> dict[str, str]:
+    """Layers that could not be permuted, each with the colour that marks them."""
+    return dict.fromkeys(blocked_layers(report), BLOCKED_COLOUR)
+
+
+def group_for_layer(report: Mapping[str, Any], layer: str) -> str | None:
+    """The group holding a layer's output units (else any group touching it), for graph clicks."""
+    fallback = None
+    for g in report.get("groups", []):
+        for m in g["members"]:
+            if layer_of(m["tensor"]) == layer or m["tensor"] == layer:
+                if m["axis"] == 0 and m["offset"] == 0:
+                    return g["name"]
+                fallback = fallback or g["name"]
+    return fallback
+
+
+class _Canvas(FigureCanvasQTAgg):
+    def __init__(self, figsize: tuple[float, float]) -> None:
+        super().__init__(Figure(figsize=figsize, layout="constrained"))
+
+
+class PermutationView(QWidget):
+    """Inspect an alignment: groups, their matrices, convergence, and what stayed put."""
+
+    sig_group_selected = Signal(str)
+    sig_saved = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._report: dict[str, Any] | None = None
+        self._provider: MatricesProvider | None = None
+        self._matrices: dict[str, np.ndarray | None] = {}
+        self._current: str | None = None
+
+        self.empty = EmptyState(
+            "No alignment yet",
+            "Align two models with weight matching (or open a permutation report) to see which hidden units moved.",
+            self,
+        )
+        self.groups = QTreeWidget(self)
+        self.groups.setObjectName("permutation_groups")
+        self.groups.setHeaderLabels(["Group", "Units", "Moved"])
+        self.groups.setRootIsDecorated(False)
+        self.groups.itemSelectionChanged.connect(self._on_groups_selection_changed)
+        self.members = QListWidget(self)
+        self.members.setObjectName("group_members")
+        self.summary = QLabel(self)
+        self.summary.setWordWrap(True)
+        left = QWidget(self)
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.summary)
+        left_layout.addWidget(self.groups, 3)
+        left_layout.addWidget(QLabel("Tensors reordered by the selected group:", left))
+        left_layout.addWidget(self.members, 2)
+
+        self.group_canvas = _Canvas((9, 3.2))
+        self.convergence_canvas = _Canvas((6, 3.5))
+        self.overview_canvas = _Canvas((6, 4))
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self.group_canvas, "Group matrices")
+        self.tabs.addTab(self.convergence_canvas, "Convergence")
+        self.tabs.addTab(self.overview_canvas, "Units moved")
+        self.save_button = QPushButton("Save picture…", self)
+        self.save_button.clicked.connect(self._on_save_button_clicked)
+        right = QWidget(self)
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.tabs)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.save_button)
+        right_layout.addLayout(buttons)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 3)
+        self.stack = QStackedWidget(self)
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(splitter)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.stack)
+
+    # -- public API ---------------------------------------------------------------------
+    @property
+    def report(self) -> dict[str, Any] | None:
+        return self._report
+
+    @property
+    def current_group(self) -> str | None:
+        return self._current
+
+    def set_report(self, report: Mapping[str, Any] | None, matrices_provider: MatricesProvider | None = None) -> None:
+        """Show an alignment report; ``matrices_provider(group)`` gives similarity matrices on demand."""
+        self._report = dict(report) if report is not None else None
+        self._provider = matrices_provider
+        self._matrices = {}
+        self._current = None
+        if self._report is None:
+            self.groups.clear()
+            self.members.clear()
+            self.stack.setCurrentWidget(self.empty)
+            return
+        self._fill_groups(self._report)
+        self._draw_convergence(self._report)
+        self._draw_overview(self._report)
+        self.stack.setCurrentIndex(1)
+        names = [g["name"] for g in self._report.get("groups", [])]
+        if names:
+            self.select_group(names[0])
+        else:
+            self._draw_group(None)
+
+    def select_group(self, name: str) -> bool:
+        """Open a group's matrices (e.g. after a click on its layer in the graph)."""
+        for i in range(self.groups.topLevelItemCount()):
+            item = self.groups.topLevelItem(i)
+            if item.data(0, GROUP_ROLE) == name:
+                self.groups.setCurrentItem(item)  # emits through the selection signal
+                if self._current != name:
+                    self._show_group(name)
+                return True
+        return False
+
+    def select_layer(self, layer: str) -> bool:
+        """Open the group of a layer chosen elsewhere (the graph view's ``sig_layer_selected``)."""
+        if self._report is None:
+            return False
+        name = group_for_layer(self._report, layer)
+        return self.select_group(name) if name else False
+
+    def figure(self, which: str) -> Figure:
+        """The figure behind a picture: ``group``, ``convergence`` or ``overview``."""
+        return {"group": self.group_canvas, "convergence": self.convergence_canvas, "overview": self.overview_canvas}[which].figure
+
+    def save_picture(self, which: str, path: str | Path) -> Path:
+        saved = save_axes_figure(self.figure(which), path)
+        self.sig_saved.emit(str(saved))
+        return saved
+
+    # -- filling --------------------------------------------------------------------------
+    def _fill_groups(self, report: Mapping[str, Any]) -> None:
+        self.groups.blockSignals(True)
+        self.groups.clear()
+        for g in report.get("groups", []):
+            heads = f" · {g['n_heads']} heads" if g.get("n_heads", 1) > 1 else ""
+            item = QTreeWidgetItem([g["name"], f"{g['size']}{heads}", f"{g['moved_fraction']:.0%}"])
+            item.setData(0, GROUP_ROLE, g["name"])
+            item.setToolTip(0, "\n".join(sorted({m["tensor"] for m in g["members"]})))
+            self.groups.addTopLevelItem(item)
+        blocked = QBrush(QColor(BLOCKED_COLOUR))
+        for point in report.get("unpermuted", []):
+            item = QTreeWidgetItem([f"✗ {point['node']}", "", "not permuted"])
+            item.setToolTip(0, f"{point['reason']}\nkept in place: {', '.join(point.get('tensors', [])) or '—'}")
+            for col in range(3):
+                item.setForeground(col, blocked)
+            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsSelectable)
+            self.groups.addTopLevelItem(item)
+        for col in range(3):
+            self.groups.resizeColumnToContents(col)
+        self.groups.blockSignals(False)
+        n_groups = len(report.get("groups", []))
+        units = sum(g["size"] for g in report.get("groups", []))
+        moved = sum(g["size"] * g["moved_fraction"] for g in report.get("groups", []))
+        diff = report.get("max_output_difference")
+        text = f"{n_groups} groups, {moved / units:.0%} of {units} units moved" if units else "No permutation groups"
+        if diff is not None:
+            text += f"; outputs unchanged (max difference {diff:.1e})"
+        if report.get("unpermuted"):
+            text += f"; {len(report['unpermuted'])} point(s) could not be permuted (in orange)"
+        self.summary.setText(text)
+
+    def _show_group(self, name: str) -> None:
+        self._current = name
+        group = next(g for g in self._report.get("groups", []) if g["name"] == name)  # type: ignore[union-attr]
+        self.members.clear()
+        for m in group["members"]:
+            where = f"axis {m['axis']}"
+            if m["offset"] or m.get("block", 1) > 1:
+                where += f", from {m['offset']}, {m['n']} units × {m['block']}"
+            self.members.addItem(f"{m['tensor']}  ({where})")
+        self._draw_group(group)
+        self.sig_group_selected.emit(name)
+
+    def _similarity(self, name: str) -> np.ndarray | None:
+        if name not in self._matrices:
+            value = self._provider(name) if self._provider is not None else None
+            self._matrices[name] = None if value is None else np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        return self._matrices[name]
+
+    def _draw_group(self, group: Mapping[str, Any] | None) -> None:
+        fig = self.group_canvas.figure
+        fig.clear()
+        if group is None:
+            ax = fig.add_subplot()
+            ax.axis("off")
+            ax.text(0.5, 0.5, "nothing was permuted", ha="center", va="center")
+        else:
+            sim = self._similarity(group["name"])
+            axes = fig.subplots(1, 3 if sim is not None else 1, squeeze=False)[0]
+            plot_permutation_matrix(axes[0], group["perm"])
+            if sim is not None:
+                plot_similarity(axes[1], sim, colorbar=False)
+                plot_similarity(axes[2], sim, group["perm"])
+            fig.suptitle(f"{group['name']}: {group['moved_fraction']:.0%} of {group['size']} units moved", fontsize=10)
+        self.group_canvas.draw_idle()
+
+    def _draw_convergence(self, report: Mapping[str, Any]) -> None:
+        fig = self.convergence_canvas.figure
+        fig.clear()
+        plot_objective(fig.add_subplot(), report.get("objective_per_sweep", []), initial=report.get("initial_objective"))
+        self.convergence_canvas.draw_idle()
+
+    def _draw_overview(self, report: Mapping[str, Any]) -> None:
+        fig = self.overview_canvas.figure
+        fig.clear()
+        n = len(report.get("groups", [])) + len(blocked_layers(report))
+        fig.set_figheight(max(3.0, min(12.0, 0.25 * n + 1)))
+        plot_moved_fraction(fig.add_subplot(), report)
+        self.overview_canvas.draw_idle()
+
+    # -- slots ----------------------------------------------------------------------------
+    @Slot()
+    def _on_groups_selection_changed(self) -> None:
+        items = self.groups.selectedItems()
+        name = items[0].data(0, GROUP_ROLE) if items else None
+        if name and name != self._current:
+            self._show_group(name)
+
+    @Slot()
+    def _on_save_button_clicked(self) -> None:
+        which = ("group", "convergence", "overview")[self.tabs.currentIndex()]
+        suggested = f"{(self._current or 'permutation').replace('.', '_')}_{which}.png"
+        path, _ = QFileDialog.getSaveFileName(self, "Save picture", suggested, "PNG (*.png);;SVG (*.svg);;PDF (*.pdf)")
+        if path:
+            self.save_picture(which, path)
+
+
+__all__ = ["PermutationView", "layer_overlay", "layer_marks", "group_for_layer", "OVERLAY_NAME"]
