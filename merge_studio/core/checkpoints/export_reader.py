@@ -29,7 +29,7 @@ from merge_studio.core.checkpoints.file_io import (
     require_regular_file,
     strided_extent,
 )
-from merge_studio.core.checkpoints.torch_reader import safe_torch_load
+from merge_studio.core.checkpoints.torch_reader import safe_nested_torch_load
 from merge_studio.core.checkpoints.zip_guard import ZipRecord, read_record, read_zip_records, refuse_compressed
 from merge_studio.errors import CheckpointError, MergeStudioError, UnsafeCheckpointError
 
@@ -230,8 +230,7 @@ class ExportedProgramCheckpoint(Checkpoint):
     def _load_pickled(self, fqn: str, record: ZipRecord, where: str) -> torch.Tensor | None:
         """Pickled payloads (tensor subclasses) are loaded only with ``weights_only=True``."""
         data = read_record(self.path, record, MAX_PICKLED_PAYLOAD_BYTES, self.path.name)
-        refuse_compressed(read_zip_records(data, f"{self.path.name} ({fqn})"), self.path.name)
-        obj = safe_torch_load(data, self.path, map_location="cpu")
+        obj = safe_nested_torch_load(data, self.path, f"{self.path.name} ({fqn})")
         if not isinstance(obj, torch.Tensor) or obj.layout != torch.strided:
             self.skipped.append(f"{fqn} ({type(obj).__name__})")
             return None
@@ -279,8 +278,7 @@ class ExportedProgramCheckpoint(Checkpoint):
             return None
         data = self._record_bytes(name, MAX_PICKLED_PAYLOAD_BYTES)
         try:
-            refuse_compressed(read_zip_records(data, f"{self.path.name} (example inputs)"), self.path.name)
-            return safe_torch_load(data, self.path, map_location="cpu")
+            return safe_nested_torch_load(data, self.path, f"{self.path.name} (example inputs)")
         except CheckpointError:
             return None
 

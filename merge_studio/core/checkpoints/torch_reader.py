@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -39,6 +40,9 @@ from merge_studio.core.dtypes import element_size
 from merge_studio.errors import CheckpointError, UnsafeCheckpointError
 
 ZIP_MAGIC = b"PK\x03\x04"
+ALLOCATING_GLOBALS = frozenset({"builtins.bytearray"})
+LEGACY_PICKLES = 5  # magic number, protocol, system info, the object, the storage keys
+MAX_PICKLE_BYTES = 4_000_000_000
 MAX_LISTED_SKIPS = 20
 UNSAFE_HINT = (
     "only open files you trust; ask for a safetensors copy, or convert it yourself in a "
@@ -109,6 +113,18 @@ def safe_torch_load(source: str | bytes, path: Path, map_location: str, mmap: bo
         raise describe_load_failure(exc, path, source) from exc
 
 
+def safe_nested_torch_load(data: bytes, path: Path, label: str) -> Any:
+    """Load a ``torch.save`` archive held in memory (inside a ``.pt2``) with every check above."""
+    records = read_zip_records(data, label)
+    refuse_compressed(records, label)
+    pickles = [r for name, r in records.items() if name.endswith("/data.pkl") and name.count("/") == 1]
+    if len(pickles) != 1:
+        raise CheckpointError(f"{label} is not a PyTorch archive (no single data.pkl inside)")
+    record = pickles[0]
+    refuse_allocating_globals(io.BytesIO(data[record.data_offset:record.data_offset + record.size]), 1, label)
+    return safe_torch_load(data, path, map_location="cpu")
+
+
 class TorchCheckpoint(Checkpoint):
     """A state dict saved with ``torch.save`` (wrappers and ``module.`` removed)."""
 
@@ -141,6 +157,9 @@ class TorchCheckpoint(Checkpoint):
         if order not in ("little", "big"):
             raise CheckpointError(f"{self.path.name}: unknown byte order {order!r}")
         self._swap_bytes = order != sys.byteorder
+        pickled = read_record(self.path, records[f"{root}/data.pkl"], MAX_PICKLE_BYTES, self.path.name)
+        refuse_allocating_globals(io.BytesIO(pickled), 1, self.path.name)
+        del pickled
         obj = safe_torch_load(str(self.path), self.path, map_location="meta")
         tensors = self._unwrap(obj)
         by_offset = {r.data_offset: r for n, r in records.items() if n.startswith(f"{root}/data/")}
@@ -182,6 +201,11 @@ class TorchCheckpoint(Checkpoint):
 
     def _open_legacy(self) -> None:
         """Files from before PyTorch 1.6: no zip, so no mapping; the tensors are loaded whole."""
+        try:
+            with self.path.open("rb") as f:
+                refuse_allocating_globals(f, LEGACY_PICKLES, self.path.name)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         loaded = safe_torch_load(str(self.path), self.path, map_location="cpu", mmap=False)
         self._keep_in_memory(self._unwrap(loaded))
         self.metadata["storage"] = "legacy (loaded into memory)"
@@ -236,6 +260,31 @@ def checkpoint_offset(t: torch.Tensor) -> int | None:
     """
     offset = getattr(t.untyped_storage(), "_checkpoint_offset", None)
     return offset if isinstance(offset, int) else None
+
+
+def refuse_allocating_globals(stream: BinaryIO, pickles: int, label: str) -> None:
+    """Refuse pickles that call ``bytearray`` (allowed by the weights-only unpickler).
+
+    ``bytearray(2**36)`` in a ten-byte pickle allocates and zero-fills 64 GB:
+    the process is killed for memory before any error can be shown. PyTorch
+    never writes it for a state dict. The weights-only unpickler resolves
+    globals only through the ``GLOBAL`` opcode, so scanning those is complete.
+    """
+    found: set[str] = set()
+    try:
+        for _ in range(pickles):
+            for opcode, arg, _pos in pickletools.genops(stream):
+                if opcode.name == "GLOBAL" and isinstance(arg, str):
+                    found.add(arg.replace(" ", ".").replace("__builtin__.", "builtins."))
+    except Exception:  # noqa: BLE001 - a malformed pickle is torch.load's to refuse
+        pass
+    bombs = sorted(found & ALLOCATING_GLOBALS)
+    if bombs:
+        raise UnsafeCheckpointError(
+            f"{label} asks to build {', '.join(bombs)} while loading, which PyTorch never writes for "
+            "weights; a crafted file uses it to exhaust memory",
+            hint=UNSAFE_HINT,
+        )
 
 
 def _archive_root(records: dict[str, ZipRecord], path: Path) -> str:

@@ -85,6 +85,17 @@ class RunShell:
         return (os.system, (f"touch '{self.marker}'",))
 
 
+class HugeByteArray:
+    """Unpickling this would allocate and zero-fill ``size`` bytes (the weights-only
+    unpickler allows ``bytearray``): a memory bomb a few bytes long."""
+
+    def __init__(self, size: int = 2**40) -> None:
+        self.size = size
+
+    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+        return (bytearray, (self.size,))
+
+
 @pytest.fixture
 def marker(tmp_path: Path) -> Path:
     """Where a successful attack would leave a file; tests assert it never appears."""

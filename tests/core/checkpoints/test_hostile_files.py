@@ -4,6 +4,7 @@ never a crash, a hang, or code run from a pickle."""
 from __future__ import annotations
 
 import json
+import pickle
 import struct
 import zipfile
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from merge_studio.core.checkpoints import open_checkpoint
 from merge_studio.errors import CheckpointError, UnsafeCheckpointError
 from tests.core.checkpoints.conftest import (
+    HugeByteArray,
     RunShell,
     hostile_state_dict,
     rewrite_zip,
@@ -82,6 +84,35 @@ def test_a_torchscript_archive_is_refused_as_code(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
     with pytest.raises(UnsafeCheckpointError, match="scripted.pt is a TorchScript archive"):
+        open_checkpoint(path)
+
+
+def test_a_pickle_allocating_a_terabyte_is_refused_before_loading(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.ones(2)}, plain)
+    with zipfile.ZipFile(plain) as z:
+        pickle_name = next(n for n in z.namelist() if n.endswith("data.pkl"))
+    bomb = rewrite_zip(plain, tmp_path / "bomb.pt",
+                       change={pickle_name: pickle.dumps({"w": HugeByteArray()}, protocol=2)})
+    with pytest.raises(UnsafeCheckpointError, match=r"bomb\.pt asks to build builtins\.bytearray"):
+        open_checkpoint(bomb)
+
+
+def test_a_raw_pickle_allocating_a_terabyte_is_refused(tmp_path: Path) -> None:
+    path = write_legacy_pickle(tmp_path / "bomb.bin", {"w": HugeByteArray()})
+    with pytest.raises(UnsafeCheckpointError, match=r"bomb\.bin asks to build builtins\.bytearray"):
+        open_checkpoint(path)
+
+
+def test_a_legacy_file_declaring_a_huge_storage_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": torch.arange(4, dtype=torch.float32)}, path, _use_new_zipfile_serialization=False)
+    data = bytearray(path.read_bytes())
+    at = data.find(struct.pack("<4f", 0, 1, 2, 3)) - 8  # the storage's element count precedes its data
+    assert struct.unpack_from("<q", data, at) == (4,)
+    struct.pack_into("<q", data, at, 2**40)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"legacy\.pt cannot be read as a PyTorch checkpoint"):
         open_checkpoint(path)
 
 
