@@ -7,6 +7,7 @@ without editing dot text by pattern.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -31,6 +32,7 @@ def font_placeholder(node_id: str) -> str:
 
 
 LEGEND_PLACEHOLDER = _LEGEND
+_PLACEHOLDER = re.compile(r"@@(FILL|FONT):([^@]+)@@")
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,13 @@ class ModuleGraph:
     @property
     def dot(self) -> str:
         """The dot source with current fills and legend."""
-        text = self.template
-        for node in self.nodes:
-            text = text.replace(fill_placeholder(node.node_id), self.fills.get(node.node_id, "white"))
-            text = text.replace(font_placeholder(node.node_id), self.font_colors.get(node.node_id, DEFAULT_FONT_COLOR))
+        def fill_in(match: re.Match[str]) -> str:
+            kind, node_id = match.group(1), match.group(2)
+            if kind == "FILL":
+                return self.fills.get(node_id, "white")
+            return self.font_colors.get(node_id, DEFAULT_FONT_COLOR)
+
+        text = _PLACEHOLDER.sub(fill_in, self.template)  # one pass, however many nodes
         return text.replace(LEGEND_PLACEHOLDER, self.legend_dot)
 
     def node(self, node_id: str) -> GraphNode:

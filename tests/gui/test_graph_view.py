@@ -211,3 +211,9 @@ def test_overlay_values_are_computed_off_the_gui_thread_after_a_merge(qtbot, vie
     graph = view.picture.graph
     fills = {n.module_path: graph.fills[n.node_id] for n in graph.nodes if n.module_path}
     assert fills["head"] == "#fde725" and fills["hidden.0"] == "#440154"  # changed by 100% vs 0%
+
+
+def test_a_key_tree_can_be_shown_directly(view, untyped_checkpoint):
+    view.set_key_tree(untyped_checkpoint)
+    assert view.stack.currentWidget() is view.tree_view
+    assert view.tree_model.rowCount() == 2

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from merge_studio.core.arch import ZOO
 from merge_studio.core.progress import CancelToken
 from merge_studio.graph.jobs import GraphPicture, Overlay, iter_arch_picture, iter_checkpoint_picture, iter_recolor
-from merge_studio.graph.key_tree import KeyTreeNode
+from merge_studio.graph.key_tree import KeyTreeNode, key_tree
 from merge_studio.graph.model import GraphNode, ModuleGraph, format_count, format_shape
 from merge_studio.graph.overlay import font_for, format_value, layer_value, value_colors
 from merge_studio.graph.render import INSTALL_HINT, render_png
@@ -248,10 +248,13 @@ class GraphView(QWidget):
         """Show an already laid-out graph (no job)."""
         self._show_picture(GraphPicture(graph, graph, svg))
 
-    def set_key_tree(self, tree: KeyTreeNode, *, dot_missing: bool = False) -> None:
-        """Show the module tree of tensor names (the fallback view)."""
+    def set_key_tree(self, source: Any, *, dot_missing: bool = False) -> None:
+        """Show the module tree of tensor names (the fallback view).
+
+        ``source``: a :class:`KeyTreeNode`, the inspector's ``KeyNode``, a checkpoint or its infos.
+        """
         self._picture = None
-        self._fill_tree(tree)
+        self._fill_tree(key_tree(source))
         self._set_banner(dot_missing)
         self.stack.setCurrentWidget(self.tree_view)
 
