@@ -146,6 +146,8 @@ class TorchCheckpoint(Checkpoint):
             self._open_zip()
         else:
             self._open_legacy()
+        if self.skipped:
+            self.metadata["skipped_entries"] = _cap(self.skipped)
 
     # --- opening -------------------------------------------------------------
     def _open_zip(self) -> None:
@@ -160,7 +162,19 @@ class TorchCheckpoint(Checkpoint):
         pickled = read_record(self.path, records[f"{root}/data.pkl"], MAX_PICKLE_BYTES, self.path.name)
         refuse_allocating_globals(io.BytesIO(pickled), 1, self.path.name)
         del pickled
-        obj = safe_torch_load(str(self.path), self.path, map_location="meta")
+        try:
+            obj = safe_torch_load(str(self.path), self.path, map_location="meta")
+        except UnsafeCheckpointError:
+            raise
+        except CheckpointError as meta_error:
+            # some tensor types (quantized ones) cannot be built on the meta device
+            try:
+                loaded = safe_torch_load(str(self.path), self.path, map_location="cpu", mmap=True)
+            except CheckpointError:
+                raise meta_error from None
+            self._keep_in_memory(self._unwrap(loaded))
+            self.metadata["storage"] = "zip (memory-mapped)"
+            return
         tensors = self._unwrap(obj)
         by_offset = {r.data_offset: r for n, r in records.items() if n.startswith(f"{root}/data/")}
         fallback = False
@@ -180,6 +194,8 @@ class TorchCheckpoint(Checkpoint):
             self.skipped.clear()
             loaded = safe_torch_load(str(self.path), self.path, map_location="cpu", mmap=True)
             self._keep_in_memory(self._unwrap(loaded))
+            self.metadata["storage"] = "zip (memory-mapped)"
+            return
         self.metadata["storage"] = "zip"
 
     def _check_storage(self, name: str, t: torch.Tensor, record: ZipRecord | None) -> _Stored:
@@ -212,8 +228,8 @@ class TorchCheckpoint(Checkpoint):
 
     def _keep_in_memory(self, tensors: dict[str, torch.Tensor]) -> None:
         for name, t in tensors.items():
-            if t.layout != torch.strided:
-                self.skipped.append(f"{name} ({t.layout} tensor)")
+            if t.layout != torch.strided or t.is_quantized:
+                self.skipped.append(f"{name} ({'quantized' if t.is_quantized else t.layout} tensor)")
                 continue
             self._in_memory[name] = t.detach()
             self._infos[name] = TensorInfo(name, tuple(t.shape), t.dtype)
@@ -225,8 +241,6 @@ class TorchCheckpoint(Checkpoint):
             self.metadata["unwrapped_from"] = found.wrapper
         if found.stripped_prefix:
             self.metadata["stripped_prefix"] = found.stripped_prefix
-        if self.skipped:
-            self.metadata["skipped_entries"] = _cap(self.skipped)
         return found.tensors
 
     # --- reading ---------------------------------------------------------------

@@ -206,3 +206,15 @@ def test_several_threads_can_read_one_checkpoint_at_once(tmp_path: Path) -> None
     with open_checkpoint(path) as ck, ThreadPoolExecutor(4) as pool:
         results = dict(zip(tensors, pool.map(ck.get_tensor, tensors)))
     assert all(torch.equal(results[k], v) for k, v in tensors.items())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_quantized_tensors_are_skipped_and_listed(tmp_path: Path) -> None:
+    quantized = torch.quantize_per_tensor(torch.randn(4), 0.1, 0, torch.qint8)
+    path = tmp_path / "q.pt"
+    torch.save({"q": quantized, "w": torch.ones(2)}, path)
+    with open_checkpoint(path) as ck:
+        assert ck.keys() == ["w"]
+        assert ck.skipped == ["q (quantized tensor)"]
+        assert "q (quantized tensor)" in ck.summary().metadata["skipped_entries"]
+        assert torch.equal(ck.get_tensor("w"), torch.ones(2))
