@@ -48,16 +48,11 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 def _display_problem() -> str | None:
     """Why Qt could not open a window here, before Qt itself aborts on it."""
-    platform = os.environ.get("QT_QPA_PLATFORM", "")
-    if platform or sys.platform in ("win32", "darwin"):
+    try:
+        from merge_studio.gui.startup import check_gui_environment
+    except ImportError:  # pragma: no cover - startup.py ships with the package
         return None
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return (
-            "merge-studio: no display found (neither DISPLAY nor WAYLAND_DISPLAY is set).\n"
-            "  On a server use the command line (merge-studio merge --help), or run with\n"
-            "  QT_QPA_PLATFORM=offscreen for screenshots, or through xvfb-run."
-        )
-    return None
+    return check_gui_environment()
 
 
 def install_exception_hooks(window_getter) -> None:
@@ -113,6 +108,19 @@ def _wait_for_load(window: MainWindow, timeout_ms: int) -> bool:
     return not window.is_loading()
 
 
+def _wait_for_job(worker, timeout_ms: int) -> None:
+    """Spin an event loop until a job is done (the demo, before a screenshot)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    if worker.finished:
+        return
+    loop = QEventLoop()
+    worker.sig_done.connect(loop.quit)
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+    _settle(100)  # let the result's slot open the models
+
+
 def _settle(ms: int = 300) -> None:
     """Let queued layout and paint events run before grabbing."""
     from PySide6.QtCore import QEventLoop, QTimer
@@ -133,17 +141,6 @@ def take_screenshot(window: MainWindow, out: str | Path) -> Path:
     return out
 
 
-def _load_demo(window: MainWindow) -> list[Path]:
-    try:
-        from merge_studio.core.demo import ensure_demo_models
-    except ImportError:
-        window.log_panel.log("The demo models are not available in this version.", "warning")
-        return []
-    window.log_panel.log("Preparing the demo models (trained once, then cached)…")
-    demo = ensure_demo_models()
-    return list(demo.paths())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Open the window; returns the exit code."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -154,19 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    try:
-        from PySide6.QtWidgets import QApplication
-    except ImportError as exc:
-        print(
-            f"merge-studio: cannot load Qt ({exc}).\n"
-            "  Install the GUI dependencies: pip install PySide6-Essentials\n"
-            "  On Linux, Qt also needs system libraries such as libegl1, libxkbcommon0 and libgl1.",
-            file=sys.stderr,
-        )
-        return 3
+    from PySide6.QtWidgets import QApplication  # importable: checked above
 
     from merge_studio.gui.main_window import MainWindow
+    from merge_studio.gui.qt_compat import protect_none
     from merge_studio.gui.resources import apply_style, icon
+
+    protect_none()
 
     app = QApplication.instance()
     owns_app = app is None
@@ -190,10 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if recipe:
         window.open_recipe(recipe)
     models = [f for f in files if f not in recipes]
-    if args.demo:
-        models += _load_demo(window)
     if models:
         window.open_paths(models)
+    if args.demo:
+        demo = window.load_demo()
+        if demo is not None and args.screenshot:
+            _wait_for_job(demo, LOAD_TIMEOUT_MS)
     window.show()
     if args.screenshot:
         loaded = _wait_for_load(window, LOAD_TIMEOUT_MS)

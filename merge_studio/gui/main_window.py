@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QSplitter,
+    QStackedWidget,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
@@ -34,6 +35,8 @@ from merge_studio.gui.compat import check_models
 from merge_studio.gui.dialogs.error_dialog import ErrorDialog
 from merge_studio.gui.loading import Loaded, LoadFailed, load_checkpoints
 from merge_studio.gui.menus import build_menus
+from merge_studio.gui.qt_compat import protect_none
+from merge_studio.gui.resources import icon
 from merge_studio.gui.session import Session
 from merge_studio.gui.settings import AppSettings
 from merge_studio.gui.views.checkpoint_list import CheckpointList, paths_from_mime
@@ -68,6 +71,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: AppSettings | None = None, parent: QWidget | None = None, *,
                  remember_layout: bool = True) -> None:
+        protect_none()  # before the many Qt calls a session makes (see qt_compat)
         super().__init__(parent)
         self.setObjectName("main_window")
         self.setWindowTitle("Merge Studio")
@@ -91,13 +95,18 @@ class MainWindow(QMainWindow):
         self.device_label = QLabel(self)
         self.device_label.setObjectName("device_label")
 
+        self.extra_views: dict[str, QWidget] = {}
+        self.welcome = self._optional_view("Welcome", "merge_studio.gui.views.welcome", "WelcomeView", "")
+        self.inspector_stack = QStackedWidget(self)
+        self.inspector_stack.setObjectName("inspector_stack")
+        self.inspector_stack.addWidget(self.welcome)
+        self.inspector_stack.addWidget(self.inspector)
         self.tabs = QTabWidget(self)
         self.tabs.setObjectName("central_tabs")
         self.tabs.setDocumentMode(True)
-        self.tabs.addTab(self.inspector, "Inspector")
-        self.extra_views: dict[str, QWidget] = {}
+        self.tabs.addTab(self.inspector_stack, icon("inspector"), "Inspector")
         for title, module, cls_name, sentence in OPTIONAL_TABS:
-            self.tabs.addTab(self._optional_view(title, module, cls_name, sentence), title)
+            self.tabs.addTab(self._optional_view(title, module, cls_name, sentence), icon(title.lower()), title)
 
         self._build_layout()
         self.actions_by_name = build_menus(self)
@@ -117,6 +126,8 @@ class MainWindow(QMainWindow):
         try:
             view = getattr(importlib.import_module(module), cls_name)(self)
         except Exception:  # noqa: BLE001 - a missing or broken optional view must not stop the window
+            if not sentence:
+                return EmptyState("Merge Studio", "Drop checkpoints on the model list, or use File ▸ Open (Ctrl+O).", self)
             return EmptyState(f"{title}: nothing to show yet", sentence, self)
         self.extra_views[title] = view
         return view
@@ -182,6 +193,10 @@ class MainWindow(QMainWindow):
         self.method_panel.sig_method_changed.connect(self._on_method_panel_method_changed)
         self.method_panel.sig_merge_requested.connect(self.start_merge)
         self.job_status.sig_cancel_requested.connect(self.cancel_jobs)
+        for signal, slot in (("sig_open_files", self.ask_open_models), ("sig_open_recipe", self.ask_open_recipe),
+                             ("sig_try_demo", self.load_demo), ("sig_open_recent", self.open_any)):
+            if hasattr(self.welcome, signal):
+                getattr(self.welcome, signal).connect(slot)
 
     def _restore_layout(self) -> None:
         if not self.remember_layout:
@@ -246,6 +261,31 @@ class MainWindow(QMainWindow):
         if not self.session.loading:
             self.sig_models_loaded.emit()
 
+    def open_any(self, path: str | Path) -> None:
+        """A recipe (``.yaml``) restores the window; anything else is loaded as a model."""
+        if Path(path).suffix.lower() in (".yaml", ".yml"):
+            self.open_recipe(path)
+        else:
+            self.open_paths([path])
+
+    def load_demo(self) -> JobWorker | None:
+        """Train (once) and load the demo models on a worker thread."""
+        try:
+            from merge_studio.core.demo import iter_demo_models
+        except ImportError:
+            self.log_panel.log("The demo is not available in this version.", "warning")
+            return None
+        if self.runner.is_running("demo"):
+            return None
+        self.log_panel.log("Preparing the demo models (trained once, then cached)…")
+        worker = self.runner.start(lambda token: iter_demo_models(cancel=token), "demo")
+        worker.sig_progress.connect(self.job_status.update_progress)
+        worker.sig_result.connect(lambda demo: self.open_paths(demo.paths()))
+        worker.sig_failed.connect(lambda error: self.show_error(error, "The demo could not be prepared"))
+        worker.sig_done.connect(lambda: self.job_status.finish("Ready"))
+        self.job_status.start("Preparing the demo")
+        return worker
+
     def is_loading(self) -> bool:
         return self.session.loading
 
@@ -283,6 +323,9 @@ class MainWindow(QMainWindow):
         self._refresh_all()
 
     def _refresh_all(self) -> None:
+        self.inspector_stack.setCurrentIndex(1 if self.session.models else 0)
+        if not self.session.models and hasattr(self.welcome, "set_recent"):
+            self.welcome.set_recent([*self.settings.recent_recipes[:3], *self.settings.recent_models[:5]])
         compat = check_models(self.session.models)
         self.table_model.refresh(compat)
         self.inspector.set_compatibility(compat, len(self.session.ready_models))

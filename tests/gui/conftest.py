@@ -15,6 +15,14 @@ from safetensors.torch import save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _qt_binding_workarounds():
+    """The whole GUI suite makes far more Qt calls than one window session (see qt_compat)."""
+    from merge_studio.gui.qt_compat import protect_none
+
+    protect_none()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings(tmp_path, monkeypatch):
     """Point QSettings and the user data folder at tmp_path so tests never touch the user's."""
