@@ -166,7 +166,7 @@ def iter_checkpoint_picture(
             notes = (f"{exc.message} — showing the module tree instead",)
     check_cancel(cancel)
     yield step("layout", "drawing the module tree")
-    base = key_tree_graph(tree, depth=None, title=getattr(checkpoint, "name", ""))
+    base = key_tree_graph(tree, depth=depth, title=getattr(checkpoint, "name", ""))
     return finish_picture(base, overlay, tree=tree, arch=None, notes=notes)
 
 
