@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from merge_studio.core import engine
-from merge_studio.core.engine import run_merge
+from merge_studio.core.progress import Progress
 from merge_studio.core.methods import TensorContext, get_method, list_methods
 from merge_studio.core.recipe import Recipe
 
@@ -31,6 +31,11 @@ def _inputs(n: int) -> tuple[list[torch.Tensor], torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     base = torch.randn(SHAPE, generator=g)
     return [base + torch.randn(SHAPE, generator=g) for _ in range(n)], base
+
+
+def _progress(job) -> list[Progress]:
+    """Drain a job generator, keeping its progress events."""
+    return [item for item in job if isinstance(item, Progress)]
 
 
 def _as_list(result: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
@@ -90,7 +95,8 @@ def test_ties_streamed_by_the_engine_equals_ties_on_whole_tensors(make_checkpoin
         output=str(tmp_path / "ties.safetensors"),
     )
     monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 500)  # "w" (2100 elements) goes through in 5 chunks
-    run_merge(recipe)
+    steps = [p.current for p in _progress(engine.iter_merge(recipe)) if p.stage == "merge"]
+    assert steps.count("w") == 5 and steps.count("b") == 1
     merged = load_file(tmp_path / "ties.safetensors")
 
     spec = get_method("ties")
