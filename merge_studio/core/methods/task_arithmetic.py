@@ -265,6 +265,13 @@ def dare_ties(
 
 
 # --- declarations ------------------------------------------------------------------------------
+_DARE_DIFFERENCES = (
+    "Deliberate differences from mergekit: rescale divides by the density (the DARE paper's rule, "
+    "and mergekit's before it switched to matching the L1 norm of the whole task vector, which "
+    "needs the whole tensor and gives nearly the same factor on large tensors); the random masks "
+    "come from the recipe seed, the tensor name and the chunk, so a merge is reproducible but "
+    "does not draw mergekit's numbers."
+)
 _SHARED = (
     "Weights multiply the task vectors; λ multiplies the combined vector after any "
     "normalisation. Every number and on/off switch can vary by layer."
@@ -351,10 +358,8 @@ register_method(
             "DARE keeps each entry of τᵢ = θᵢ − base with probability `density` and divides the "
             "kept entries by the density (rescale), which keeps the expected task vector unchanged"
             " while making the vectors sparse and less likely to collide. The result is base + λ·Σ"
-            f" wᵢ·DARE(τᵢ), divided by Σ wᵢ when normalize is on (off by default). {_SHARED} The "
-            "random masks come from the recipe seed, the tensor name and the chunk, so a merge is "
-            "reproducible but does not draw the same numbers as mergekit (which uses torch's "
-            "global generator)."
+            f" wᵢ·DARE(τᵢ), divided by Σ wᵢ when normalize is on (off by default). {_SHARED} "
+            f"{_DARE_DIFFERENCES}"
         ),
     )
 )
@@ -379,9 +384,8 @@ register_method(
             "probability `density`, divide by it when rescale is on), then combined as in TIES "
             "without a magnitude trim: per entry, keep only the models whose weighted entry has "
             "the elected sign, sum them, divide by the sum of their weights when normalize is on "
-            f"(off by default, as in mergekit), scale by λ and add to the base. {_SHARED} The "
-            "random masks come from the recipe seed, the tensor name and the chunk, so results are"
-            " reproducible but differ from mergekit's draws."
+            f"(off by default, as in mergekit), scale by λ and add to the base. {_SHARED} "
+            f"{_DARE_DIFFERENCES}"
         ),
     )
 )
