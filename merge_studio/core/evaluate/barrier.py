@@ -7,6 +7,7 @@ The curves a user can ask for:
 ``aligned``   A → B′ where B′ is B permuted to match A (supplied by the re-basin code)
 ``merged``    A → M → B, the path through a merged model M
 
+``bn_reset`` is left out for models without BatchNorm (it would repeat ``naive``).
 ``aligned`` and ``merged`` re-estimate BN statistics when ``reset_bn`` says so
 (``auto``: when the model has BatchNorm).
 """
@@ -166,6 +167,10 @@ def iter_barrier_comparison(
     """
     kinds = list(curves) if curves is not None else default_curves(
         module, aligned=aligned_b is not None, merged=merged is not None, reset_bn=reset_bn)
+    if "bn_reset" in kinds and not has_batchnorm(module):
+        kinds.remove("bn_reset")  # without BatchNorm it would repeat the naive curve
+    if not kinds:
+        raise MergeStudioError("no curve to draw", hint=f"choose at least one of {', '.join(CURVE_KINDS)}")
     unknown = [k for k in kinds if k not in CURVE_KINDS]
     if unknown:
         raise MergeStudioError(f"unknown curve {unknown[0]!r}", hint=f"choose from {', '.join(CURVE_KINDS)}")

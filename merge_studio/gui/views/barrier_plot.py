@@ -1,0 +1,512 @@
+"""The Barrier tab: loss and accuracy along the line between two models, and per-model scores.
+
+The panel computes nothing. Run builds a :class:`BarrierRequest` (or an
+:class:`EvaluateRequest`) and emits ``sig_run_requested``; whoever runs jobs
+(the window's ``JobRunner``, attached with :meth:`attach_runner`) runs
+``request.job`` on a thread and feeds the results back through ``add_point``,
+``set_progress``, ``set_result`` and ``set_scores``. Tests drive those directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg, NavigationToolbar2QT
+from matplotlib.figure import Figure
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from merge_studio.core.evaluate.barrier import CURVE_LABELS, BarrierReport
+from merge_studio.core.evaluate.curves import BarrierPoint
+from merge_studio.core.evaluate.data import DataSpec
+from merge_studio.core.evaluate.jobs import BarrierRequest, EvaluateRequest
+from merge_studio.core.evaluate.loop import ModelScores
+from merge_studio.core.progress import Progress
+from merge_studio.plots.barrier import BarrierPlotter, draw_barrier_report
+from merge_studio.plots.evaluation import draw_model_scores
+
+EMPTY_SENTENCE = "Choose models A and B, then press Run to plot loss and accuracy along the straight line between them."
+BARRIER_COLUMNS = ("curve", "split", "loss at A", "loss at B", "highest loss", "loss barrier", "accuracy drop")
+SCORE_COLUMNS = ("model", "split", "loss", "accuracy", "examples")
+NO_MERGED = "(none)"
+
+
+def _number_item(value: float | None, fmt: str = "{:.4f}") -> QTableWidgetItem:
+    item = QTableWidgetItem("–" if value is None else fmt.format(value))
+    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    if value is not None:
+        item.setData(Qt.ItemDataRole.UserRole, float(value))
+    return item
+
+
+class _PlotPage(QWidget):
+    """A figure with matplotlib's navigation toolbar (zoom, pan, save as PNG/SVG/PDF) over a table,
+    and an empty-state sentence until there is something to draw."""
+
+    def __init__(self, empty_text: str, columns: Sequence[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.figure = Figure(figsize=(9, 3.6), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.toolbar = NavigationToolbar2QT(self.canvas, self)
+        self.empty = QLabel(empty_text, self)
+        self.empty.setObjectName("empty_text")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.stack = QStackedWidget(self)
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.canvas)
+        self.table = QTableWidget(0, len(columns), self)
+        self.table.setHorizontalHeaderLabels(list(columns))
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSortingEnabled(False)
+        self.table.setMaximumHeight(170)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.toolbar)
+        layout.addWidget(self.stack, 1)
+        layout.addWidget(self.table)
+
+    def show_plot(self, shown: bool = True) -> None:
+        self.stack.setCurrentIndex(1 if shown else 0)
+        self.toolbar.setEnabled(shown)
+
+    @property
+    def plot_visible(self) -> bool:
+        return self.stack.currentIndex() == 1
+
+
+class BarrierPanel(QWidget):
+    """Controls, a live barrier plot with its table, and an "evaluate models" bar chart."""
+
+    sig_run_requested = Signal(object)
+    """A :class:`BarrierRequest` or :class:`EvaluateRequest` to run."""
+    sig_cancel_requested = Signal()
+    sig_finished = Signal(object)
+    """The report or scores that were just shown, or ``None`` after a failure or cancel."""
+
+    def __init__(self, parent: QWidget | None = None, *, runner: Any | None = None,
+                 models_provider: Callable[[], Sequence[tuple[str, Path]]] | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("barrier_panel")
+        self.runner = None
+        self.worker: Any | None = None
+        self.report: BarrierReport | None = None
+        self.scores: ModelScores | None = None
+        self.aligned_state: dict[str, Any] | None = None
+        self._models: list[tuple[str, Path]] = []
+        self._models_provider = models_provider
+        self._data_file: str | None = None
+        self._running = False
+        self._build_ui()
+        self._connect()
+        self._adopt_window(parent, runner)
+        self.set_running(False)
+
+    # --- construction -------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        self.model_a = QComboBox(self)
+        self.model_b = QComboBox(self)
+        self.merged = QComboBox(self)
+        self.arch = QLineEdit(self)
+        self.arch.setPlaceholderText("detected from the file")
+        self.arch.setToolTip("Architecture spec, e.g. zoo:mlp, zoo:resnet20?width=1 or my_model.py:build")
+        self.data_source = QComboBox(self)
+        self.data_source.addItem("digits (built in)", "digits")
+        self.data_source.addItem("File…", "file")
+        self.steps = QSpinBox(self)
+        self.steps.setRange(2, 401)
+        self.steps.setValue(25)
+        self.steps.setToolTip("Points along the line from A to B")
+        self.split_train = QCheckBox("train", self)
+        self.split_test = QCheckBox("test", self)
+        self.split_train.setChecked(True)
+        self.split_test.setChecked(True)
+        self.curve_checks: dict[str, QCheckBox] = {}
+        for kind, label in CURVE_LABELS.items():
+            box = QCheckBox(label, self)
+            box.setChecked(kind in ("naive", "bn_reset", "merged"))
+            self.curve_checks[kind] = box
+        self.curve_checks["bn_reset"].setToolTip("Only drawn for models with BatchNorm")
+        self.reset_bn = QCheckBox("Re-estimate BatchNorm statistics", self)
+        self.reset_bn.setChecked(True)
+        self.reset_bn.setToolTip("For models with BatchNorm: recompute running statistics on training data at "
+                                 "every point (interpolated statistics are otherwise meaningless)")
+        self.run_button = QPushButton("Run", self)
+        self.run_button.setObjectName("barrier_run")
+        self.evaluate_button = QPushButton("Evaluate models", self)
+        self.evaluate_button.setToolTip("Loss and accuracy of A, B and the merged model on the chosen data")
+        self.cancel_button = QPushButton("Cancel", self)
+        self.progress = QProgressBar(self)
+        self.progress.setTextVisible(True)
+        self.status = QLabel("", self)
+        self.status.setObjectName("barrier_status")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        pair = QHBoxLayout()
+        pair.addWidget(self.model_a, 1)
+        pair.addWidget(QLabel("↔", self))
+        pair.addWidget(self.model_b, 1)
+        form.addRow("Models A ↔ B", pair)
+        form.addRow("Merged model", self.merged)
+        options = QHBoxLayout()
+        options.addWidget(self.data_source)
+        options.addWidget(QLabel("Steps", self))
+        options.addWidget(self.steps)
+        options.addWidget(self.split_train)
+        options.addWidget(self.split_test)
+        options.addWidget(QLabel("Arch", self))
+        options.addWidget(self.arch, 1)
+        form.addRow("Data", options)
+        curves = QHBoxLayout()
+        for box in self.curve_checks.values():
+            curves.addWidget(box)
+        curves.addSpacing(12)
+        curves.addWidget(self.reset_bn)
+        curves.addStretch(1)
+        form.addRow("Curves", curves)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.evaluate_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.progress, 1)
+        form.addRow(buttons)
+
+        self.barrier_page = _PlotPage(EMPTY_SENTENCE, BARRIER_COLUMNS, self)
+        self.scores_page = _PlotPage("Press “Evaluate models” to compare the loss and accuracy of A, B and the "
+                                     "merged model.", SCORE_COLUMNS, self)
+        self.loss_plotter = BarrierPlotter(self.barrier_page.figure.add_subplot(1, 2, 1), metric="loss",
+                                           splits=("test", "train"))
+        self.accuracy_plotter = BarrierPlotter(self.barrier_page.figure.add_subplot(1, 2, 2), metric="accuracy",
+                                               splits=("test", "train"))
+        self.pages = QTabWidget(self)
+        self.pages.setDocumentMode(True)
+        self.pages.addTab(self.barrier_page, "Barrier")
+        self.pages.addTab(self.scores_page, "Evaluate models")
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.status)
+        layout.addWidget(self.pages, 1)
+
+    def _connect(self) -> None:
+        self.run_button.clicked.connect(self._on_run_button_clicked)
+        self.evaluate_button.clicked.connect(self._on_evaluate_button_clicked)
+        self.cancel_button.clicked.connect(self._on_cancel_button_clicked)
+        self.data_source.activated.connect(self._on_data_source_activated)
+        for combo in (self.model_a, self.model_b):
+            combo.currentIndexChanged.connect(self._refresh_buttons)
+
+    def _adopt_window(self, parent: QWidget | None, runner: Any | None) -> None:
+        """Inside the main window: use its job runner, its model list and its merge results."""
+        if runner is None and parent is not None:
+            runner = getattr(parent, "runner", None)
+        if runner is not None and hasattr(runner, "start"):
+            self.attach_runner(runner)
+        session = getattr(parent, "session", None)
+        if self._models_provider is None and session is not None and hasattr(session, "ready_models"):
+            self._models_provider = lambda: [(m.name, Path(m.path)) for m in session.ready_models]
+        merged_signal = getattr(parent, "sig_merge_finished", None)
+        if merged_signal is not None:
+            merged_signal.connect(self._on_window_merge_finished)
+
+    # --- inputs -------------------------------------------------------------------------
+    def set_models(self, models: Sequence[tuple[str, str | Path]]) -> None:
+        """The models to choose A and B (and the merged model) from, as (name, path)."""
+        previous = (self.model_a.currentData(), self.model_b.currentData(), self.merged.currentData())
+        self._models = [(name, Path(path)) for name, path in models]
+        for combo in (self.model_a, self.model_b):
+            combo.blockSignals(True)
+            combo.clear()
+            for name, path in self._models:
+                combo.addItem(name, str(path))
+            combo.blockSignals(False)
+        self.merged.clear()
+        self.merged.addItem(NO_MERGED, None)
+        for name, path in self._models:
+            self.merged.addItem(name, str(path))
+        self._select(self.model_a, previous[0], 0)
+        self._select(self.model_b, previous[1], 1)
+        self._select(self.merged, previous[2], 0)
+        self._refresh_buttons()
+
+    def set_merged(self, path: str | Path, name: str | None = None) -> None:
+        """Offer (and choose) a freshly merged model for the A → merged → B path and the evaluation."""
+        path = Path(path)
+        index = self.merged.findData(str(path))
+        if index < 0:
+            self.merged.addItem(name or path.stem, str(path))
+            index = self.merged.count() - 1
+        self.merged.setCurrentIndex(index)
+
+    def set_aligned(self, state_dict: dict[str, Any] | None) -> None:
+        """B aligned to A (from re-basin), enabling the "aligned" curve."""
+        self.aligned_state = state_dict
+        self.curve_checks["aligned"].setChecked(state_dict is not None)
+        self._refresh_buttons()
+
+    def set_data_source(self, source: str) -> None:
+        """``digits`` or a path to a tensors file / ``file.py:make_dataset``."""
+        if source == "digits":
+            self.data_source.setCurrentIndex(0)
+            return
+        self._data_file = source
+        index = self.data_source.findData(source)
+        if index < 0:
+            self.data_source.insertItem(1, Path(source.split(":")[0]).name, source)
+            index = 1
+        self.data_source.setCurrentIndex(index)
+
+    @staticmethod
+    def _select(combo: QComboBox, data: object, fallback: int) -> None:
+        index = combo.findData(data) if data is not None else -1
+        combo.setCurrentIndex(index if index >= 0 else min(fallback, combo.count() - 1))
+
+    def _refresh_models(self) -> None:
+        if self._models_provider is not None:
+            models = list(self._models_provider())
+            if models != self._models:
+                self.set_models(models)
+
+    def _refresh_buttons(self) -> None:
+        running = self._running
+        ready = self.model_a.count() > 0 and self.model_b.count() > 0
+        self.run_button.setEnabled(ready and not running)
+        self.evaluate_button.setEnabled(ready and not running)
+        self.curve_checks["aligned"].setEnabled(self.aligned_state is not None)
+        if self.model_a.count() < 2 and not running:
+            self.status.setText("Load two models of the same architecture to compare them.")
+
+    def showEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
+        self._refresh_models()
+        super().showEvent(event)
+
+    # --- requests -----------------------------------------------------------------------
+    def data_spec(self) -> DataSpec:
+        return DataSpec(source=self.data_source.currentData() or "digits")
+
+    def splits(self) -> tuple[str, ...]:
+        chosen = tuple(s for s, box in (("train", self.split_train), ("test", self.split_test)) if box.isChecked())
+        return chosen or ("test",)
+
+    def build_request(self) -> BarrierRequest:
+        merged = self.merged.currentData()
+        curves = [k for k, box in self.curve_checks.items() if box.isChecked() and box.isEnabled()]
+        if merged is None and "merged" in curves:
+            curves.remove("merged")
+        if not self.reset_bn.isChecked() and "bn_reset" in curves:
+            curves.remove("bn_reset")
+        return BarrierRequest(
+            model_a=self.model_a.currentData(), model_b=self.model_b.currentData(), arch=self.arch.text().strip() or None,
+            data=self.data_spec(), steps=self.steps.value(), splits=self.splits(),
+            curves=tuple(curves), merged=merged, aligned_state=self.aligned_state,
+            reset_bn="auto" if self.reset_bn.isChecked() else "off",
+        )
+
+    def build_evaluate_request(self) -> EvaluateRequest:
+        paths = [self.model_a.currentData(), self.model_b.currentData()]
+        if self.merged.currentData() is not None:
+            paths.append(self.merged.currentData())
+        unique = tuple(dict.fromkeys(p for p in paths if p))
+        names = tuple(self._name_for(p) for p in unique)
+        return EvaluateRequest(models=unique, names=names, arch=self.arch.text().strip() or None,
+                               data=self.data_spec(), splits=self.splits(), reset_bn=False)
+
+    def _name_for(self, path: str) -> str:
+        for combo in (self.merged, self.model_a):
+            index = combo.findData(path)
+            if index >= 0 and combo.itemText(index) != NO_MERGED:
+                return combo.itemText(index)
+        return Path(path).stem
+
+    def _on_run_button_clicked(self) -> None:
+        self._refresh_models()
+        if self.model_a.count() == 0:
+            return
+        self.report = None
+        self.loss_plotter.clear()
+        self.accuracy_plotter.clear()
+        self.barrier_page.table.setRowCount(0)
+        self.barrier_page.show_plot(False)
+        self.pages.setCurrentWidget(self.barrier_page)
+        self._emit(self.build_request())
+
+    def _on_evaluate_button_clicked(self) -> None:
+        self._refresh_models()
+        if self.model_a.count() == 0:
+            return
+        self.pages.setCurrentWidget(self.scores_page)
+        self._emit(self.build_evaluate_request())
+
+    def _emit(self, request: BarrierRequest | EvaluateRequest) -> None:
+        self.status.setText("Starting…")
+        self.sig_run_requested.emit(request)
+        if self.runner is not None:
+            self._start_job(request)
+
+    def _on_cancel_button_clicked(self) -> None:
+        self.status.setText("Cancelling…")
+        self.sig_cancel_requested.emit()
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def _on_data_source_activated(self, index: int) -> None:
+        if self.data_source.itemData(index) != "file":
+            return
+        chosen, _ = QFileDialog.getOpenFileName(
+            self, "Evaluation data", str(Path(self._data_file).parent) if self._data_file else "",
+            "Data (*.safetensors *.pt *.pth *.npz *.py);;All files (*)")
+        if chosen:
+            self.set_data_source(chosen + (":make_dataset" if chosen.endswith(".py") else ""))
+        else:
+            self.data_source.setCurrentIndex(0)
+
+    def _on_window_merge_finished(self, result: object) -> None:
+        outputs = getattr(result, "outputs", None)
+        if outputs:
+            self.set_merged(outputs[0])
+
+    # --- running through a JobRunner ----------------------------------------------------
+    def attach_runner(self, runner: Any) -> None:
+        """Run requests on ``runner`` (a :class:`~merge_studio.gui.workers.JobRunner`) and show their results."""
+        self.runner = runner
+
+    def _start_job(self, request: BarrierRequest | EvaluateRequest) -> None:
+        name = "barrier" if isinstance(request, BarrierRequest) else "evaluate"
+        worker = self.runner.start(request.job, name)
+        self.worker = worker
+        worker.sig_progress.connect(self.set_progress)
+        worker.sig_partial.connect(self._on_worker_partial)
+        worker.sig_result.connect(self._on_worker_result)
+        worker.sig_failed.connect(lambda error: self.set_failed(getattr(error, "message", str(error)),
+                                                                getattr(error, "hint", None)))
+        worker.sig_cancelled.connect(self.set_cancelled)
+        worker.sig_done.connect(self._on_worker_done)
+        self.set_running(True)
+
+    def _on_worker_partial(self, item: object) -> None:
+        if isinstance(item, BarrierPoint):
+            self.add_point(item)
+
+    def _on_worker_result(self, result: object) -> None:
+        if isinstance(result, BarrierReport):
+            self.set_result(result)
+        elif isinstance(result, ModelScores):
+            self.set_scores(result)
+
+    def _on_worker_done(self) -> None:
+        self.worker = None
+        self.set_running(False)
+
+    # --- outputs ------------------------------------------------------------------------
+    def set_running(self, running: bool) -> None:
+        """Lock the inputs and show Cancel and the progress bar while a job runs."""
+        self._running = running
+        self.cancel_button.setEnabled(running)
+        self.cancel_button.setVisible(running)
+        self.progress.setVisible(running)
+        for widget in (self.model_a, self.model_b, self.merged, self.data_source, self.steps, self.arch):
+            widget.setEnabled(not running)
+        if running:
+            self.progress.setRange(0, 0)
+            self.run_button.setEnabled(False)
+            self.evaluate_button.setEnabled(False)
+        else:
+            self._refresh_buttons()
+
+    def set_progress(self, progress: Progress) -> None:
+        if progress.total:
+            self.progress.setRange(0, progress.total)
+            self.progress.setValue(progress.done)
+            self.progress.setFormat(f"{progress.done}/{progress.total} {progress.unit}")
+        self.status.setText(progress.message or progress.current or progress.stage)
+
+    def add_point(self, point: BarrierPoint) -> None:
+        """Extend the live curves with one evaluated point."""
+        if not self.barrier_page.plot_visible:
+            self.barrier_page.show_plot(True)
+        self.loss_plotter.add_point(point)
+        self.accuracy_plotter.add_point(point)
+        self.barrier_page.canvas.draw_idle()
+
+    def set_result(self, report: BarrierReport) -> None:
+        """Show the finished curves with their barriers, and their numbers in the table."""
+        self.report = report
+        splits = tuple(s for s in ("test", "train") if s in report.splits) or report.splits
+        draw_barrier_report(self.barrier_page.figure, report.curves, splits=splits)
+        axes = self.barrier_page.figure.axes
+        self.loss_plotter.ax = axes[0]
+        if len(axes) > 1:
+            self.accuracy_plotter.ax = axes[1]
+        self.barrier_page.show_plot(True)
+        self.barrier_page.canvas.draw_idle()
+        table = self.barrier_page.table
+        rows = report.summary_rows()
+        table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            table.setItem(r, 0, QTableWidgetItem(str(row["curve"])))
+            table.setItem(r, 1, QTableWidgetItem(str(row["split"])))
+            for c, key in enumerate(("loss_at_A", "loss_at_B", "loss_max", "loss_barrier"), start=2):
+                table.setItem(r, c, _number_item(row[key]))
+            drop = row["accuracy_barrier"]
+            table.setItem(r, 6, _number_item(None if drop is None else 100 * drop, "{:.1f} pts"))
+        best = min(rows, key=lambda row: row["loss_barrier"]) if rows else None
+        self.status.setText(f"Done: {len(report.curves)} curve(s) × {report.steps} points on {report.data}."
+                            + (f" Lowest loss barrier: {best['curve']} ({best['loss_barrier']:.3g})." if best else ""))
+        self.sig_finished.emit(report)
+
+    def set_scores(self, scores: ModelScores) -> None:
+        """Show per-model loss and accuracy (bar chart and table)."""
+        self.scores = scores
+        merged_name = self.merged.currentText() if self.merged.currentData() is not None else None
+        draw_model_scores(self.scores_page.figure, scores.names, scores.results,
+                          highlight=merged_name if merged_name in scores.names else None)
+        self.scores_page.show_plot(True)
+        self.scores_page.canvas.draw_idle()
+        table = self.scores_page.table
+        rows = [(name, split, scores.results[split][i]) for i, name in enumerate(scores.names) for split in scores.results]
+        table.setRowCount(len(rows))
+        for r, (name, split, result) in enumerate(rows):
+            table.setItem(r, 0, QTableWidgetItem(name))
+            table.setItem(r, 1, QTableWidgetItem(split))
+            table.setItem(r, 2, _number_item(result.loss))
+            table.setItem(r, 3, _number_item(None if result.accuracy is None else 100 * result.accuracy, "{:.2f}%"))
+            table.setItem(r, 4, _number_item(result.n, "{:.0f}"))
+        split = "test" if "test" in scores.results else next(iter(scores.results))
+        self.status.setText(f"Best {split} loss: {scores.best(split)}.")
+        self.pages.setCurrentWidget(self.scores_page)
+        self.sig_finished.emit(scores)
+
+    def set_failed(self, message: str, hint: str | None = None) -> None:
+        self.status.setText(f"Failed: {message}" + (f" ({hint})" if hint else ""))
+        self.sig_finished.emit(None)
+
+    def set_cancelled(self) -> None:
+        self.status.setText("Cancelled.")
+        self.sig_finished.emit(None)
+
+    def shutdown(self) -> None:
+        """Ask a running job to stop (the window's runner waits for the thread)."""
+        if self.worker is not None:
+            self.worker.cancel()
