@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import textwrap
+import typing
 from typing import Any
 
 from pydantic import BaseModel
@@ -35,7 +36,11 @@ def field_rows(model: type[BaseModel]) -> list[dict[str, Any]]:
                 if getattr(m, attr, None) is not None:
                     bounds[attr] = getattr(m, attr)
         ann = field.annotation
-        type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        choices = typing.get_args(ann) if typing.get_origin(ann) is typing.Literal else ()
+        if choices:
+            type_name = "one of " + "|".join(str(c) for c in choices)
+        else:
+            type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         rows.append(
             {

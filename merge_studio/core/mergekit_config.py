@@ -28,6 +28,8 @@ FROM_MERGEKIT = {
 TO_MERGEKIT = {ours: theirs for theirs, ours in FROM_MERGEKIT.items()}
 # mergekit parameters that have no effect on our results (memory or speed knobs).
 _IGNORED = {"int8_mask"}
+# mergekit parameters that only some of our methods take; dropped where ours has no such knob.
+_OPTIONAL = {"rescale"}
 
 
 def is_mergekit_config(data: Mapping[str, Any]) -> bool:
@@ -79,8 +81,15 @@ def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "config") -> 
         for key in _IGNORED & params.keys():
             params.pop(key)
         entries.append(ModelEntry(path=path, params=params))
-    params = {k: v for k, v in dict(data.get("parameters") or {}).items() if k not in _IGNORED}
     ours = FROM_MERGEKIT[method]
+    from merge_studio.core.methods.registry import get_method
+
+    known = {f.alias or n for n, f in get_method(ours).params.model_fields.items()}
+    params = {
+        k: v
+        for k, v in dict(data.get("parameters") or {}).items()
+        if k not in _IGNORED and (k not in _OPTIONAL or k in known)
+    }
     # mergekit's linear and slerp ignore the base for weighting; task methods skip it.
     if ours == "slerp" and base_path and base_path not in seen:
         entries.insert(0, ModelEntry(path=base_path))
