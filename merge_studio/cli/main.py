@@ -32,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="merge-studio",
         description="Merge neural-network checkpoints and see whether the merge worked. "
         "Without a command, opens the window (optionally with FILEs loaded).",
-        epilog="Run 'merge-studio COMMAND --help' for a command's options.",
+        epilog="window: merge-studio [FILE ...] [--demo] [--screenshot OUT.png] "
+        "(see 'merge-studio --gui-help').\n"
+        "Run 'merge-studio COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"merge-studio {merge_studio.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -49,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _is_subcommand(parser: argparse.ArgumentParser, argv: Sequence[str]) -> bool:
     """A subcommand when the first word names one (or for --help/--version); else the window."""
-    if not argv:
+    if not argv or argv[0] == "--gui-help":
         return False
     choices = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
     return argv[0] in choices or argv[0] in ("-h", "--help", "--version")
@@ -62,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not _is_subcommand(parser, argv):
         from merge_studio.gui.app import main as gui_main  # Qt only here
 
-        return gui_main(argv)
+        return gui_main(["--help" if a == "--gui-help" else a for a in argv])
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
