@@ -97,3 +97,18 @@ def test_the_view_renders_with_the_style_sheet(qtbot, styled_app, tmp_path):
     colours = {image.pixel(x, y) for x in range(0, 1000, 25) for y in range(0, 640, 25)}
     assert len(colours) > 3
     assert view.demo_button.mapTo(view, QPoint(0, 0)).y() > view.open_files_button.mapTo(view, QPoint(0, 0)).y()
+
+
+def test_in_a_narrow_window_the_recent_files_move_under_the_buttons(qtbot):
+    view = _view(qtbot)
+    assert not view.is_stacked()
+    view.resize(600, 700)
+    qtbot.waitUntil(view.is_stacked, timeout=1000)
+
+    def recent_is_below_the_buttons() -> bool:
+        buttons_bottom = view.demo_button.mapTo(view, QPoint(0, view.demo_button.height())).y()
+        return view.recent_empty.mapTo(view, QPoint(0, 0)).y() >= buttons_bottom
+
+    qtbot.waitUntil(recent_is_below_the_buttons, timeout=1000)
+    view.resize(1100, 700)
+    qtbot.waitUntil(lambda: not view.is_stacked(), timeout=1000)

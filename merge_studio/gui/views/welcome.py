@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QPalette
+from PySide6.QtGui import QGuiApplication, QPalette, QResizeEvent
 from PySide6.QtWidgets import (
+    QBoxLayout,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -26,6 +27,9 @@ from merge_studio.gui.resources import app_icon, icon
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 PATH_ROLE = Qt.ItemDataRole.UserRole
+STACK_BELOW_WIDTH = 820
+STACKED_RECENT_HEIGHT = 150
+QWIDGETSIZE_MAX = (1 << 24) - 1
 TAGLINE = "Merge neural-network checkpoints, and see whether the merge worked."
 
 
@@ -128,6 +132,8 @@ class WelcomeView(QWidget):
         self.recent_list.setObjectName("welcome_recent")
         self.recent_list.setIconSize(QSize(18, 18))
         self.recent_list.setUniformItemSizes(True)
+        self.recent_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.recent_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.recent_list.itemClicked.connect(self._on_recent_list_clicked)
         self.recent_list.itemActivated.connect(self._on_recent_list_activated)
         self.recent_empty = QLabel("Files you open will be listed here.", self)
@@ -139,10 +145,10 @@ class WelcomeView(QWidget):
         recent.addWidget(self.recent_list, 1)
         recent.addWidget(self.recent_empty, 1)
 
-        columns = QHBoxLayout()
-        columns.setSpacing(28)
-        columns.addLayout(actions, 1)
-        columns.addLayout(recent, 1)
+        self.columns = QBoxLayout(QBoxLayout.Direction.LeftToRight)
+        self.columns.setSpacing(28)
+        self.columns.addLayout(actions, 1)
+        self.columns.addLayout(recent, 1)
 
         drop_hint = QLabel("You can also drop checkpoint files or folders anywhere on this window.", self)
         drop_hint.setObjectName("welcome_hint")
@@ -154,7 +160,7 @@ class WelcomeView(QWidget):
         column.setContentsMargins(32, 24, 32, 24)
         column.setSpacing(24)
         column.addLayout(header)
-        column.addLayout(columns, 1)
+        column.addLayout(self.columns, 1)
         column.addWidget(drop_hint)
 
         outer = QHBoxLayout(self)
@@ -166,6 +172,18 @@ class WelcomeView(QWidget):
         outer.addLayout(centre, 12)
         outer.addStretch(1)
         self.set_recent([])
+
+    def is_stacked(self) -> bool:
+        """Whether the recent files sit under the buttons (narrow) rather than beside them."""
+        return self.columns.direction() == QBoxLayout.Direction.TopToBottom
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        # Beside each other the columns need ~820 px; narrower, stack them and keep the list short.
+        stacked = event.size().width() < STACK_BELOW_WIDTH
+        self.columns.setDirection(QBoxLayout.Direction.TopToBottom if stacked else QBoxLayout.Direction.LeftToRight)
+        self.columns.setSpacing(14 if stacked else 28)
+        self.recent_list.setMaximumHeight(STACKED_RECENT_HEIGHT if stacked else QWIDGETSIZE_MAX)
+        super().resizeEvent(event)
 
     def set_recent(self, paths: Sequence[str | Path]) -> None:
         """Show these recently used files (newest first); recipes get the recipe icon."""
