@@ -41,19 +41,32 @@ def permutation_matrix(perm: Sequence[int] | np.ndarray | torch.Tensor) -> np.nd
 
 
 def plot_permutation_matrix(ax: Axes, perm: Sequence[int] | np.ndarray | torch.Tensor, *, title: str | None = None) -> Axes:
-    """The permutation as a black-on-white matrix; units left in place lie on the diagonal."""
+    """The permutation as a matrix: a square per unit, blue where it moved, grey where it stayed."""
+    from matplotlib.colors import to_rgba
+
     p = _as_numpy(perm).astype(int)
     n = len(p)
-    ax.imshow(permutation_matrix(p), cmap="Greys", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
+    image = np.ones((n, n, 4), dtype=np.float32)
     stay = p == np.arange(n)
-    if n and stay.any():
-        ax.scatter(np.nonzero(stay)[0], np.nonzero(stay)[0], s=max(2.0, 200.0 / max(n, 1)), c=STILL_COLOUR,
-                   marker="s", linewidths=0, label="kept in place")
+    rows = np.arange(n)
+    image[rows[~stay], p[~stay]] = to_rgba(MOVED_COLOUR)
+    image[rows[stay], p[stay]] = to_rgba(STILL_COLOUR)
+    ax.imshow(image, interpolation="nearest", aspect="equal")
     moved = float((~stay).mean()) if n else 0.0
     ax.set_title(title or f"permutation ({moved:.0%} of {n} units moved)", fontsize=9)
     ax.set_xlabel("unit of B before alignment")
     ax.set_ylabel("unit of aligned B (= unit of A)")
+    ax.legend(handles=[Patch(color=MOVED_COLOUR, label="moved"), Patch(color=STILL_COLOUR, label="kept in place")],
+              loc="upper right", fontsize=7, framealpha=0.8)
     return ax
+
+
+def centred(sim: np.ndarray) -> np.ndarray:
+    """Remove row and column means: the assignment is unchanged, and the matches stand out."""
+    s = np.asarray(sim, dtype=np.float64)
+    if s.size == 0:
+        return s
+    return s - s.mean(axis=1, keepdims=True) - s.mean(axis=0, keepdims=True) + s.mean()
 
 
 def plot_similarity(
@@ -63,21 +76,29 @@ def plot_similarity(
     *,
     title: str | None = None,
     colorbar: bool = True,
+    centre: bool = True,
 ) -> Axes:
-    """Similarity of A's units (rows) with B's units (columns); with ``perm``, B's columns reordered."""
+    """Similarity of A's units (rows) with B's units (columns); with ``perm``, B's columns reordered.
+
+    ``centre`` removes row and column means first (see :func:`centred`): weight
+    similarities often share a large common offset that hides the structure.
+    """
     s = _as_numpy(sim).astype(np.float64)
     if perm is not None:
         s = s[:, _as_numpy(perm).astype(int)]
+    if centre:
+        s = centred(s)
     limit = float(np.abs(s).max()) if s.size else 1.0
     image = ax.imshow(s, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest", aspect="equal")
     if title is None:
-        diag = float(np.trace(s)) if s.size else 0.0
-        title = f"{'after' if perm is not None else 'before'} reordering (diagonal sum {diag:.3g})"
+        n = s.shape[0]
+        on_diag = float(np.mean(s.argmax(axis=1) == np.arange(n))) if n else 0.0
+        title = f"{'after' if perm is not None else 'before'} reordering ({on_diag:.0%} of rows peak on the diagonal)"
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("unit of B" + (" (aligned order)" if perm is not None else " (original order)"))
     ax.set_ylabel("unit of A")
     if colorbar and ax.figure is not None:
-        ax.figure.colorbar(image, ax=ax, shrink=0.8, label="Σ ⟨w_A, w_B⟩")
+        ax.figure.colorbar(image, ax=ax, shrink=0.8, label="similarity Σ⟨w_A, w_B⟩" + (" (centred)" if centre else ""))
     return ax
 
 

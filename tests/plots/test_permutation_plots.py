@@ -33,7 +33,10 @@ def test_the_permutation_matrix_has_one_entry_per_row_at_the_source_unit():
     assert matrix.tolist() == [[0, 0, 1], [1, 0, 0], [0, 1, 0]]
     ax = Figure().add_subplot()
     plot_permutation_matrix(ax, [2, 0, 1, 3])
-    assert np.array_equal(ax.images[0].get_array(), permutation_matrix([2, 0, 1, 3]))
+    rgba = np.asarray(ax.images[0].get_array())
+    filled = rgba[..., :3].sum(axis=2) < 2.9  # white where no unit goes
+    assert np.array_equal(filled, permutation_matrix([2, 0, 1, 3]).astype(bool))
+    assert not np.array_equal(rgba[0, 2], rgba[3, 3])  # moved and kept units differ in colour
     assert "75% of 4 units moved" in ax.get_title()
 
 
@@ -44,9 +47,21 @@ def test_similarity_after_reordering_puts_the_matches_on_the_diagonal():
     before, after = fig.subplots(1, 2)
     plot_similarity(before, sim)
     plot_similarity(after, sim, perm)
-    assert not np.array_equal(np.asarray(before.images[0].get_array()), np.eye(4))
-    assert np.array_equal(np.asarray(after.images[0].get_array()), np.eye(4))
-    assert "after reordering" in after.get_title() and "before" in before.get_title()
+    shown = np.asarray(after.images[0].get_array())
+    assert np.array_equal(shown.argmax(axis=1), np.arange(4))
+    assert not np.array_equal(np.asarray(before.images[0].get_array()).argmax(axis=1), np.arange(4))
+    assert "after reordering (100% of rows" in after.get_title() and "before" in before.get_title()
+
+
+def test_centring_keeps_the_assignment_and_removes_common_offsets():
+    from scipy.optimize import linear_sum_assignment
+
+    from merge_studio.plots.permutations import centred
+
+    sim = np.random.default_rng(1).normal(size=(5, 5)) + 10.0 + np.arange(5)[:, None]
+    c = centred(sim)
+    assert np.allclose(c.mean(axis=0), 0) and np.allclose(c.mean(axis=1), 0)
+    assert np.array_equal(linear_sum_assignment(sim, maximize=True)[1], linear_sum_assignment(c, maximize=True)[1])
 
 
 def test_the_convergence_plot_starts_at_the_objective_before_any_permutation():

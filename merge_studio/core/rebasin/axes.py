@@ -96,6 +96,7 @@ class AxisVars:
         self.members: dict[int, list[Member]] = {}
         self._pinned: dict[int, list[str]] = {}  # root -> reasons (empty: natural)
         self.heads: dict[int, tuple[int, int]] = {}  # var -> (n_heads, partner var sharing the head order)
+        self.producers: set[int] = set()  # variables created by a layer writing these units
 
     def new(self, size: int, hint: str) -> int:
         var = len(self._parent)

@@ -125,15 +125,36 @@ class _Problem:
         return t
 
     def cost(self, group: PermutationGroup) -> torch.Tensor:
-        """C[i, j] = similarity of A's unit i and B's unit j over every member, others held fixed."""
-        device = next(iter(self.a.values())).device
-        cost = torch.zeros(group.size, group.size, device=device)
-        for member in group.members:
-            cost += self.contribution(group, member)
+        """C[i, j] = similarity of A's unit i and B's unit j over every weight member, others held fixed.
+
+        Statistics (BatchNorm running mean/var) are permuted but do not vote: they
+        describe activations, not weights, and their large positive variances would
+        swamp the similarity.
+        """
+        parts = [self.contribution(group, m) for m in group.members if m.tensor not in self.spec.buffers]
+        if not parts:
+            device = next(iter(self.a.values())).device
+            return torch.zeros(group.size, group.size, device=device)
+        cost = parts[0].clone()
+        for part in parts[1:]:
+            cost += part
         return cost
 
+    def inputs_version(self, unit: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+        """Versions of every other group sharing a tensor with ``unit``: equal means the same cost."""
+        names = set(unit)
+        deps = {
+            g
+            for name in unit
+            for m in self.spec.group(name).members
+            for g, _ in self.by_tensor[m.tensor]
+            if g not in names
+        }
+        return tuple(sorted((g, self.version[g]) for g in deps)) + tuple((n, self.version[n]) for n in unit)
+
     def objective(self) -> float:
-        return float(sum(float((self.a[t] * self.permuted_b(t)).sum(dtype=torch.float64)) for t in self.by_tensor))
+        weights = [t for t in self.by_tensor if t not in self.spec.buffers]
+        return float(sum(float((self.a[t] * self.permuted_b(t)).sum()) for t in weights))
 
 
 def _assign(cost: np.ndarray) -> tuple[np.ndarray, float]:
@@ -179,8 +200,15 @@ def _units(spec: PermutationSpec) -> list[tuple[str, ...]]:
     return units
 
 
-def _step(problem: _Problem, unit: tuple[str, ...]) -> bool:
-    """Re-solve one unit; keep the new permutation only if it strictly improves."""
+def _step(problem: _Problem, unit: tuple[str, ...], solved: dict[tuple[str, ...], tuple]) -> bool:
+    """Re-solve one unit; keep the new permutation only if it strictly improves.
+
+    A unit whose neighbours did not change since it was last solved has the same
+    cost matrix, so solving it again cannot improve: it is skipped.
+    """
+    key = problem.inputs_version(unit)
+    if solved.get(unit) == key:
+        return False
     groups = [problem.spec.group(n) for n in unit]
     costs = [problem.cost(g).double().cpu().numpy() for g in groups]
     if len(groups) == 1 and groups[0].n_heads <= 1:
@@ -191,10 +219,12 @@ def _step(problem: _Problem, unit: tuple[str, ...]) -> bool:
     old_val = sum(_value(c, p) for c, p in zip(costs, old, strict=True))
     new_val = sum(_value(c, p) for c, p in zip(costs, new, strict=True))
     if new_val <= old_val + RELATIVE_GAIN * max(1.0, abs(old_val)):
+        solved[unit] = key
         return False
     device = problem.perms[groups[0].name].device
     for g, p in zip(groups, new, strict=True):
         problem.set_perm(g.name, torch.as_tensor(p, device=device))
+    solved[unit] = problem.inputs_version(unit)
     return True
 
 
@@ -229,6 +259,7 @@ def iter_weight_matching(
     orders: list[tuple[str, ...]] = []
     converged = not units
     sweeps = 0
+    solved: dict[tuple[str, ...], tuple] = {}
     while sweeps < max_sweeps and units:
         check_cancel(cancel)
         order = [units[i] for i in rng.permutation(len(units))]
@@ -236,7 +267,7 @@ def iter_weight_matching(
         improved = False
         for unit in order:
             check_cancel(cancel)
-            improved |= _step(problem, unit)
+            improved |= _step(problem, unit, solved)
         sweeps += 1
         objective.append(problem.objective())
         yield Progress("weight matching", sweeps, max_sweeps, unit="sweeps", message=f"objective {objective[-1]:.6g}")

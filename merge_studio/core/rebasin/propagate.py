@@ -111,6 +111,8 @@ class Propagator:
 
     def fresh(self, size: int, hint: str, members: list[tuple[str, int]]) -> DimLabel:
         var = self.new_var(size, hint)
+        if var != FIXED and members and not hint.endswith("]"):
+            self.vars.producers.add(var)  # a layer output (parameters used directly have "name[axis]" hints)
         label: DimLabel = (Segment(var, size, 1),)
         for tensor, axis in members:
             self.attach(label, tensor, axis)

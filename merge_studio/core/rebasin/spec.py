@@ -76,6 +76,7 @@ class PermutationSpec:
     groups: tuple[PermutationGroup, ...]
     unpermuted: tuple[UnpermutedPoint, ...] = ()
     blocked: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tensor -> reasons it kept its order
+    buffers: frozenset[str] = frozenset()  # members that are statistics (BN running mean/var), not weights
 
     def group(self, name: str) -> PermutationGroup:
         for g in self.groups:
@@ -100,6 +101,7 @@ class PermutationSpec:
             "groups": [g.to_json() for g in self.groups],
             "unpermuted": [p.to_json() for p in self.unpermuted],
             "blocked": {k: list(v) for k, v in self.blocked.items()},
+            "buffers": sorted(self.buffers),
         }
 
     @classmethod
@@ -111,7 +113,8 @@ class PermutationSpec:
             for g in data.get("groups", [])
         )
         points = tuple(UnpermutedPoint(p["node"], p["reason"], tuple(p.get("tensors", ()))) for p in data.get("unpermuted", []))
-        return cls(groups, points, {k: tuple(v) for k, v in data.get("blocked", {}).items()})
+        blocked = {k: tuple(v) for k, v in data.get("blocked", {}).items()}
+        return cls(groups, points, blocked, frozenset(data.get("buffers", ())))
 
 
 class _Tracer(fx.Tracer):
@@ -193,17 +196,26 @@ def spec_from_module(module: nn.Module, example_input: Any) -> PermutationSpec:
     prop = Propagator(gm, set(aliases))
     prop.run()
     _tie_shared(prop, aliases)
-    return _build_spec(prop, aliases)
+    buffers = frozenset(name for name, _ in module.named_buffers())
+    return _build_spec(prop, aliases, buffers)
 
 
-def _build_spec(prop: Propagator, aliases: dict[str, list[str]]) -> PermutationSpec:
+def _build_spec(prop: Propagator, aliases: dict[str, list[str]], buffers: frozenset[str]) -> PermutationSpec:
     vars_ = prop.vars
     for var, (_heads, partner) in list(vars_.heads.items()):
         if vars_.is_fixed(partner) and not vars_.is_fixed(var):
             vars_.fix(var, f"{vars_.hint(var)}: its heads are tied to units that cannot move")
     roots = vars_.groups()
     taken: set[str] = set()
-    names: dict[int, str] = {root: _group_name(vars_.hint(root), taken) for root in roots}
+    producers: dict[int, list[str]] = {}
+    for var in sorted(vars_.producers):
+        producers.setdefault(vars_.find(var), []).append(vars_.hint(var))
+    names: dict[int, str] = {}
+    for root in roots:
+        hint = vars_.hint(root)
+        if len(producers.get(root, [])) > 1:
+            hint = f"residual:{hint}"  # several layers write into these units: a residual stream
+        names[root] = _group_name(hint, taken)
     groups: list[PermutationGroup] = []
     for root, members in roots.items():
         expanded: list[Member] = []
@@ -229,5 +241,8 @@ def _build_spec(prop: Propagator, aliases: dict[str, list[str]]) -> PermutationS
         tag = f"{node}: {reason}"
         tensors = tuple(t for t, rs in blocked.items() if tag in rs)
         points.append(UnpermutedPoint(node, reason, tensors))
-    return PermutationSpec(tuple(groups), tuple(points), {k: tuple(v) for k, v in blocked.items()})
+    member_tensors = {m.tensor for g in groups for m in g.members}
+    return PermutationSpec(
+        tuple(groups), tuple(points), {k: tuple(v) for k, v in blocked.items()}, buffers & member_tensors
+    )
 

@@ -60,6 +60,7 @@ def test_residual_additions_tie_their_operands_into_one_group():
     assert ("fc.weight", 1) in {(m.tensor, m.axis) for m in stage2.members}
     inner = _group_of(spec, "layer1.0.conv1.weight", 0)
     assert inner.name != stem.name and inner.size == 6
+    assert stem.name == "residual:conv1" and stage2.name.startswith("residual:")
 
 
 def test_attention_gets_a_head_permutation_shared_by_query_key_and_value_output_groups():
