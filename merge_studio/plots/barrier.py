@@ -90,7 +90,7 @@ def _draw_curve(ax: Axes, curve: BarrierCurve, metric: Metric, split: str, colou
 
 
 def _legend(ax: Axes, curves: Sequence[BarrierCurve], splits: Sequence[str], colours: Sequence[str], metric: Metric,
-            *, with_barriers: bool) -> Artist:
+            *, with_barriers: bool, compact: bool = False) -> Artist:
     """One entry per curve carrying its barrier on the first split, then the line styles; placed where
     it hides the fewest points."""
     handles = []
@@ -98,12 +98,13 @@ def _legend(ax: Axes, curves: Sequence[BarrierCurve], splits: Sequence[str], col
         value = _barrier(c, metric, splits[0]) if with_barriers else None
         label = c.label if value is None else f"{c.label}:  {_format_barrier(value, metric)}"
         handles.append(Line2D([], [], color=col, marker="o", markersize=3, linewidth=1.7, label=label))
-    if len(splits) > 1:
+    if len(splits) > 1 and not compact:
         handles += [Line2D([], [], color="0.35", linestyle=SPLIT_STYLES.get(s, "-"), linewidth=1.4, label=s) for s in splits]
-    if with_barriers:
+    if with_barriers and not compact:
         handles.append(Line2D([], [], color="0.35", linestyle=":", linewidth=1.0, label="straight line A–B"))
     title = f"{'loss' if metric == 'loss' else 'accuracy'} barrier ({splits[0]})" if with_barriers else None
-    legend = ax.legend(handles=handles, loc="best", fontsize=8, title=title, title_fontsize=8, framealpha=0.9)
+    size = 7 if compact else 8
+    legend = ax.legend(handles=handles, loc="best", fontsize=size, title=title, title_fontsize=size, framealpha=0.9)
     for text, col in zip(legend.get_texts(), colours, strict=False):
         text.set_color(col)
         text.set_fontweight("bold")
@@ -118,11 +119,14 @@ def plot_barrier(
     split: str | Sequence[str] = "test",
     annotate: bool = True,
     title: str | None = None,
+    compact: bool = False,
 ) -> list[Artist]:
     """Draw ``curves`` on ``ax``: one line per curve and split, a legend, and the barrier values.
 
     The first split (test by default) carries the barrier marks: the dotted straight
     line between the endpoints, a bar at the curve's worst point, and the values.
+    ``compact`` keeps the legend to one entry per curve (line styles are then
+    explained in the axis label), for small plots such as the GUI's.
     """
     splits = [split] if isinstance(split, str) else list(split)
     colours = [curve_colour(c.label, i) for i, c in enumerate(curves)]
@@ -135,11 +139,12 @@ def plot_barrier(
     via_merged = any(len(c.anchors) == 3 for c in curves)
     if via_merged:
         artists.append(ax.axvline(0.5, color=curve_colour("via merged"), linestyle=":", linewidth=0.8, alpha=0.6))
-    style_axes(ax, metric, anchors=anchors, via_merged=via_merged, split_note=", ".join(splits))
+    note = ", ".join(f"{s} {'—' if SPLIT_STYLES.get(s, '-') == '-' else '- -'}" for s in splits) if len(splits) > 1 else splits[0]
+    style_axes(ax, metric, anchors=anchors, via_merged=via_merged, split_note=note)
     if title:
         ax.set_title(title, fontsize=10)
     if curves:
-        artists.append(_legend(ax, curves, splits, colours, metric, with_barriers=annotate))
+        artists.append(_legend(ax, curves, splits, colours, metric, with_barriers=annotate, compact=compact))
     return artists
 
 
@@ -206,15 +211,15 @@ class BarrierPlotter:
 
 
 def draw_barrier_report(fig: Figure, curves: Sequence[BarrierCurve], *, splits: Sequence[str] = ("test", "train"),
-                        title: str | None = None) -> list[Axes]:
+                        title: str | None = None, compact: bool = False) -> list[Axes]:
     """Loss and (when there is one) accuracy side by side on ``fig``; returns the axes."""
     fig.clear()
     has_accuracy = any(c.accuracies for c in curves)
     axes = fig.subplots(1, 2 if has_accuracy else 1, squeeze=False)[0]
     shown = [s for s in splits if any(s in c.losses for c in curves)] or list(splits)
-    plot_barrier(axes[0], curves, metric="loss", split=shown)
+    plot_barrier(axes[0], curves, metric="loss", split=shown, compact=compact)
     if has_accuracy:
-        plot_barrier(axes[1], curves, metric="accuracy", split=shown)
+        plot_barrier(axes[1], curves, metric="accuracy", split=shown, compact=compact)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.set_layout_engine("constrained")

@@ -51,6 +51,14 @@ SCORE_COLUMNS = ("model", "split", "loss", "accuracy", "examples")
 NO_MERGED = "(none)"
 
 
+def _short_name(name: str) -> str:
+    """``model.safetensors`` -> ``model`` for combo boxes, tables and plot labels."""
+    for suffix in (".safetensors", ".pt", ".pth", ".bin", ".pt2", ".ckpt"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _number_item(value: float | None, fmt: str = "{:.4f}") -> QTableWidgetItem:
     item = QTableWidgetItem("–" if value is None else fmt.format(value))
     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -81,7 +89,7 @@ class _PlotPage(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSortingEnabled(False)
-        self.table.setMaximumHeight(170)
+        self.table.setMaximumHeight(130)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.toolbar)
@@ -149,7 +157,7 @@ class BarrierPanel(QWidget):
             box.setChecked(kind in ("naive", "bn_reset", "merged"))
             self.curve_checks[kind] = box
         self.curve_checks["bn_reset"].setToolTip("Only drawn for models with BatchNorm")
-        self.reset_bn = QCheckBox("Re-estimate BatchNorm statistics", self)
+        self.reset_bn = QCheckBox("Re-estimate BN statistics", self)
         self.reset_bn.setChecked(True)
         self.reset_bn.setToolTip("For models with BatchNorm: recompute running statistics on training data at "
                                  "every point (interpolated statistics are otherwise meaningless)")
@@ -197,10 +205,9 @@ class BarrierPanel(QWidget):
         self.barrier_page = _PlotPage(EMPTY_SENTENCE, BARRIER_COLUMNS, self)
         self.scores_page = _PlotPage("Press “Evaluate models” to compare the loss and accuracy of A, B and the "
                                      "merged model.", SCORE_COLUMNS, self)
-        self.loss_plotter = BarrierPlotter(self.barrier_page.figure.add_subplot(1, 2, 1), metric="loss",
-                                           splits=("test", "train"))
-        self.accuracy_plotter = BarrierPlotter(self.barrier_page.figure.add_subplot(1, 2, 2), metric="accuracy",
-                                               splits=("test", "train"))
+        figure = self.barrier_page.figure
+        self.loss_plotter = BarrierPlotter(figure.add_subplot(1, 2, 1), metric="loss", splits=("test", "train"))
+        self.accuracy_plotter = BarrierPlotter(figure.add_subplot(1, 2, 2), metric="accuracy", splits=("test", "train"))
         self.pages = QTabWidget(self)
         self.pages.setDocumentMode(True)
         self.pages.addTab(self.barrier_page, "Barrier")
@@ -236,15 +243,16 @@ class BarrierPanel(QWidget):
         """The models to choose A and B (and the merged model) from, as (name, path)."""
         previous = (self.model_a.currentData(), self.model_b.currentData(), self.merged.currentData())
         self._models = [(name, Path(path)) for name, path in models]
+        shown = [_short_name(name) for name, _ in self._models]
         for combo in (self.model_a, self.model_b):
             combo.blockSignals(True)
             combo.clear()
-            for name, path in self._models:
+            for name, (_, path) in zip(shown, self._models, strict=True):
                 combo.addItem(name, str(path))
             combo.blockSignals(False)
         self.merged.clear()
         self.merged.addItem(NO_MERGED, None)
-        for name, path in self._models:
+        for name, (_, path) in zip(shown, self._models, strict=True):
             self.merged.addItem(name, str(path))
         self._select(self.model_a, previous[0], 0)
         self._select(self.model_b, previous[1], 1)
@@ -345,12 +353,22 @@ class BarrierPanel(QWidget):
         if self.model_a.count() == 0:
             return
         self.report = None
-        self.loss_plotter.clear()
-        self.accuracy_plotter.clear()
+        self._reset_live_axes()
         self.barrier_page.table.setRowCount(0)
         self.barrier_page.show_plot(False)
         self.pages.setCurrentWidget(self.barrier_page)
         self._emit(self.build_request())
+
+    def _reset_live_axes(self) -> None:
+        """Fresh loss and accuracy axes for live points (a finished report may have replaced them)."""
+        figure = self.barrier_page.figure
+        figure.clear()
+        self.loss_plotter.ax = figure.add_subplot(1, 2, 1)
+        self.accuracy_plotter.ax = figure.add_subplot(1, 2, 2)
+        splits = self.splits()
+        for plotter in (self.loss_plotter, self.accuracy_plotter):
+            plotter.splits = tuple(s for s in ("test", "train") if s in splits)
+            plotter.clear()
 
     def _on_evaluate_button_clicked(self) -> None:
         self._refresh_models()
@@ -399,8 +417,7 @@ class BarrierPanel(QWidget):
         worker.sig_progress.connect(self.set_progress)
         worker.sig_partial.connect(self._on_worker_partial)
         worker.sig_result.connect(self._on_worker_result)
-        worker.sig_failed.connect(lambda error: self.set_failed(getattr(error, "message", str(error)),
-                                                                getattr(error, "hint", None)))
+        worker.sig_failed.connect(self._on_worker_failed)  # a bound method: queued to the GUI thread
         worker.sig_cancelled.connect(self.set_cancelled)
         worker.sig_done.connect(self._on_worker_done)
         self.set_running(True)
@@ -408,6 +425,9 @@ class BarrierPanel(QWidget):
     def _on_worker_partial(self, item: object) -> None:
         if isinstance(item, BarrierPoint):
             self.add_point(item)
+
+    def _on_worker_failed(self, error: object) -> None:
+        self.set_failed(getattr(error, "message", str(error)), getattr(error, "hint", None))
 
     def _on_worker_result(self, result: object) -> None:
         if isinstance(result, BarrierReport):
@@ -454,7 +474,7 @@ class BarrierPanel(QWidget):
         """Show the finished curves with their barriers, and their numbers in the table."""
         self.report = report
         splits = tuple(s for s in ("test", "train") if s in report.splits) or report.splits
-        draw_barrier_report(self.barrier_page.figure, report.curves, splits=splits)
+        draw_barrier_report(self.barrier_page.figure, report.curves, splits=splits, compact=True)
         axes = self.barrier_page.figure.axes
         self.loss_plotter.ax = axes[0]
         if len(axes) > 1:
