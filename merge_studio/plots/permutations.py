@@ -57,7 +57,7 @@ def plot_permutation_matrix(ax: Axes, perm: Sequence[int] | np.ndarray | torch.T
     ax.set_xlabel("unit of B before alignment")
     ax.set_ylabel("unit of aligned B (= unit of A)")
     ax.legend(handles=[Patch(color=MOVED_COLOUR, label="moved"), Patch(color=STILL_COLOUR, label="kept in place")],
-              loc="upper right", fontsize=7, framealpha=0.8)
+              loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7, frameon=False)
     return ax
 
 

@@ -14,7 +14,7 @@ from torch import fx, nn
 
 from merge_studio.core.rebasin import labels as L
 from merge_studio.core.rebasin.axes import FIXED, DimLabel, Member, Segment, fixed_dim
-from merge_studio.core.rebasin.propagate import Multi, fixed_like, pooled
+from merge_studio.core.rebasin.shape_rules import Multi, fixed_like, pooled
 
 if TYPE_CHECKING:
     from merge_studio.core.rebasin.propagate import Propagator

@@ -9,7 +9,6 @@ always computes the same function or the spec says why a part stayed put.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -89,3 +89,13 @@ def test_models_of_different_widths_are_refused_with_the_tensor_named():
     state_b["2.weight"] = torch.zeros(24, 20)
     with pytest.raises(ArchitectureError, match="2.weight in model B"):
         drive(iter_weight_matching(spec, a.state_dict(), state_b, device="cpu"))
+
+
+def test_batchnorm_statistics_are_permuted_but_do_not_decide_the_match():
+    model, spec = _setup("vgg")
+    assert {"features.1.running_mean", "features.1.running_var"} <= spec.buffers
+    state_a = model.state_dict()
+    state_b = dict(state_a)
+    state_b["features.1.running_var"] = state_a["features.1.running_var"].flip(0) * 100
+    result = drive(iter_weight_matching(spec, state_a, state_b, device="cpu"))
+    assert all(torch.equal(p, torch.arange(len(p))) for p in result.perms.values())
