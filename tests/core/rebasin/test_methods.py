@@ -107,3 +107,23 @@ def test_the_methods_are_declared_for_forms_and_recipes():
     assert schema["alpha"]["maximum"] == 1.0 and schema["seed"]["per_layer"] is False
     with pytest.raises(ValueError):
         wm.params(alpha=1.5)
+
+
+def test_a_recipe_runs_weight_matching_through_the_engine_and_records_the_permutation(tmp_path):
+    from safetensors import safe_open
+
+    from merge_studio.core.engine import run_merge
+    from merge_studio.core.recipe import Recipe
+
+    torch.manual_seed(4)
+    paths = [_save(tmp_path, f"{n}.safetensors", build_module(ARCH).state_dict()) for n in ("a", "b")]
+    out = tmp_path / "merged.safetensors"
+    recipe = Recipe(
+        method="weight_matching", models=[{"path": str(p)} for p in paths], params={"alpha": 0.5, "seed": 2},
+        output=str(out), arch=ARCH, device="cpu",
+    )
+    result = run_merge(recipe)
+    assert result.report["alpha"] == 0.5 and result.report["seed"] == 2
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert set(json.loads(meta["merge_studio.permutation"])["groups"]) == {"hidden.0", "hidden.1"}
