@@ -155,3 +155,4 @@ def test_a_curve_rebuilt_from_points_keeps_its_numbers():
     assert list(curve.lambdas) == [0.0, 0.5, 1.0]
     assert curve.loss_barrier["test"] == pytest.approx(1.0)
     assert curve.accuracy_barrier["test"] == pytest.approx(0.4)
+
