@@ -12,7 +12,8 @@ scores (exact for the same linear objective under the head constraint).
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ from merge_studio.errors import IncompatibleCheckpointsError
 
 RELATIVE_GAIN = 1e-7  # a step must improve the objective by this fraction to count
 CACHE_MAX_ELEMENTS = 2048 * 2048  # keep per-member cost blocks up to 16 MB each
+SMALL_PROBLEM_UNITS = 1024
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,22 @@ def _solve_heads(costs: list[np.ndarray], n_heads: int) -> list[np.ndarray]:
     ]
 
 
+@contextmanager
+def _small_problem_threads(device: torch.device, largest: int) -> Iterator[None]:
+    """One CPU thread for small cost matrices: below ~1k units, thread start-up and contention on
+    a shared machine cost more than they save (measured: 0.65 s vs 2.7 s CPU for the 512-wide MLP).
+    Set only while a sweep computes, never across a ``yield``."""
+    if device.type != "cpu" or largest > SMALL_PROBLEM_UNITS or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _units(spec: PermutationSpec) -> list[tuple[str, ...]]:
     """Coordinate-descent steps: a group, or two attention groups that share their heads."""
     units: list[tuple[str, ...]] = []
@@ -254,7 +272,9 @@ def iter_weight_matching(
     problem = _Problem(spec, a, b, perms)
     units = _units(spec)
     rng = np.random.default_rng(seed)
-    initial = problem.objective()
+    largest = max((g.size for g in spec.groups), default=0)
+    with _small_problem_threads(dev, largest):
+        initial = problem.objective()
     objective: list[float] = []
     orders: list[tuple[str, ...]] = []
     converged = not units
@@ -265,11 +285,12 @@ def iter_weight_matching(
         order = [units[i] for i in rng.permutation(len(units))]
         orders.append(tuple(u[0] for u in order))
         improved = False
-        for unit in order:
-            check_cancel(cancel)
-            improved |= _step(problem, unit, solved)
+        with _small_problem_threads(dev, largest):
+            for unit in order:
+                check_cancel(cancel)
+                improved |= _step(problem, unit, solved)
+            objective.append(problem.objective())
         sweeps += 1
-        objective.append(problem.objective())
         yield Progress("weight matching", sweeps, max_sweeps, unit="sweeps", message=f"objective {objective[-1]:.6g}")
         if not improved:
             converged = True
