@@ -101,6 +101,16 @@ def _reset_bn(module: nn.Module, state: dict[str, torch.Tensor], ctx: ModelJobCo
     return {k: v.detach().to("cpu", dtypes[k]) for k, v in module.state_dict().items()}
 
 
+def _check_inputs(module: nn.Module, ctx: ModelJobContext, n: int = 64) -> list[torch.Tensor] | None:
+    """A batch of the evaluation data, so the function check also runs on real inputs when given."""
+    if ctx.data is None:
+        return None
+    from merge_studio.core.evaluate import DataSpec, load_data
+
+    data = load_data(DataSpec.model_validate(ctx.data), for_module=module)
+    return [data.test.inputs[:n].cpu()]
+
+
 def weight_matching_merge(
     checkpoints: Sequence[Any], base: Any, params: WeightMatchingParams, model_params: Sequence[NoModelParams], ctx: ModelJobContext
 ) -> Generator[Progress, None, ModelMergeOutput]:
@@ -111,6 +121,7 @@ def weight_matching_merge(
     result = yield from iter_align(
         module, state_a, state_b, example, arch=arch, max_sweeps=params.max_sweeps, seed=params.seed,
         device=ctx.device, tolerance=params.tolerance, models=(names[0], names[1]), cancel=ctx.cancel,
+        data=_check_inputs(module, ctx),
     )
     check_cancel(ctx.cancel)
     merged = interpolate_states(state_a, result.aligned, params.alpha)

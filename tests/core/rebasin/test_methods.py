@@ -127,3 +127,18 @@ def test_a_recipe_runs_weight_matching_through_the_engine_and_records_the_permut
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
     assert set(json.loads(meta["merge_studio.permutation"])["groups"]) == {"hidden.0", "hidden.1"}
+
+
+def test_with_data_the_function_check_also_runs_on_real_inputs(tmp_path):
+    arch = "zoo:mlp?hidden=16"
+    torch.manual_seed(5)
+    paths = [_save(tmp_path, f"{n}.safetensors", build_module(arch).state_dict()) for n in ("a", "b")]
+    spec = get_method("weight_matching")
+    checkpoints = [open_checkpoint(p) for p in paths]
+    try:
+        ctx = ModelJobContext(device=torch.device("cpu"), arch=arch, data={"source": "digits", "max_examples": 32})
+        out = drive(spec.merge_model(checkpoints, None, spec.params(alpha=1.0), [], ctx))
+    finally:
+        for ck in checkpoints:
+            ck.close()
+    assert out.report["max_output_difference"] < 1e-9
