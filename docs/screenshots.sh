@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Regenerate the pictures in docs/images/ with the app's own --screenshot, so the README
+# always shows the current window. Runs offscreen; the demo models are trained once and
+# cached (MERGE_STUDIO_DATA_DIR, default ~/.local/share/merge-studio).
+#
+#   bash docs/screenshots.sh
+#
+# Settings go to a throw-away folder, so your recent files never appear in the pictures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+app="${MERGE_STUDIO:-.venv/bin/merge-studio}"
+out=docs/images
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+export QT_QPA_PLATFORM=offscreen XDG_CONFIG_HOME="$scratch/config"
+mkdir -p "$out"
+
+"$app" --size 1280x800 --screenshot "$out/welcome.png"
+"$app" --demo --size 1280x800 --select 0 --tab Inspector --screenshot "$out/window.png"
+"$app" --demo --size 1280x800 --select 0 --tab Graph --screenshot "$out/graph.png"
+ls -l "$out"
