@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "so you see at once whether a merge beats its parents.")
     parser.add_argument("models", nargs="+", metavar="MODEL", help="checkpoints of the same architecture")
     add_data_arguments(parser)
-    parser.add_argument("--reset-bn", action="store_true", help="re-estimate BatchNorm statistics before evaluating")
+    parser.add_argument("--reset-bn", choices=("auto", "on", "off"), default="auto",
+                        help="re-estimate BatchNorm statistics on training data first (auto: for models with BatchNorm)")
     parser.add_argument("--highlight", metavar="NAME", help="model to stand out in the plot (default: the last)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     parser.add_argument("--plot", metavar="PATH", help="save a bar chart (.png, .svg or .pdf)")

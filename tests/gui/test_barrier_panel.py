@@ -86,6 +86,9 @@ def test_points_appear_live_and_the_result_fills_the_table(panel, tmp_path):
     assert "Lowest loss barrier: BN reset" in panel.status.text()
     panel.barrier_page.canvas.draw()
     panel.grab().save("/tmp/barrier_panel.png")
+    assert panel.barrier_page.save_button.isEnabled()
+    saved = panel.save_numbers(tmp_path / "numbers.csv")
+    assert saved is not None and saved.read_text().startswith("curve,split,lambda")
 
 
 def test_running_shows_cancel_and_progress_and_cancel_is_requested(panel, qtbot, tmp_path):

@@ -104,7 +104,7 @@ class EvaluateRequest:
     arch: str | None = None
     data: DataSpec = field(default_factory=DataSpec)
     splits: tuple[str, ...] = ("train", "test")
-    reset_bn: bool = False
+    reset_bn: str = "auto"
     device: str = "auto"
 
     def job(self, cancel: CancelToken | None = None) -> Generator[Progress, None, ModelScores]:

@@ -7,6 +7,7 @@ point costs little more than its forward passes.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -194,13 +195,16 @@ def iter_evaluate_models(
     *,
     template: nn.Module | None = None,
     splits: Sequence[str] = ("train", "test"),
-    reset_bn: bool = False,
+    reset_bn: bool | str = "auto",
     device: torch.device | str = "auto",
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, ModelScores]:
     """Evaluate each model (modules, or state dicts loaded into ``template``) on each split.
 
     Used after a merge to show at once whether the merged model beats its parents.
+    ``reset_bn`` ("auto": for models with BatchNorm) re-estimates BN statistics on the
+    training split first, so a merged BN model is judged with statistics that match
+    its weights; modules passed in are copied first rather than changed.
     """
     if len(models) != len(names):
         raise MergeStudioError(f"{len(models)} models but {len(names)} names")
@@ -211,8 +215,12 @@ def iter_evaluate_models(
     done = 0
     for model, name in zip(models, names, strict=True):
         check_cancel(cancel)
-        module = _as_module(model, template, name).to(dev)
-        if reset_bn:
+        module = _as_module(model, template, name)
+        do_reset = has_batchnorm(module) if reset_bn == "auto" else reset_bn in (True, "on")
+        if do_reset and module is model:
+            module = copy.deepcopy(module)
+        module = module.to(dev)
+        if do_reset:
             reset_batchnorm(module, on_dev.train, device=dev, batch_size=on_dev.batch_size)
         for split in splits:
             check_cancel(cancel)
@@ -229,10 +237,12 @@ def evaluate_models(
     *,
     template: nn.Module | None = None,
     split: str = "test",
+    reset_bn: bool | str = "auto",
     device: torch.device | str = "auto",
 ) -> list[EvalResult]:
     """One :class:`EvalResult` per model on ``split`` (a plain call over :func:`iter_evaluate_models`)."""
     from merge_studio.core.progress import drive
 
-    scores = drive(iter_evaluate_models(models, names, data, template=template, splits=(split,), device=device))
+    scores = drive(iter_evaluate_models(models, names, data, template=template, splits=(split,), reset_bn=reset_bn,
+                                        device=device))
     return list(scores.results[split])

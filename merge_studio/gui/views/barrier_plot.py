@@ -42,6 +42,7 @@ from merge_studio.core.evaluate.data import DataSpec
 from merge_studio.core.evaluate.jobs import BarrierRequest, EvaluateRequest
 from merge_studio.core.evaluate.loop import ModelScores
 from merge_studio.core.progress import Progress
+from merge_studio.errors import MergeStudioError
 from merge_studio.plots.barrier import BarrierPlotter, draw_barrier_report
 from merge_studio.plots.evaluation import draw_model_scores
 
@@ -90,15 +91,23 @@ class _PlotPage(QWidget):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSortingEnabled(False)
         self.table.setMaximumHeight(130)
+        self.save_button = QPushButton("Save numbers…", self)
+        self.save_button.setToolTip("Write the numbers behind the plot as CSV or JSON")
+        self.save_button.setEnabled(False)
+        top = QHBoxLayout()
+        top.addWidget(self.toolbar, 1)
+        top.addWidget(self.save_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.toolbar)
+        layout.addLayout(top)
         layout.addWidget(self.stack, 1)
         layout.addWidget(self.table)
 
     def show_plot(self, shown: bool = True) -> None:
         self.stack.setCurrentIndex(1 if shown else 0)
         self.toolbar.setEnabled(shown)
+        if not shown:
+            self.save_button.setEnabled(False)
 
     @property
     def plot_visible(self) -> bool:
@@ -221,6 +230,8 @@ class BarrierPanel(QWidget):
         self.run_button.clicked.connect(self._on_run_button_clicked)
         self.evaluate_button.clicked.connect(self._on_evaluate_button_clicked)
         self.cancel_button.clicked.connect(self._on_cancel_button_clicked)
+        self.barrier_page.save_button.clicked.connect(self._on_save_barrier_clicked)
+        self.scores_page.save_button.clicked.connect(self._on_save_scores_clicked)
         self.data_source.activated.connect(self._on_data_source_activated)
         for combo in (self.model_a, self.model_b):
             combo.currentIndexChanged.connect(self._refresh_buttons)
@@ -339,7 +350,8 @@ class BarrierPanel(QWidget):
         unique = tuple(dict.fromkeys(p for p in paths if p))
         names = tuple(self._name_for(p) for p in unique)
         return EvaluateRequest(models=unique, names=names, arch=self.arch.text().strip() or None,
-                               data=self.data_spec(), splits=self.splits(), reset_bn=False)
+                               data=self.data_spec(), splits=self.splits(),
+                               reset_bn="auto" if self.reset_bn.isChecked() else "off")
 
     def _name_for(self, path: str) -> str:
         for combo in (self.merged, self.model_a):
@@ -399,6 +411,37 @@ class BarrierPanel(QWidget):
             self.set_data_source(chosen + (":make_dataset" if chosen.endswith(".py") else ""))
         else:
             self.data_source.setCurrentIndex(0)
+
+    def _on_save_barrier_clicked(self) -> None:
+        chosen, _ = QFileDialog.getSaveFileName(self, "Save barrier numbers", "barrier.csv", "CSV (*.csv);;JSON (*.json)")
+        if chosen:
+            self.save_numbers(chosen)
+
+    def _on_save_scores_clicked(self) -> None:
+        chosen, _ = QFileDialog.getSaveFileName(self, "Save model scores", "scores.json", "JSON (*.json)")
+        if chosen:
+            self.save_numbers(chosen, scores=True)
+
+    def save_numbers(self, path: str | Path, *, scores: bool = False) -> Path | None:
+        """Write the barrier report (``.csv`` or ``.json``) or the model scores (``.json``)."""
+        import json
+
+        target = Path(path)
+        try:
+            if scores:
+                if self.scores is None:
+                    return None
+                target.write_text(json.dumps(self.scores.to_json(), indent=2), encoding="utf-8")
+            else:
+                if self.report is None:
+                    return None
+                is_json = target.suffix.lower() == ".json"
+                self.report.save(json_path=target if is_json else None, csv_path=None if is_json else target)
+        except (OSError, MergeStudioError) as exc:
+            self.status.setText(f"Could not save {target.name}: {exc}")
+            return None
+        self.status.setText(f"Saved {target}")
+        return target
 
     def _on_window_merge_finished(self, result: object) -> None:
         outputs = getattr(result, "outputs", None)
@@ -480,6 +523,7 @@ class BarrierPanel(QWidget):
         if len(axes) > 1:
             self.accuracy_plotter.ax = axes[1]
         self.barrier_page.show_plot(True)
+        self.barrier_page.save_button.setEnabled(True)
         self.barrier_page.canvas.draw_idle()
         table = self.barrier_page.table
         rows = report.summary_rows()
@@ -503,6 +547,7 @@ class BarrierPanel(QWidget):
         draw_model_scores(self.scores_page.figure, scores.names, scores.results,
                           highlight=merged_name if merged_name in scores.names else None)
         self.scores_page.show_plot(True)
+        self.scores_page.save_button.setEnabled(True)
         self.scores_page.canvas.draw_idle()
         table = self.scores_page.table
         rows = [(name, split, scores.results[split][i]) for i, name in enumerate(scores.names) for split in scores.results]

@@ -89,3 +89,12 @@ def test_an_empty_split_is_an_error_for_people(make_mlp):
                      test=TensorSplit(torch.zeros(0, 64), torch.zeros(0, dtype=torch.long)))
     with pytest.raises(Exception, match="empty"):
         evaluate(make_mlp(0), empty.test, device="cpu")
+
+
+def test_evaluating_a_batchnorm_model_re_estimates_statistics_on_a_copy(digits_image, make_bn_cnn):
+    model = make_bn_cnn(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with_reset = evaluate_models([model], ["cnn"], digits_image, device="cpu")[0]
+    without = evaluate_models([model], ["cnn"], digits_image, reset_bn="off", device="cpu")[0]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert with_reset.loss != pytest.approx(without.loss)
