@@ -132,3 +132,18 @@ def test_fisher_method_stops_when_cancelled(mlp_files):
     cancel.cancel()
     with pytest.raises(Cancelled):
         list(job)
+
+
+def test_models_that_cannot_be_vmapped_fall_back_to_a_loop_with_the_same_fisher(two_mlps, digits_flat, monkeypatch):
+    from merge_studio.core.methods import fisher as fisher_module
+
+    x, y = digits_flat.train.inputs[:12], digits_flat.train.targets[:12]
+    fast = drive(iter_diagonal_fisher(two_mlps[0], x, y, batch_size=5, label_source="argmax"))
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("vmap: in-place operation")
+
+    monkeypatch.setattr(fisher_module, "_per_example_sq_grads_vmap", refuse)
+    slow = drive(iter_diagonal_fisher(two_mlps[0], x, y, batch_size=5, label_source="argmax"))
+    for k in fast:
+        assert torch.allclose(fast[k], slow[k], rtol=1e-4, atol=1e-8)
