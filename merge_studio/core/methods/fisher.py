@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from merge_studio.core.methods.registry import register_method
@@ -81,11 +81,21 @@ class FisherParams(MethodParams):
     )
 
 
+    @field_validator("exclude_regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
 class FisherModelParams(ModelParams):
     weight: float = Field(
         1.0, ge=0.0, le=1000.0, title="Weight",
         description="Multiplies this model's Fisher: larger means its parameters count for more.",
-        json_schema_extra=ui("slider", step=0.05),
+        json_schema_extra=ui("slider", step=0.05, per_layer=False),
     )
 
 

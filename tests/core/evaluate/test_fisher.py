@@ -147,3 +147,10 @@ def test_models_that_cannot_be_vmapped_fall_back_to_a_loop_with_the_same_fisher(
     slow = drive(iter_diagonal_fisher(two_mlps[0], x, y, batch_size=5, label_source="argmax"))
     for k in fast:
         assert torch.allclose(fast[k], slow[k], rtol=1e-4, atol=1e-8)
+
+
+def test_an_invalid_exclusion_regex_is_rejected_when_the_parameters_are_read():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="regular expression"):
+        FisherParams(exclude_regex="head(")
