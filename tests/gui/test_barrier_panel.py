@@ -172,3 +172,20 @@ def test_a_failing_job_shows_the_reason(qtbot, tmp_path):
         assert panel.status.text().startswith("Failed:") and "bad.safetensors" in panel.status.text()
     finally:
         assert runner.shutdown()
+
+
+def test_in_the_window_the_tab_lists_the_loaded_models_and_offers_a_finished_merge(qtbot, window, tiny_models, tmp_path):
+    from types import SimpleNamespace
+
+    from tests.gui.conftest import load_into
+
+    panel = window.extra_views["Barrier"]
+    assert isinstance(panel, BarrierPanel) and panel.runner is window.runner
+    load_into(qtbot, window, tiny_models[:2])
+    window.tabs.setCurrentWidget(panel)
+    qtbot.waitUntil(lambda: panel.model_b.count() == 2, timeout=5000)
+    assert (panel.model_a.currentText(), panel.model_b.currentText()) == ("mlp_0", "mlp_1")
+    assert panel.run_button.isEnabled()
+    window.sig_merge_finished.emit(SimpleNamespace(outputs=(tmp_path / "soup.safetensors",)))
+    assert panel.merged.currentText() == "soup"
+    assert panel.build_request().merged == str(tmp_path / "soup.safetensors")

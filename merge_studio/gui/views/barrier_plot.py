@@ -15,7 +15,7 @@ from typing import Any
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg, NavigationToolbar2QT
 from matplotlib.figure import Figure
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -136,6 +136,12 @@ class BarrierPanel(QWidget):
         self._models_provider = models_provider
         self._data_file: str | None = None
         self._running = False
+        self._dirty: set[FigureCanvasQTAgg] = set()
+        # our own timer (a child, so it dies with the panel) coalesces redraws to ~20 per second
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(50)
+        self._redraw_timer.timeout.connect(self._on_redraw_timer_timeout)
         self._build_ui()
         self._connect()
         self._adopt_window(parent, runner)
@@ -320,6 +326,17 @@ class BarrierPanel(QWidget):
     def showEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
         self._refresh_models()
         super().showEvent(event)
+
+    def _redraw(self, canvas: FigureCanvasQTAgg) -> None:
+        """Ask for a redraw soon; many points arriving together cost one draw."""
+        self._dirty.add(canvas)
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def _on_redraw_timer_timeout(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for canvas in dirty:
+            canvas.draw()
 
     # --- requests -----------------------------------------------------------------------
     def data_spec(self) -> DataSpec:
@@ -511,7 +528,7 @@ class BarrierPanel(QWidget):
             self.barrier_page.show_plot(True)
         self.loss_plotter.add_point(point)
         self.accuracy_plotter.add_point(point)
-        self.barrier_page.canvas.draw_idle()
+        self._redraw(self.barrier_page.canvas)
 
     def set_result(self, report: BarrierReport) -> None:
         """Show the finished curves with their barriers, and their numbers in the table."""
@@ -524,7 +541,7 @@ class BarrierPanel(QWidget):
             self.accuracy_plotter.ax = axes[1]
         self.barrier_page.show_plot(True)
         self.barrier_page.save_button.setEnabled(True)
-        self.barrier_page.canvas.draw_idle()
+        self._redraw(self.barrier_page.canvas)
         table = self.barrier_page.table
         rows = report.summary_rows()
         table.setRowCount(len(rows))
@@ -548,7 +565,7 @@ class BarrierPanel(QWidget):
                           highlight=merged_name if merged_name in scores.names else None)
         self.scores_page.show_plot(True)
         self.scores_page.save_button.setEnabled(True)
-        self.scores_page.canvas.draw_idle()
+        self._redraw(self.scores_page.canvas)
         table = self.scores_page.table
         rows = [(name, split, scores.results[split][i]) for i, name in enumerate(scores.names) for split in scores.results]
         table.setRowCount(len(rows))
