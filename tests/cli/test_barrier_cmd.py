@@ -83,3 +83,15 @@ def test_evaluate_json_has_loss_and_accuracy_per_split(mlp_files, capsys):
     doc = json.loads(capsys.readouterr().out)
     entry = doc["models"][0]
     assert entry["name"] == "mlp0" and 0.0 <= entry["test"]["accuracy"] <= 1.0 and entry["test"]["n"] == 30
+
+
+def test_barrier_with_align_adds_the_curve_to_b_aligned_by_weight_matching(mlp_files, capsys):
+    code = main(["barrier", *mlp_files, "--align", "--steps", "3", "--max-examples", "40", "--splits", "test", "--json", "--quiet"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    report = json.loads(out.out)
+    curves = {c["label"]: c for c in report["curves"]}
+    assert set(curves) == {"naive", "aligned"}
+    # aligning B changes the path but not B's own loss
+    assert curves["aligned"]["loss"]["test"][-1] == pytest.approx(curves["naive"]["loss"]["test"][-1], rel=1e-5)
+    assert curves["aligned"]["loss"]["test"][1] != pytest.approx(curves["naive"]["loss"]["test"][1])

@@ -189,3 +189,12 @@ def test_in_the_window_the_tab_lists_the_loaded_models_and_offers_a_finished_mer
     window.sig_merge_finished.emit(SimpleNamespace(outputs=(tmp_path / "soup.safetensors",)))
     assert panel.merged.currentText() == "soup"
     assert panel.build_request().merged == str(tmp_path / "soup.safetensors")
+
+
+def test_choosing_the_aligned_curve_without_an_alignment_asks_the_job_to_align(panel, tmp_path):
+    panel.set_models([("a", tmp_path / "a.pt"), ("b", tmp_path / "b.pt")])
+    panel.curve_checks["aligned"].setChecked(True)
+    request = panel.build_request()
+    assert "aligned" in request.curves and request.wants_alignment
+    panel.set_aligned({"w": torch.zeros(1)})
+    assert not panel.build_request().wants_alignment

@@ -67,12 +67,19 @@ class BarrierRequest:
     merged: str | None = None
     aligned_b: str | None = None
     aligned_state: Mapping[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
+    align: bool = False
     reset_bn: str = "auto"
     save_dir: str | None = None
     device: str = "auto"
 
+    @property
+    def wants_alignment(self) -> bool:
+        """Align B to A inside the job: asked for, or the aligned curve chosen with no B′ given."""
+        has_b_prime = self.aligned_state is not None or self.aligned_b is not None
+        return not has_b_prime and (self.align or (self.curves is not None and "aligned" in self.curves))
+
     def job(self, cancel: CancelToken | None = None) -> Generator[Progress | BarrierPoint, None, BarrierReport]:
-        """Load the models, then run :func:`iter_barrier_comparison`."""
+        """Load the models, align B to A when asked (weight matching), then run :func:`iter_barrier_comparison`."""
         yield Progress("load", 0, None, current=display_name(self.model_a), message="reading checkpoints")
         state_a, detected = read_state(self.model_a)
         check_cancel(cancel)
@@ -82,12 +89,19 @@ class BarrierRequest:
             read_state(self.aligned_b)[0] if self.aligned_b else None)
         check_cancel(cancel)
         module, arch = template_for(self.arch, self.model_a, detected)
+        names = (display_name(self.model_a), display_name(self.model_b))
+        if self.wants_alignment:
+            from merge_studio.core.arch import example_input
+            from merge_studio.core.rebasin.align import iter_align
+
+            result = yield from iter_align(module, state_a, state_b, example_input(arch), arch=arch, models=names,
+                                           device=self.device, cancel=cancel)
+            aligned = result.aligned
         data = load_data(self.data, for_module=module)
         report = yield from iter_barrier_comparison(
             module, state_a, state_b, data, curves=self.curves, aligned_b=aligned, merged=merged,
             steps=self.steps, splits=self.splits, reset_bn=self.reset_bn,
-            model_names=(display_name(self.model_a), display_name(self.model_b)),
-            save_dir=self.save_dir, device=self.device, cancel=cancel,
+            model_names=names, save_dir=self.save_dir, device=self.device, cancel=cancel,
         )
         return BarrierReport(
             curves=report.curves, task=report.task, data=report.data, steps=report.steps, splits=report.splits,

@@ -172,6 +172,8 @@ class BarrierPanel(QWidget):
             box.setChecked(kind in ("naive", "bn_reset", "merged"))
             self.curve_checks[kind] = box
         self.curve_checks["bn_reset"].setToolTip("Only drawn for models with BatchNorm")
+        self.curve_checks["aligned"].setToolTip("A → B aligned to A (weight matching runs first unless an "
+                                                "alignment from the Permutations tab is given)")
         self.reset_bn = QCheckBox("Re-estimate BN statistics", self)
         self.reset_bn.setChecked(True)
         self.reset_bn.setToolTip("For models with BatchNorm: recompute running statistics on training data at "
@@ -286,7 +288,7 @@ class BarrierPanel(QWidget):
         self.merged.setCurrentIndex(index)
 
     def set_aligned(self, state_dict: dict[str, Any] | None) -> None:
-        """B aligned to A (from re-basin), enabling the "aligned" curve."""
+        """B aligned to A (from the Permutations tab): the "aligned" curve then uses it instead of aligning again."""
         self.aligned_state = state_dict
         self.curve_checks["aligned"].setChecked(state_dict is not None)
         self._refresh_buttons()
@@ -319,7 +321,6 @@ class BarrierPanel(QWidget):
         ready = self.model_a.count() > 0 and self.model_b.count() > 0
         self.run_button.setEnabled(ready and not running)
         self.evaluate_button.setEnabled(ready and not running)
-        self.curve_checks["aligned"].setEnabled(self.aligned_state is not None)
         if self.model_a.count() < 2 and not running:
             self.status.setText("Load two models of the same architecture to compare them.")
 
