@@ -75,9 +75,9 @@ def align_files(
     seed: int = 0, max_sweeps: int = 100, tolerance: float = 1e-6, device: str = "auto", on_progress=None,  # noqa: ANN001
 ) -> dict:
     """Align checkpoint B to A and write the result (and the report); returns the report."""
-    from merge_studio.core.arch import build_module, detect_arch, example_input
+    from merge_studio.core.arch import detect_arch, example_input
     from merge_studio.core.checkpoints import open_checkpoint
-    from merge_studio.core.rebasin.align import iter_align
+    from merge_studio.core.rebasin.align import iter_align, module_for_alignment
     from merge_studio.core.rebasin.report import permutation_metadata, write_report
     from merge_studio.errors import ArchitectureError
 
@@ -92,7 +92,7 @@ def align_files(
         state_a, state_b = ck_a.state_dict(), ck_b.state_dict()
         metadata_b = dict(ck_b.metadata)
         names = (ck_a.name, ck_b.name)
-    module = build_module(spec)
+    module = module_for_alignment(spec)
     result = drive(
         iter_align(module, state_a, state_b, example_input(spec), arch=str(spec), max_sweeps=max_sweeps, seed=seed,
                    device=device, tolerance=tolerance, models=names),

@@ -60,3 +60,24 @@ def test_align_with_an_architecture_that_does_not_fit_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("merge-studio align:") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_align_with_a_pt2_program_as_the_architecture(tmp_path, capsys):
+    from tests.core.rebasin.models import VGGish, randomize_batchnorm
+
+    torch.manual_seed(1)
+    x = torch.randn(2, 1, 8, 8)
+    program = tmp_path / "vgg.pt2"
+    torch.export.save(torch.export.export(VGGish().eval(), (x,)), str(program))
+    paths = []
+    for name, seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(seed)
+        path = tmp_path / f"{name}.safetensors"
+        save_file(randomize_batchnorm(VGGish(), seed).state_dict(), str(path))
+        paths.append(path)
+    out = tmp_path / "b_aligned.safetensors"
+    code = main(["align", str(paths[0]), str(paths[1]), "--arch", str(program), "-o", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    with safe_open(str(out), "pt") as f:
+        groups = json.loads(f.metadata()["merge_studio.permutation"])["groups"]
+    assert set(groups) == {"features.0", "features.4", "classifier.0"}

@@ -74,6 +74,21 @@ def iter_align(
     return AlignResult(aligned, spec, matching, diff, report)
 
 
+def module_for_alignment(arch: str) -> nn.Module:
+    """The module to trace for ``arch``: a ``.pt2`` program's flat ATen graph, else the built model.
+
+    (The unflattened module views use for drawing hide the graph behind submodule calls.)
+    """
+    from merge_studio.core.arch import build_module, parse_arch
+
+    parsed = parse_arch(arch)
+    if parsed.kind == "pt2":
+        from merge_studio.core.arch.export import load_program
+
+        return load_program(parsed.target).module()
+    return build_module(parsed)
+
+
 def _check_against_module(module: nn.Module, state: Mapping[str, torch.Tensor], which: str) -> None:
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     missing = sorted(set(expected) - set(state))

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from merge_studio.core.rebasin.axes import Member
-from merge_studio.core.rebasin.spec import PermutationSpec
+from merge_studio.core.rebasin.spec import PermutationSpec, set_mode
 from merge_studio.errors import ArchitectureError
 
 
@@ -135,8 +135,11 @@ class _Runner:
     """A float64, eval-mode copy of the model on the CPU, so round-off cannot hide a bug."""
 
     def __init__(self, module: nn.Module, inputs: Sequence[Any]) -> None:
-        self.model = copy.deepcopy(module).to("cpu").double().eval()
-        self.inputs = _batched([_to_double(x) for x in inputs])
+        self.model = copy.deepcopy(module).to("cpu").double()
+        set_mode(self.model, False)
+        inputs = [_to_double(x) for x in inputs]
+        # exported programs may guard their batch size: keep their inputs apart
+        self.inputs = inputs if isinstance(module, torch.fx.GraphModule) else _batched(inputs)
 
     @torch.no_grad()
     def outputs(self, state: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:

@@ -97,6 +97,7 @@ class AxisVars:
         self._pinned: dict[int, list[str]] = {}  # root -> reasons (empty: natural)
         self.heads: dict[int, tuple[int, int]] = {}  # var -> (n_heads, partner var sharing the head order)
         self.producers: set[int] = set()  # variables created by a layer writing these units
+        self.param_axes: set[int] = set()  # variables of a parameter's axis fetched directly (get_attr)
 
     def new(self, size: int, hint: str) -> int:
         var = len(self._parent)
@@ -156,6 +157,25 @@ class AxisVars:
         reasons = self._pinned.setdefault(root, [])
         if reason and reason not in reasons:
             reasons.append(reason)
+
+    def relayout(self, var: int, label: tuple[Segment, ...]) -> bool:
+        """Let a directly fetched parameter axis take another dimension's layout (blocks, parts).
+
+        Possible while the variable is still alone (nothing unified with it yet): its
+        member is re-attached segment by segment and the variable itself retired.
+        """
+        if var not in self.param_axes or self.find(var) != var or len(self.members.get(var, [])) != 1:
+            return False
+        if any(self.find(v) == var for v in range(1, len(self._parent)) if v != var):
+            return False
+        (member,) = self.members.pop(var)
+        offset = 0
+        for seg in label:
+            if seg.var != FIXED:
+                self.add_member(seg.var, Member(member.tensor, member.axis, offset, seg.n, seg.block))
+            offset += seg.length
+        self.fix(var)
+        return True
 
     def add_member(self, var: int, member: Member) -> None:
         if var != FIXED:

@@ -41,6 +41,11 @@ def unify_dims(vars_: AxisVars, a: DimLabel, b: DimLabel, report: Report) -> Dim
         for x, y in zip(a, b, strict=True):
             vars_.union(x.var, y.var)
         return a
+    if dim_size(a) == dim_size(b):
+        if len(a) == 1 and a[0].block == 1 and vars_.relayout(a[0].var, b):
+            return b
+        if len(b) == 1 and b[0].block == 1 and vars_.relayout(b[0].var, a):
+            return a
     a_free, b_free = is_free(vars_, a), is_free(vars_, b)
     if not a_free and not b_free:
         return fixed_dim(dim_size(a))

@@ -18,7 +18,7 @@ from torch import nn
 from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.spec import MethodParams, MethodSpec, ModelJobContext, ModelMergeOutput, NoModelParams, ui
 from merge_studio.core.progress import Progress, check_cancel
-from merge_studio.core.rebasin.align import DEFAULT_TOLERANCE, interpolate_states, iter_align
+from merge_studio.core.rebasin.align import DEFAULT_TOLERANCE, interpolate_states, iter_align, module_for_alignment
 from merge_studio.core.rebasin.apply import verify_function
 from merge_studio.core.rebasin.merge_many import iter_merge_many
 from merge_studio.core.rebasin.report import permutation_metadata
@@ -70,7 +70,7 @@ class MergeManyParams(MethodParams):
 
 
 def _architecture(checkpoints: Sequence[Any], ctx: ModelJobContext, label: str) -> tuple[str, nn.Module, Any]:
-    from merge_studio.core.arch import build_module, detect_arch, example_input
+    from merge_studio.core.arch import detect_arch, example_input
 
     arch = ctx.arch or detect_arch(checkpoints[0])
     if arch is None:
@@ -78,7 +78,7 @@ def _architecture(checkpoints: Sequence[Any], ctx: ModelJobContext, label: str) 
             f"{label} needs the architecture of {checkpoints[0].name}",
             hint="choose one (e.g. zoo:mlp) in the window or give --arch / 'arch:' in the recipe",
         )
-    return arch, build_module(arch), example_input(arch)
+    return arch, module_for_alignment(arch), example_input(arch)
 
 
 def _float_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

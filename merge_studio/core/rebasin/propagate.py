@@ -17,6 +17,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import fx
 
 from merge_studio.core.rebasin import labels as L
+from merge_studio.core.rebasin.aten_rules import aten_rule, op_name
 from merge_studio.core.rebasin.axes import FIXED, AxisVars, DimLabel, Member, Segment, fixed_dim, fixed_tensor
 from merge_studio.core.rebasin.shape_rules import Multi, ShapeRules, fixed_like, tensor_meta
 
@@ -155,14 +156,18 @@ class Propagator(ShapeRules):
             return fixed_like(meta)
         if name not in self.state_names:
             return fixed_tensor(meta)  # a constant that is not saved with the model cannot be permuted
-        return tuple(self.fresh(size, f"{name}[{axis}]", [(name, axis)]) for axis, size in enumerate(meta))
+        dims = tuple(self.fresh(size, f"{name}[{axis}]", [(name, axis)]) for axis, size in enumerate(meta))
+        self.vars.param_axes.update(seg.var for dim in dims for seg in dim if seg.var != FIXED)
+        if len(meta) >= 2 and dims[0][0].var != FIXED:
+            self.vars.producers.add(dims[0][0].var)  # a weight's output axis: this layer writes the units
+        return dims
 
     # -- functions and methods ---------------------------------------------------------
     def call_function(self, node: fx.Node, meta: Any) -> Any:
         target = node.target
         if target is operator.getitem:
             return self.getitem(node, meta)
-        if meta is None:
+        if meta is None and not isinstance(node.meta.get("val"), (list, tuple)):
             return None  # arithmetic on sizes and other non-tensors
         if target in ELEMENTWISE_FUNCTIONS:
             return self.elementwise(node, meta, list(node.args) + list(node.kwargs.values()))
@@ -188,6 +193,11 @@ class Propagator(ShapeRules):
             return self.functional_linear(node, meta)
         if target is F.layer_norm:
             return self.functional_layer_norm(node, meta)
+        aten = op_name(target)
+        if aten is not None:
+            out = aten_rule(self, node, meta, aten)
+            if out is not NotImplemented:
+                return out
         return self.unknown(node, f"{_name(target)} is not known to keep hidden units in place")
 
     def call_method(self, node: fx.Node, meta: Any) -> Any:

@@ -9,6 +9,7 @@ always computes the same function or the spec says why a part stayed put.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +136,14 @@ def trace(module: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(module, graph)
 
 
+def set_mode(module: nn.Module, training: bool) -> None:
+    """``train``/``eval`` where allowed (exported programs refuse both and always run as exported)."""
+    try:
+        module.train(training)
+    except NotImplementedError:
+        pass
+
+
 def _as_args(example_input: Any) -> tuple[Any, ...]:
     return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
 
@@ -176,10 +185,19 @@ def _group_name(hint: str, taken: set[str]) -> str:
 
 
 def spec_from_module(module: nn.Module, example_input: Any) -> PermutationSpec:
-    """Derive the permutation groups of ``module`` by tracing it on ``example_input``."""
-    gm = trace(module)
+    """Derive the permutation groups of ``module`` by tracing it on ``example_input``.
+
+    A module that is already a graph (a ``torch.export`` program's module, as
+    ``.pt2`` architectures are loaded) is used as it is, with ATen operator rules.
+    """
+    if type(module).__name__ == "UnflattenedModule":
+        raise ArchitectureError(
+            "an unflattened exported program hides its graph behind submodule calls",
+            hint="trace the flat program instead: torch.export.load(path).module()",
+        )
+    gm = module if isinstance(module, fx.GraphModule) else trace(module)
     was_training = module.training
-    gm.eval()
+    set_mode(gm, False)
     try:
         with torch.no_grad():
             ShapeProp(gm).propagate(*_as_args(example_input))
@@ -189,8 +207,8 @@ def spec_from_module(module: nn.Module, example_input: Any) -> PermutationSpec:
             hint="check that the example input fits the model",
         ) from exc
     finally:
-        gm.train(was_training)
-        module.train(was_training)
+        set_mode(gm, was_training)
+        set_mode(module, was_training)
     aliases = _aliases(module)
     prop = Propagator(gm, set(aliases))
     prop.run()
@@ -204,6 +222,9 @@ def _build_spec(prop: Propagator, aliases: dict[str, list[str]], buffers: frozen
     for var, (_heads, partner) in list(vars_.heads.items()):
         if vars_.is_fixed(partner) and not vars_.is_fixed(var):
             vars_.fix(var, f"{vars_.hint(var)}: its heads are tied to units that cannot move")
+    for root, members in vars_.groups().items():
+        if len({(m.tensor, m.axis) for m in members}) == 1:
+            vars_.fix(root)  # one tensor axis alone: nothing else moves with it, so it must stay
     roots = vars_.groups()
     taken: set[str] = set()
     producers: dict[int, list[str]] = {}
@@ -211,7 +232,8 @@ def _build_spec(prop: Propagator, aliases: dict[str, list[str]], buffers: frozen
         producers.setdefault(vars_.find(var), []).append(vars_.hint(var))
     names: dict[int, str] = {}
     for root in roots:
-        hint = vars_.hint(root)
+        hint = producers[root][0] if producers.get(root) else vars_.hint(root)
+        hint = re.sub(r"\.weight\[0\]$", "", hint)  # exported graphs: name by the layer
         if len(producers.get(root, [])) > 1:
             hint = f"residual:{hint}"  # several layers write into these units: a residual stream
         names[root] = _group_name(hint, taken)

@@ -212,3 +212,35 @@ def test_zoo_models_are_permuted_everywhere_and_keep_their_function(arch):
     state = model.state_dict()
     perms = random_perms(spec, 5)
     assert verify_function(model, state, apply_permutation(spec, state, perms), x, n_random=1) < 1e-9
+
+
+@pytest.mark.parametrize("arch", ["mlp", "vgg", "resnet", "transformer"])
+def test_exported_programs_are_read_from_their_aten_graph(arch):
+    torch.manual_seed(0)
+    build, make_input = ARCHITECTURES[arch]
+    model = randomize_batchnorm(build()).eval()
+    x = make_input()
+    program = torch.export.export(model, (x,)).module()
+    spec = spec_from_module(program, x)
+    state = program.state_dict()
+    perms = random_perms(spec, 6)
+    assert verify_function(program, state, apply_permutation(spec, state, perms), x) < 1e-10
+    if arch == "transformer":  # attention is decomposed into reshapes: reported, the rest still moves
+        assert {"residual:embed", "fc1"} <= set(spec.names)
+        assert spec.unpermuted and all("reshape" in p.reason for p in spec.unpermuted)
+    else:
+        assert not spec.unpermuted and len(spec.groups) == len(spec_from_module(model, x).groups)
+
+
+def test_a_pt2_architecture_file_aligns_through_its_own_program(tmp_path):
+    from merge_studio.core.arch import example_input
+    from merge_studio.core.rebasin.align import module_for_alignment
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(VGGish()).eval()
+    path = tmp_path / "vgg.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 1, 8, 8),)), str(path))
+    program = module_for_alignment(str(path))
+    x = example_input(str(path))
+    spec = spec_from_module(program, x)
+    assert spec.names == ["features.0", "features.4", "classifier.0"]
