@@ -318,7 +318,7 @@ class BarrierPanel(QWidget):
 
     def _refresh_buttons(self) -> None:
         running = self._running
-        ready = self.model_a.count() > 0 and self.model_b.count() > 0
+        ready = self.model_a.count() >= 2
         self.run_button.setEnabled(ready and not running)
         self.evaluate_button.setEnabled(ready and not running)
         if self.model_a.count() < 2 and not running:
