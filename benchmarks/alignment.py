@@ -138,6 +138,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=11, help="interpolation points per curve (default 11)")
     parser.add_argument("--repeats", type=int, default=3, help="timed alignments per model (default 3)")
+    parser.add_argument("--restarts", type=int, default=8, help="also align from this many seeds, keeping the best (default 8)")
     parser.add_argument("--skip-rebasin", action="store_true", help="do not run the rebasin package")
     parser.add_argument("--models", default="mlp,vgg,resnet")
     args = parser.parse_args()
@@ -154,6 +155,9 @@ def main() -> int:
             print(f"{label}: rebasin package {rb_note}" + (f" in {rb_time:.1f} s" if rb_time else ""), flush=True)
             if rb_state is not None:
                 extra["rebasin pkg"] = rb_state
+        if args.restarts > 1:
+            best = drive(iter_align(build_module(arch), a, b, example_input(arch), arch=arch, device="cpu", restarts=args.restarts))
+            extra[f"ours ×{args.restarts}"] = best.aligned
         bars = barriers(arch, a, b, result.aligned, extra, args.steps)
         rb_diff = None
         if "rebasin pkg" in extra:

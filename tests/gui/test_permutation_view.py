@@ -9,7 +9,7 @@ import torch
 from merge_studio.core.progress import drive
 from merge_studio.core.rebasin.align import iter_align
 from merge_studio.core.rebasin.apply import apply_permutation
-from merge_studio.core.rebasin.matching import SimilarityProvider
+from merge_studio.core.rebasin.similarity import SimilarityProvider
 from merge_studio.core.rebasin.spec import spec_from_module
 from merge_studio.gui.views.permutation_view import PermutationView, group_for_layer, layer_marks, layer_overlay
 from tests.core.rebasin.models import SortsHiddenUnitsLike, TinyResNet, random_perms, randomize_batchnorm

@@ -43,6 +43,7 @@ def iter_align(
     arch: str | None = None,
     max_sweeps: int = 100,
     seed: int = 0,
+    restarts: int = 1,
     device: str | torch.device = "auto",
     tolerance: float = DEFAULT_TOLERANCE,
     data: Sequence[Any] | None = None,
@@ -62,7 +63,7 @@ def iter_align(
     _check_against_module(module, state_b, "model B")
     check_cancel(cancel)
     matching = yield from iter_weight_matching(
-        spec, state_a, state_b, max_sweeps=max_sweeps, seed=seed, device=device, cancel=cancel
+        spec, state_a, state_b, max_sweeps=max_sweeps, seed=seed, restarts=restarts, device=device, cancel=cancel
     )
     check_cancel(cancel)
     yield Progress("align", 0, None, message="checking that the permuted model computes the same function")

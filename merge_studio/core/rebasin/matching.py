@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -253,11 +253,16 @@ def iter_weight_matching(
     *,
     max_sweeps: int = 100,
     seed: int = 0,
+    restarts: int = 1,
     device: str | torch.device = "auto",
     cancel: CancelToken | None = None,
     init: Mapping[str, torch.Tensor] | None = None,
 ) -> Generator[Progress, None, MatchingResult]:
-    """Find permutations of B's hidden units that make B's weights closest to A's."""
+    """Find permutations of B's hidden units that make B's weights closest to A's.
+
+    ``restarts > 1`` repeats the descent with seeds ``seed, seed + 1, ...`` (different
+    group orders reach different local optima) and keeps the highest objective.
+    """
     start = time.perf_counter()
     dev = resolve_device(device)
     check_state(spec, state_a, "model A")
@@ -265,14 +270,26 @@ def iter_weight_matching(
     a = _float_state(spec, state_a, "A", dev)
     b = _float_state(spec, state_b, "B", dev)
     _check_shapes(a, b)
-    perms = {g.name: torch.arange(g.size, device=dev) for g in spec.groups}
-    for name, p in (init or {}).items():
-        if name in perms:
-            perms[name] = torch.as_tensor(p, device=dev).long()
-    problem = _Problem(spec, a, b, perms)
-    units = _units(spec)
+    best: MatchingResult | None = None
+    for attempt in range(max(1, restarts)):
+        perms = {g.name: torch.arange(g.size, device=dev) for g in spec.groups}
+        for name, p in (init or {}).items():
+            if name in perms:
+                perms[name] = torch.as_tensor(p, device=dev).long()
+        result = yield from _descend(_Problem(spec, a, b, perms), seed + attempt, max_sweeps, dev, cancel, attempt, restarts)
+        if best is None or result.objective[-1:] > best.objective[-1:]:
+            best = result
+    assert best is not None
+    return replace(best, seconds=time.perf_counter() - start)
+
+
+def _descend(
+    problem: _Problem, seed: int, max_sweeps: int, dev: torch.device, cancel: CancelToken | None, attempt: int, restarts: int
+) -> Generator[Progress, None, MatchingResult]:
+    """Algorithm 1 from one starting point: sweeps in random order until no group improves."""
+    units = _units(problem.spec)
     rng = np.random.default_rng(seed)
-    largest = max((g.size for g in spec.groups), default=0)
+    largest = max((g.size for g in problem.spec.groups), default=0)
     with _small_problem_threads(dev, largest):
         initial = problem.objective()
     objective: list[float] = []
@@ -291,65 +308,17 @@ def iter_weight_matching(
                 improved |= _step(problem, unit, solved)
             objective.append(problem.objective())
         sweeps += 1
-        yield Progress("weight matching", sweeps, max_sweeps, unit="sweeps", message=f"objective {objective[-1]:.6g}")
+        note = f" (start {attempt + 1} of {restarts})" if restarts > 1 else ""
+        yield Progress("weight matching", sweeps, max_sweeps, unit="sweeps", message=f"objective {objective[-1]:.6g}{note}")
         if not improved:
             converged = True
             break
     return MatchingResult(
-        perms={k: v.cpu() for k, v in perms.items()},
+        perms={k: v.cpu() for k, v in problem.perms.items()},
         objective=tuple(objective),
         initial_objective=initial,
         sweeps=sweeps,
         converged=converged,
         seed=seed,
-        seconds=time.perf_counter() - start,
         order=tuple(orders),
     )
-
-
-def similarity_matrix(
-    spec: PermutationSpec,
-    group: str,
-    state_a: Mapping[str, torch.Tensor],
-    state_b: Mapping[str, torch.Tensor],
-    perms: Mapping[str, torch.Tensor],
-    *,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """The group's similarity matrix (rows: A's units, columns: B's units in B's own order).
-
-    Every other group is permuted as in ``perms``; ``sim[:, perms[group]]`` shows the
-    matched units on the diagonal.
-    """
-    dev = resolve_device(device)
-    a = _float_state(spec, state_a, "A", dev)
-    b = _float_state(spec, state_b, "B", dev)
-    full = {g.name: torch.as_tensor(perms.get(g.name, torch.arange(g.size))).to(dev) for g in spec.groups}
-    return _Problem(spec, a, b, full).cost(spec.group(group)).cpu()
-
-
-class SimilarityProvider:
-    """Similarity matrices of one alignment, computed on first request and kept (for the inspection view)."""
-
-    def __init__(
-        self,
-        spec: PermutationSpec,
-        state_a: Mapping[str, torch.Tensor],
-        state_b: Mapping[str, torch.Tensor],
-        perms: Mapping[str, torch.Tensor],
-        *,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        dev = resolve_device(device)
-        a = _float_state(spec, state_a, "A", dev)
-        b = _float_state(spec, state_b, "B", dev)
-        full = {g.name: torch.as_tensor(perms.get(g.name, torch.arange(g.size))).to(dev) for g in spec.groups}
-        self._problem = _Problem(spec, a, b, full)
-        self._cache: dict[str, torch.Tensor] = {}
-
-    def __call__(self, group: str) -> torch.Tensor | None:
-        if group not in self._problem.spec.names:
-            return None
-        if group not in self._cache:
-            self._cache[group] = self._problem.cost(self._problem.spec.group(group)).cpu()
-        return self._cache[group]

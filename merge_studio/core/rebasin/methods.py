@@ -38,6 +38,12 @@ class WeightMatchingParams(MethodParams):
         json_schema_extra=ui("spin", per_layer=False),
     )
     seed: int = Field(0, ge=0, title="Seed", description="Order in which groups are visited.", json_schema_extra=ui("seed", per_layer=False))
+    restarts: int = Field(
+        1, ge=1, le=100, title="Restarts",
+        description="Run the descent from this many seeds (seed, seed+1, ...) and keep the best match; "
+        "helps narrow residual networks, costs time proportionally.",
+        json_schema_extra=ui("spin", per_layer=False),
+    )
     tolerance: float = Field(
         DEFAULT_TOLERANCE, gt=0.0, le=1.0, title="Tolerance",
         description="Largest relative output change of B allowed after permuting (checked in float64); above it the merge fails.",
@@ -119,7 +125,7 @@ def weight_matching_merge(
     state_a, state_b = checkpoints[0].state_dict(), checkpoints[1].state_dict()
     names = ctx.model_names or tuple(ck.name for ck in checkpoints)
     result = yield from iter_align(
-        module, state_a, state_b, example, arch=arch, max_sweeps=params.max_sweeps, seed=params.seed,
+        module, state_a, state_b, example, arch=arch, max_sweeps=params.max_sweeps, seed=params.seed, restarts=params.restarts,
         device=ctx.device, tolerance=params.tolerance, models=(names[0], names[1]), cancel=ctx.cancel,
         data=_check_inputs(module, ctx),
     )

@@ -7,7 +7,8 @@ import torch
 
 from merge_studio.core.progress import CancelToken, drive
 from merge_studio.core.rebasin.apply import apply_permutation
-from merge_studio.core.rebasin.matching import iter_weight_matching, similarity_matrix
+from merge_studio.core.rebasin.matching import iter_weight_matching
+from merge_studio.core.rebasin.similarity import similarity_matrix
 from merge_studio.core.rebasin.spec import spec_from_module
 from merge_studio.errors import ArchitectureError, Cancelled
 from tests.core.rebasin.models import ARCHITECTURES, mlp, random_perms, randomize_batchnorm
@@ -99,3 +100,11 @@ def test_batchnorm_statistics_are_permuted_but_do_not_decide_the_match():
     state_b["features.1.running_var"] = state_a["features.1.running_var"].flip(0) * 100
     result = drive(iter_weight_matching(spec, state_a, state_b, device="cpu"))
     assert all(torch.equal(p, torch.arange(len(p))) for p in result.perms.values())
+
+
+def test_restarts_keep_the_best_objective_of_several_seeds():
+    a, b = mlp(), mlp()
+    spec = spec_from_module(a, torch.randn(2, 8))
+    singles = [drive(iter_weight_matching(spec, a.state_dict(), b.state_dict(), seed=s, device="cpu")) for s in range(3)]
+    best = drive(iter_weight_matching(spec, a.state_dict(), b.state_dict(), seed=0, restarts=3, device="cpu"))
+    assert best.objective[-1] == max(r.objective[-1] for r in singles)
