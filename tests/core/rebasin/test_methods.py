@@ -69,7 +69,7 @@ def test_weight_matching_of_a_permuted_copy_interpolates_to_the_original(tmp_pat
 
 
 def test_resetting_batchnorm_without_data_is_refused(tmp_path):
-    arch = "zoo:vgg"
+    arch = "zoo:vgg?widths=4,8"
     a, b = build_module(arch).state_dict(), build_module(arch).state_dict()
     paths = [_save(tmp_path, "a.safetensors", a), _save(tmp_path, "b.safetensors", b)]
     with pytest.raises(MethodError, match="needs evaluation data"):
@@ -142,3 +142,22 @@ def test_with_data_the_function_check_also_runs_on_real_inputs(tmp_path):
         for ck in checkpoints:
             ck.close()
     assert out.report["max_output_difference"] < 1e-9
+
+
+def test_merge_many_re_estimates_batchnorm_statistics_on_the_data(tmp_path):
+    arch = "zoo:vgg?widths=4,8"
+    torch.manual_seed(6)
+    states = [build_module(arch).state_dict() for _ in range(2)]
+    paths = [_save(tmp_path, f"m{i}.safetensors", s) for i, s in enumerate(states)]
+    spec = get_method("merge_many")
+    checkpoints = [open_checkpoint(p) for p in paths]
+    try:
+        ctx = ModelJobContext(device=torch.device("cpu"), arch=arch, data={"source": "digits", "max_examples": 64})
+        out = drive(spec.merge_model(checkpoints, None, spec.params(reset_bn=True, max_iterations=5), [], ctx))
+    finally:
+        for ck in checkpoints:
+            ck.close()
+    merged = out.state_dicts[0]
+    mean_key = next(k for k in merged if k.endswith("running_mean"))
+    assert out.report["reset_bn"] is True
+    assert not torch.allclose(merged[mean_key], torch.zeros_like(merged[mean_key]))  # fresh models start at 0
