@@ -44,6 +44,7 @@ LIGHT = {
     "accent": "#2e86de", "accent_hover": "#1f6fbf", "accent_soft": "#e3f0fc", "accent_disabled": "#a9c8e8",
     "selection": "#d6e9fb", "selection_text": "#1b2631",
     "error": "#c0392b", "error_bg": "#fdecea", "on_accent": "#ffffff",
+    "chevron_up": "chevron-up.svg", "chevron_down": "chevron-down.svg",
 }
 DARK = {
     "window": "#1f2329", "surface": "#262b32", "alt": "#2a3038", "header": "#2d333b",
@@ -52,6 +53,7 @@ DARK = {
     "accent": "#4ea1f3", "accent_hover": "#6cb3f7", "accent_soft": "#1e3a56", "accent_disabled": "#35506b",
     "selection": "#1f4466", "selection_text": "#ffffff",
     "error": "#ef6b5e", "error_bg": "#4a2523", "on_accent": "#ffffff",
+    "chevron_up": "chevron-up-dark.svg", "chevron_down": "chevron-down-dark.svg",
 }
 
 
@@ -159,11 +161,13 @@ def stylesheet(dark: bool | None = None) -> str:
 
 
 def register_search_path() -> None:
-    """Let the style sheet say ``url(icons:merge.svg)``."""
+    """Let the style sheet say ``url(icons:merge.svg)`` and ``url(style:chevron-down.svg)``."""
     try:
         folder = _root()
-        QDir.addSearchPath("icons", str(folder))
-        QDir.addSearchPath("icons", str(folder.joinpath("icons")))
+        for prefix, path in (("icons", folder), ("icons", folder.joinpath("icons")),
+                             ("style", folder.joinpath("style"))):
+            if str(path) not in QDir.searchPaths(prefix):
+                QDir.addSearchPath(prefix, str(path))
     except (ModuleNotFoundError, TypeError):
         pass
 

@@ -134,3 +134,14 @@ def test_apply_style_installs_the_sheet_for_the_palette(restore_style):
     res.apply_style(qapp)
     assert "QTabBar::tab" in qapp.styleSheet()
     assert res.LIGHT["accent"] in qapp.styleSheet()
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_every_picture_the_style_sheet_names_is_shipped(dark):
+    sheet = res.stylesheet(dark=dark)
+    names = re.findall(r"url\(style:([^)]+)\)", sheet)
+    assert names, "the spin box and combo box arrows come from the assets"
+    folder = resources.files("merge_studio.gui.assets").joinpath("style")
+    for name in names:
+        assert folder.joinpath(name).is_file(), name
+
