@@ -84,6 +84,8 @@ class MainWindow(QMainWindow):
         self.error_dialogs: list[ErrorDialog] = []
         self._loaders: set[JobWorker] = set()
         self._sized_panels = False
+        self._user_sized = False  # once the user drags a splitter, the layout is theirs
+        self._fitted_for_models = False
         self.remember_layout = remember_layout  # screenshots use the default layout and leave settings alone
 
         self.table_model = CheckpointTableModel(self.session, self)
@@ -169,6 +171,9 @@ class MainWindow(QMainWindow):
         self.v_split.setChildrenCollapsible(False)
         self.log_panel.setMinimumHeight(80)
         self.setCentralWidget(self.v_split)
+        self.h_split.splitterMoved.connect(self._on_h_split_moved)
+        self.tabs.tabBar().setUsesScrollButtons(False)
+        self.tabs.tabBar().setElideMode(Qt.TextElideMode.ElideRight)
         status = self.statusBar()
         status.setSizeGripEnabled(True)
         status.addWidget(self.job_status, 1)
@@ -324,6 +329,8 @@ class MainWindow(QMainWindow):
 
     def _refresh_all(self) -> None:
         self.inspector_stack.setCurrentIndex(1 if self.session.models else 0)
+        if self._sized_panels and not self._user_sized and bool(self.session.models) != self._fitted_for_models:
+            self.fit_panels()
         if not self.session.models and hasattr(self.welcome, "set_recent"):
             self.welcome.set_recent([*self.settings.recent_recipes[:3], *self.settings.recent_models[:5]])
         compat = check_models(self.session.models)
@@ -517,15 +524,26 @@ class MainWindow(QMainWindow):
             self._sized_panels = True
             if not self.remember_layout or self.settings.splitter_state("h") is None:
                 self.fit_panels()
+            else:
+                self._user_sized = True  # restored from the last session
 
     def fit_panels(self) -> None:
-        """Give the model list room for its columns, the method panel a steady width, the tabs the rest."""
+        """Default widths: an empty list gives the welcome page room; a full one gets room for its columns."""
         width = self.h_split.width() or self.width()
-        right = 340 if width < 1600 else 400
-        left = max(520, int((width - right) * 0.5)) if width < 1600 else int((width - right) * 0.45)
+        right = 330 if width < 1600 else 400
+        if not self.session.models:
+            left = 300 if width < 1600 else 420
+        elif width < 1600:
+            left = max(490, int((width - right) * 0.5))
+        else:
+            left = int((width - right) * 0.45)
         self.h_split.setSizes([left, max(width - left - right, 360), right])
         height = self.v_split.height() or self.height()
         self.v_split.setSizes([height - 150, 150])
+        self._fitted_for_models = bool(self.session.models)
+
+    def _on_h_split_moved(self) -> None:
+        self._user_sized = True
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 
@@ -48,10 +49,18 @@ def _running_qthreads() -> list:
 
 @pytest.fixture(autouse=True)
 def _no_thread_left_running(qapp):
-    """Every test must leave no QThread running behind it."""
+    """Every test must leave no QThread running behind it.
+
+    Cyclic garbage (windows whose slots are lambdas over ``self``) is collected here,
+    on the GUI thread: left to chance, Python's collector may run it on a job's
+    worker thread, and a Qt timer destroyed there stays registered with the GUI
+    thread's dispatcher and later fires into freed memory.
+    """
     yield
     from PySide6.QtCore import QCoreApplication
 
+    QCoreApplication.processEvents()
+    gc.collect()
     QCoreApplication.processEvents()
     leftover = _running_qthreads()
     assert not leftover, f"threads still running after the test: {[t.objectName() for t in leftover]}"

@@ -4,9 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPoint, Qt, Signal
-from PySide6.QtGui import QAction, QDragEnterEvent, QDragMoveEvent, QDropEvent, QPainter, QPaintEvent
-from PySide6.QtWidgets import QAbstractItemView, QApplication, QHeaderView, QMenu, QStyle, QTableView, QWidget
+from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QAction,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
+    QFont,
+    QFontMetrics,
+    QPainter,
+    QPaintEvent,
+    QPalette,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QHeaderView,
+    QMenu,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTableView,
+    QWidget,
+)
 
 from merge_studio.gui.forms.coefficient_table import CoefficientDelegate
 from merge_studio.gui.views.checkpoint_model import (
@@ -15,7 +35,9 @@ from merge_studio.gui.views.checkpoint_model import (
     COL_NAME,
     COL_PARAMS,
     COL_SIZE,
-    FIXED_COLUMNS,
+    ERROR_COLOR,
+    STATUS_ROLE,
+    SUBTITLE_ROLE,
     CheckpointTableModel,
 )
 
@@ -27,6 +49,52 @@ def paths_from_mime(mime) -> list[Path]:
     if not mime.hasUrls():
         return []
     return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile() and u.toLocalFile()]
+
+
+class NameDelegate(QStyledItemDelegate):
+    """The name on the first line, format · dtype · tensors (or the error) muted below it."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        title, subtitle = opt.text, index.data(SUBTITLE_ROLE) or ""
+        opt.text = ""
+        opt.state &= ~QStyle.StateFlag.State_HasFocus  # the row is selected as a whole; no cell frame
+        widget = opt.widget
+        style = widget.style() if widget is not None else QApplication.style()
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
+        rect = opt.rect.adjusted(6, 3, -6, -3)
+        if not opt.icon.isNull():
+            size = opt.decorationSize
+            icon_rect = QRect(rect.left(), rect.top() + (rect.height() - size.height()) // 2, size.width(), size.height())
+            opt.icon.paint(painter, icon_rect)
+            rect.setLeft(icon_rect.right() + 8)
+        painter.save()
+        font = QFont(opt.font)
+        painter.setFont(font)
+        metrics = QFontMetrics(font)
+        top = QRect(rect.left(), rect.top(), rect.width(), rect.height() // 2)
+        bottom = QRect(rect.left(), rect.top() + rect.height() // 2, rect.width(), rect.height() - rect.height() // 2)
+        selected = bool(opt.state & QStyle.StateFlag.State_Selected)
+        text_color = opt.palette.color(QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text)
+        foreground = index.data(Qt.ItemDataRole.ForegroundRole)
+        painter.setPen(foreground.color() if foreground is not None else text_color)
+        painter.drawText(top, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom),
+                         metrics.elidedText(title, Qt.TextElideMode.ElideMiddle, top.width()))
+        small = QFont(opt.font)
+        small.setBold(False)
+        small.setPointSizeF(max(opt.font.pointSizeF() * 0.85, 7.0))
+        painter.setFont(small)
+        status = index.data(STATUS_ROLE)
+        muted = opt.palette.color(QPalette.ColorRole.PlaceholderText)
+        painter.setPen(ERROR_COLOR if status == "error" else muted)
+        painter.drawText(bottom, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop),
+                         QFontMetrics(small).elidedText(subtitle, Qt.TextElideMode.ElideRight, bottom.width()))
+        painter.restore()
+
+    def sizeHint(self, option: QStyleOptionViewItem, index) -> QSize:  # noqa: N802
+        hint = super().sizeHint(option, index)
+        return QSize(hint.width(), max(hint.height(), 2 * option.fontMetrics.height() + 8))
 
 
 class CheckpointList(QTableView):
@@ -49,6 +117,7 @@ class CheckpointList(QTableView):
         self.table_model = table_model
         self.setModel(table_model)
         self.setItemDelegate(CoefficientDelegate(table_model, self))
+        self.setItemDelegateForColumn(COL_NAME, NameDelegate(self))
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed)
@@ -64,7 +133,8 @@ class CheckpointList(QTableView):
         self.setWordWrap(False)
         self.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.verticalHeader().hide()
-        self.verticalHeader().setDefaultSectionSize(28)
+        self.verticalHeader().setDefaultSectionSize(44)
+        self.setIconSize(QSize(18, 18))
         self.horizontalHeader().setHighlightSections(False)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._on_context_menu)
@@ -107,10 +177,8 @@ class CheckpointList(QTableView):
                 sample = widths.get(col, "-10.000")
                 title = str(self.table_model.headerData(col, Qt.Orientation.Horizontal))
                 header.resizeSection(col, max(metrics.horizontalAdvance(sample), metrics.horizontalAdvance(title) + 6) + 12)
-        self.clearSpans()
-        for row, model in enumerate(self.table_model.session.models):
-            if model.status in ("error", "loading"):
-                self.setSpan(row, COL_FORMAT, 1, len(FIXED_COLUMNS) - COL_FORMAT)
+        for col in (COL_FORMAT, COL_DTYPE):  # shown under the name (see NameDelegate)
+            self.setColumnHidden(col, True)
         previous = self._current_id
         self._current_id = None
         if previous is not None and self.table_model.row_of(previous) >= 0:

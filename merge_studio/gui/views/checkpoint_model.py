@@ -25,6 +25,8 @@ COL_NAME, COL_FORMAT, COL_PARAMS, COL_SIZE, COL_DTYPE = range(len(FIXED_COLUMNS)
 ERROR_COLOR = QColor("#c0392b")
 MUTED_COLOR = QColor("#7f8c8d")
 ModelIndex = QModelIndex | QPersistentModelIndex
+SUBTITLE_ROLE = Qt.ItemDataRole.UserRole + 10  # the muted second line under a model's name
+STATUS_ROLE = Qt.ItemDataRole.UserRole + 11  # "loading", "ready" or "error"
 
 
 def human_count(n: int) -> str:
@@ -161,7 +163,24 @@ class CheckpointTableModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.UserRole:
             return model.id
+        if role == SUBTITLE_ROLE and col == COL_NAME:
+            return self._subtitle(model)
+        if role == STATUS_ROLE:
+            return model.status
         return None
+
+    def _subtitle(self, model: LoadedModel) -> str:
+        if model.status == "loading":
+            return "loading…"
+        if model.status == "error":
+            return model.error.removeprefix(f"{model.path.name}: ")
+        s = model.summary
+        assert s is not None
+        dtype = s.main_dtype if len(s.dtypes) <= 1 else f"{s.main_dtype} +{len(s.dtypes) - 1} more"
+        parts = [s.format, dtype, f"{s.tensor_count} tensors"]
+        if self._issues(model):
+            parts.insert(0, "doesn't match the others (hover)")
+        return " · ".join(parts)
 
     def _display(self, model: LoadedModel, col: int) -> str:
         s = model.summary

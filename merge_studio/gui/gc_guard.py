@@ -1,0 +1,53 @@
+"""Run Python's cyclic garbage collector on the GUI thread only.
+
+Python collects cycles in whichever thread happens to allocate when a
+threshold is crossed. With jobs on worker threads that is often a worker, and a
+Qt object collected there (a window whose slots are lambdas over ``self``, a
+timer) is destroyed from the wrong thread: its timers stay registered with the
+GUI thread's dispatcher ("Timers cannot be stopped from another thread") and
+later fire into freed memory. The usual cure in Qt applications (pyqtgraph
+ships the same idea) is to turn automatic collection off and collect from a
+timer on the GUI thread, which is what :func:`install` does.
+"""
+
+from __future__ import annotations
+
+import gc
+
+from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
+
+INTERVAL_MS = 500
+
+
+class GuiThreadCollector(QObject):
+    """Collects each generation when its counter passes the interpreter's threshold."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.thresholds = gc.get_threshold()
+        self.timer = QTimer(self)
+        self.timer.setInterval(INTERVAL_MS)
+        self.timer.timeout.connect(self.check)
+        self.timer.start()
+        gc.disable()
+
+    def check(self) -> int:
+        """Collect the oldest generation whose count passed its threshold; returns objects freed."""
+        counts = gc.get_count()
+        for generation in (2, 1, 0):
+            if counts[generation] > self.thresholds[generation]:
+                return gc.collect(generation)
+        return 0
+
+
+_collector: GuiThreadCollector | None = None
+
+
+def install() -> GuiThreadCollector | None:
+    """Start collecting on the GUI thread (once; needs the application object)."""
+    global _collector
+    app = QCoreApplication.instance()
+    if _collector is not None or app is None or QThread.currentThread() is not app.thread():
+        return _collector
+    _collector = GuiThreadCollector(app)
+    return _collector
