@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 app="${MERGE_STUDIO:-.venv/bin/merge-studio}"
+python="${PYTHON:-.venv/bin/python}"
 out=docs/images
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -16,6 +17,8 @@ export QT_QPA_PLATFORM=offscreen XDG_CONFIG_HOME="$scratch/config"
 mkdir -p "$out"
 
 "$app" --size 1280x800 --screenshot "$out/welcome.png"
-"$app" --demo --size 1280x800 --select 0 --tab Inspector --screenshot "$out/window.png"
-"$app" --demo --size 1280x800 --select 0 --tab Graph --screenshot "$out/graph.png"
+# The demo MLPs (trained on first use), opened as files like a user would.
+mapfile -t demo < <("$python" -c 'from merge_studio.core.demo import ensure_demo_models
+print(*ensure_demo_models().paths("zoo:mlp"), sep="\n")')
+"$app" "${demo[@]}" --size 1280x800 --select 0 --tab Inspector --screenshot "$out/window.png"
 ls -l "$out"
