@@ -8,11 +8,10 @@ merges run ``iter_merge`` on a :class:`JobRunner`, and recipes come from the
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent
+from PySide6.QtCore import QCoreApplication, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -27,13 +26,9 @@ from PySide6.QtWidgets import (
 )
 
 from merge_studio.core.device import describe_device
-from merge_studio.core.engine import MergeResult, iter_merge
-from merge_studio.core.progress import Progress
-from merge_studio.core.recipe import load_recipe
 from merge_studio.errors import MergeStudioError
 from merge_studio.gui.compat import check_models
 from merge_studio.gui.dialogs.error_dialog import ErrorDialog
-from merge_studio.gui.loading import Loaded, LoadFailed, load_checkpoints
 from merge_studio.gui.menus import build_menus
 from merge_studio.gui.qt_compat import protect_none
 from merge_studio.gui.resources import icon
@@ -46,10 +41,10 @@ from merge_studio.gui.views.inspector import Inspector
 from merge_studio.gui.views.log_panel import LogPanel
 from merge_studio.gui.views.method_picker import MethodPicker
 from merge_studio.gui.views.status_panel import JobStatus
+from merge_studio.gui.window_actions import RECIPE_FILTER, WindowActions
 from merge_studio.gui.workers import JobError, JobRunner, JobWorker
 
 MODEL_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.bin *.ckpt *.pt2 *.index.json);;All files (*)"
-RECIPE_FILTER = "Recipes (*.yaml *.yml);;All files (*)"
 # (tab title, module, class, empty-state sentence) for views other issues provide
 OPTIONAL_TABS = (
     ("Graph", "merge_studio.gui.views.graph_view", "GraphView",
@@ -61,7 +56,7 @@ OPTIONAL_TABS = (
 )
 
 
-class MainWindow(QMainWindow):
+class MainWindow(WindowActions, QMainWindow):
     """Model list | tabs | method panel, a log below and a status bar."""
 
     sig_models_loaded = Signal()
@@ -214,115 +209,6 @@ class MainWindow(QMainWindow):
             if (value := self.settings.splitter_state(name)) is not None:
                 split.restoreState(value)
 
-    # --- models -----------------------------------------------------------------------
-    def open_paths(self, paths: Iterable[str | Path]) -> list[int]:
-        """Add rows for ``paths`` at once and read their headers on a worker thread."""
-        items: list[tuple[int, Path]] = []
-        for path in paths:
-            p = Path(path).expanduser()
-            if self.session.find_path(p) is not None:
-                self.log_panel.log(f"{p.name} is already in the list", "warning")
-                continue
-            row = self.session.add_pending(p)
-            items.append((row.id, row.path))
-            self.settings.add_recent_model(p)
-            self.settings.set_last_folder("models", p)
-        if items:
-            self._start_loading(items)
-            self._on_session_changed()
-            self.menus_refresh_recent()
-        return [model_id for model_id, _ in items]
-
-    def _start_loading(self, items: list[tuple[int, Path]]) -> None:
-        worker = self.runner.start(lambda token, items=items: load_checkpoints(items, token), "load")
-        worker.sig_partial.connect(self._on_loader_partial)
-        worker.sig_failed.connect(self._on_loader_failed)
-        worker.sig_done.connect(self._on_loader_done)
-        self._loaders.add(worker)
-
-    def _on_loader_partial(self, item: object) -> None:
-        if isinstance(item, Loaded):
-            self.session.set_loaded(item.model_id, item.checkpoint, item.summary)
-            model = self.session.find(item.model_id)
-            if model is not None:
-                s = item.summary
-                self.log_panel.log(f"Opened {model.name}: {s.format}, {s.tensor_count} tensors, {s.parameter_count:,} parameters")
-                if not self.session.output.path:
-                    self.method_panel.set_output_path(self.session.suggest_output())
-        elif isinstance(item, LoadFailed):
-            self.session.set_failed(item.model_id, item.message)
-            self.log_panel.log(f"Could not open {item.path.name}: {item.message}", "error")
-        self._on_session_changed()
-
-    def _on_loader_failed(self, error: JobError) -> None:
-        self.log_panel.log(f"Loading stopped: {error.message}", "error")
-
-    def _on_loader_done(self) -> None:
-        self._loaders = {w for w in self._loaders if not w.finished}
-        for model in self.session.models:  # a crashed loader leaves no row "loading" forever
-            if model.status == "loading" and not self._loaders:
-                self.session.set_failed(model.id, "loading stopped before this file was read")
-        self._on_session_changed()
-        if not self.session.loading:
-            self.sig_models_loaded.emit()
-
-    def open_any(self, path: str | Path) -> None:
-        """A recipe (``.yaml``) restores the window; anything else is loaded as a model."""
-        if Path(path).suffix.lower() in (".yaml", ".yml"):
-            self.open_recipe(path)
-        else:
-            self.open_paths([path])
-
-    def load_demo(self) -> JobWorker | None:
-        """Train (once) and load the demo models on a worker thread."""
-        try:
-            from merge_studio.core.demo import iter_demo_models
-        except ImportError:
-            self.log_panel.log("The demo is not available in this version.", "warning")
-            return None
-        if self.runner.is_running("demo"):
-            return None
-        self.log_panel.log("Preparing the demo models (trained once, then cached)…")
-        worker = self.runner.start(lambda token: iter_demo_models(cancel=token), "demo")
-        worker.sig_progress.connect(self.job_status.update_progress)
-        worker.sig_result.connect(lambda demo: self.open_paths(demo.paths()))
-        worker.sig_failed.connect(lambda error: self.show_error(error, "The demo could not be prepared"))
-        worker.sig_done.connect(lambda: self.job_status.finish("Ready"))
-        self.job_status.start("Preparing the demo")
-        return worker
-
-    def is_loading(self) -> bool:
-        return self.session.loading
-
-    def remove_models(self, model_ids: Iterable[int] | None = None) -> None:
-        ids = list(model_ids) if model_ids is not None else self.model_list.selected_ids()
-        for model_id in ids:
-            model = self.session.find(model_id)
-            if model is not None:
-                self.session.remove(model_id)
-                self.log_panel.log(f"Removed {model.name}")
-        if ids:
-            self._on_session_changed()
-
-    def set_base(self, model_id: int | None) -> None:
-        self.session.set_base(model_id)
-        model = self.session.base
-        self.log_panel.log(f"Base model: {model.name}" if model else "No base model")
-        self._on_session_changed()
-
-    def _on_model_list_current_changed(self, model_id: object) -> None:
-        self.inspector.set_model(self.session.find(model_id) if isinstance(model_id, int) else None)
-
-    def _on_model_list_reveal_requested(self, model_id: object) -> None:
-        model = self.session.find(model_id) if isinstance(model_id, int) else None
-        if model is not None:
-            folder = model.path if model.path.is_dir() else model.path.parent
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
-
-    def _on_method_panel_method_changed(self, name: str) -> None:
-        self.log_panel.log(f"Method: {self.session.spec.label}")
-        self._schedule_problems()
-
     # --- refresh ----------------------------------------------------------------------
     def _on_session_changed(self) -> None:
         self._refresh_all()
@@ -363,128 +249,6 @@ class MainWindow(QMainWindow):
             text = f"device unavailable ({exc})"
         self.device_label.setText(f"Device: {text}")
         self.device_label.setToolTip("Where merges compute; change it under Output ▸ Device")
-
-    # --- recipes ----------------------------------------------------------------------
-    def open_recipe(self, path: str | Path) -> bool:
-        """Restore the window from a recipe (or a mergekit config); ``False`` on errors (shown)."""
-        path = Path(path)
-        try:
-            recipe = load_recipe(path)
-        except MergeStudioError as exc:
-            self.show_error(JobError.from_exception(exc), "Cannot open the recipe")
-            self.log_panel.log(f"Cannot open recipe {path.name}: {exc}", "error")
-            return False
-        rows = self.session.apply_recipe(recipe)
-        self.recipe_path = path
-        self.settings.add_recent_recipe(path)
-        self.settings.set_last_folder("recipes", path)
-        self.method_panel.load_from_session()
-        self.table_model.refresh()
-        if rows:
-            self._start_loading([(r.id, r.path) for r in rows])
-        self.log_panel.log(f"Opened recipe {path} ({recipe.spec.label}, {len(recipe.models)} models)")
-        self._refresh_device()
-        self._on_session_changed()
-        self.menus_refresh_recent()
-        return True
-
-    def save_recipe(self, path: str | Path | None = None) -> Path | None:
-        """Write the window's state as a recipe; asks for a file when none is known yet."""
-        if self.method_panel.form is not None:
-            self.session.set_params(self.method_panel.form.values())
-        if path is None:
-            path = self.recipe_path
-        if path is None:
-            start = str(Path(self.settings.last_folder("recipes")) / "recipe.yaml")
-            chosen, _ = QFileDialog.getSaveFileName(self, "Save recipe", start, RECIPE_FILTER)
-            if not chosen:
-                return None
-            path = chosen
-        try:
-            recipe = self.session.to_recipe()
-            written = recipe.save(path)
-        except (MergeStudioError, OSError) as exc:
-            self.show_error(JobError.from_exception(exc), "Cannot save the recipe")
-            return None
-        self.recipe_path = written
-        self.settings.add_recent_recipe(written)
-        self.settings.set_last_folder("recipes", written)
-        self.log_panel.log(f"Saved recipe to {written}", "ok", folder=written.parent)
-        self._refresh_all()
-        self.menus_refresh_recent()
-        return written
-
-    # --- merging ----------------------------------------------------------------------
-    def start_merge(self) -> JobWorker | None:
-        """Start the merge the window describes; ``None`` when it cannot start (reason shown)."""
-        if self.merge_worker is not None:
-            return None
-        if self.method_panel.form is not None:
-            if not self.method_panel.form.is_valid():
-                self.log_panel.log("Fix the highlighted parameters first", "warning")
-                return None
-            self.session.set_params(self.method_panel.form.values())
-        if not self.session.output.path and self.session.ready_models:
-            self.method_panel.set_output_path(self.session.suggest_output())
-        try:
-            recipe = self.session.to_recipe()
-        except MergeStudioError as exc:
-            self.show_error(JobError.from_exception(exc), "Cannot merge yet")
-            return None
-        self.log_panel.log(f"Merging {len(recipe.models)} models with {recipe.spec.label} into {recipe.output}")
-        worker = self.runner.start(lambda token: iter_merge(recipe, token), "merge")
-        worker.sig_progress.connect(self._on_merge_progress)
-        worker.sig_result.connect(self._on_merge_result)
-        worker.sig_failed.connect(self._on_merge_failed)
-        worker.sig_cancelled.connect(self._on_merge_cancelled)
-        worker.sig_done.connect(self._on_merge_done)
-        self.merge_worker = worker
-        self.job_status.start("Merging")
-        self.method_panel.set_running(True)
-        self.actions_by_name["cancel"].setEnabled(True)
-        self._refresh_problems()
-        return worker
-
-    def cancel_jobs(self) -> None:
-        """Cancel the merge (and any loading); returns at once, the job stops at its next check."""
-        if self.merge_worker is not None:
-            self.merge_worker.cancel()
-            self.job_status.cancelling()
-        for worker in list(self._loaders):
-            worker.cancel()
-
-    def _on_merge_progress(self, progress: Progress) -> None:
-        self.job_status.update_progress(progress)
-
-    def _on_merge_result(self, result: MergeResult) -> None:
-        out = result.output
-        folder = out if out.is_dir() else out.parent
-        self.log_panel.log(
-            f"Merged {result.tensor_count} tensors in {result.seconds:.1f} s; wrote {out}", "ok", folder=folder
-        )
-        for path in result.outputs:
-            self.open_paths([path])
-        self.sig_merge_finished.emit(result)
-
-    def _on_merge_failed(self, error: JobError) -> None:
-        self.log_panel.log(f"Merge failed: {error.message}", "error")
-        self.show_error(error, "The merge failed")
-        self.sig_merge_finished.emit(None)
-
-    def _on_merge_cancelled(self) -> None:
-        self.log_panel.log("Merge cancelled; nothing was written.", "warning")
-        self.sig_merge_finished.emit(None)
-
-    def _on_merge_done(self) -> None:
-        worker = self.merge_worker
-        self.merge_worker = None
-        if worker is not None and not worker.cancelled:
-            self.job_status.finish("Ready")
-        else:
-            self.job_status.finish("Cancelled")
-        self.method_panel.set_running(False)
-        self.actions_by_name["cancel"].setEnabled(False)
-        self._refresh_problems()
 
     # --- errors -----------------------------------------------------------------------
     def show_error(self, error: JobError, title: str = "Something went wrong") -> ErrorDialog:
