@@ -86,12 +86,19 @@ def missing_qt_library_hint(error: BaseException) -> str:
     )
 
 
-def _x11_socket_missing(display: str, socket_dir: Path) -> bool:
-    """Whether a local X display (``:N``) has no socket, i.e. no X server is running there."""
+def _x11_socket_missing(display: str, socket_dir: Path, proc_unix: Path = Path("/proc/net/unix")) -> bool:
+    """Whether a local X display (``:N``) has no server: no socket file and no abstract socket."""
     match = re.fullmatch(r"(?:unix)?:(\d+)(?:\.\d+)?", display.strip())
-    if not match or not socket_dir.is_dir():
-        return False  # remote displays (host:N) and unusual setups: let Qt try
-    return not (socket_dir / f"X{match.group(1)}").exists()
+    if not match:
+        return False  # remote displays (host:N): let Qt try
+    socket_name = f"X{match.group(1)}"
+    if (socket_dir / socket_name).exists():
+        return False
+    try:  # Linux X servers may listen on an abstract socket only (@/tmp/.X11-unix/XN)
+        listening = proc_unix.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return socket_dir.is_dir()  # cannot tell: trust the socket folder when there is one
+    return f"/tmp/.X11-unix/{socket_name}" not in listening
 
 
 def _no_display_hint(detail: str) -> str:
@@ -105,7 +112,8 @@ def _no_display_hint(detail: str) -> str:
 
 
 def display_problem(environ: Mapping[str, str], platform: str = sys.platform,
-                    x11_socket_dir: Path = Path("/tmp/.X11-unix")) -> str | None:
+                    x11_socket_dir: Path = Path("/tmp/.X11-unix"),
+                    proc_unix: Path = Path("/proc/net/unix")) -> str | None:
     """Why no window could be opened with this environment, or ``None`` when it looks fine."""
     if platform in ("win32", "darwin", "cygwin"):
         return None
@@ -118,7 +126,7 @@ def display_problem(environ: Mapping[str, str], platform: str = sys.platform,
         return _no_display_hint("QT_QPA_PLATFORM is 'wayland' but WAYLAND_DISPLAY is not set.")
     if qpa in ("", "xcb") and not display and not (wayland and qpa == ""):
         return _no_display_hint("no display found (neither DISPLAY nor WAYLAND_DISPLAY is set).")
-    if qpa in ("", "xcb") and display and not wayland and _x11_socket_missing(display, x11_socket_dir):
+    if qpa in ("", "xcb") and display and not wayland and _x11_socket_missing(display, x11_socket_dir, proc_unix):
         return _no_display_hint(f"DISPLAY is {display!r} but no X server is listening there.")
     return None
 
@@ -151,6 +159,7 @@ def check_gui_environment(
     import_qt: Callable[[], None] = _import_qt,
     load_library: Callable[[str], object] = _load_library,
     x11_socket_dir: Path = Path("/tmp/.X11-unix"),
+    proc_unix: Path = Path("/proc/net/unix"),
 ) -> str | None:
     """A readable hint when the window cannot start here, else ``None``.
 
@@ -159,7 +168,7 @@ def check_gui_environment(
     """
     environ = os.environ if environ is None else environ
     platform = sys.platform if platform is None else platform
-    problem = display_problem(environ, platform, x11_socket_dir)
+    problem = display_problem(environ, platform, x11_socket_dir, proc_unix)
     if problem:
         return problem
     try:

@@ -24,6 +24,7 @@ def _check(environ: dict[str, str], tmp_path: Path, **kwargs) -> str | None:
     kwargs.setdefault("import_qt", _qt_imports_fine)
     kwargs.setdefault("load_library", _all_libraries_load)
     kwargs.setdefault("platform", "linux")
+    kwargs.setdefault("proc_unix", tmp_path / "no-proc-net-unix")
     return check_gui_environment(environ, x11_socket_dir=tmp_path, **kwargs)
 
 
@@ -48,6 +49,19 @@ def test_a_display_variable_pointing_at_no_x_server_is_reported(tmp_path):
     (tmp_path / "X0").touch()
     hint = _check({"DISPLAY": ":7"}, tmp_path)
     assert hint is not None and "no X server" in hint and "':7'" in hint
+
+
+def test_a_display_without_even_a_socket_folder_is_reported(tmp_path):
+    proc_unix = tmp_path / "unix"
+    proc_unix.write_text("Num RefCount Protocol Flags Type St Inode Path\n")
+    hint = _check({"DISPLAY": ":99"}, tmp_path / "no-x11-folder", proc_unix=proc_unix)
+    assert hint is not None and "no X server" in hint
+
+
+def test_an_x_server_on_an_abstract_socket_only_passes(tmp_path):
+    proc_unix = tmp_path / "unix"
+    proc_unix.write_text("0000: 00000002 00000000 00010000 0001 01 1234 @/tmp/.X11-unix/X1\n")
+    assert _check({"DISPLAY": ":1"}, tmp_path / "no-x11-folder", proc_unix=proc_unix) is None
 
 
 def test_a_remote_display_is_left_for_qt_to_try(tmp_path):
@@ -116,10 +130,13 @@ def test_the_real_machine_passes_offscreen():
     assert check_gui_environment({"QT_QPA_PLATFORM": "offscreen"}) is None
 
 
-def test_the_window_command_without_a_display_prints_the_hint_instead_of_aborting(tmp_path):
+@pytest.mark.parametrize(("display", "says"), [(None, "no display"), (":4242", "no X server")])
+def test_the_window_command_without_a_display_prints_the_hint_instead_of_aborting(display, says):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    if display:
+        env["DISPLAY"] = display
     code = "import sys; from merge_studio.gui.app import main; sys.exit(main([]))"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode not in (0, -6, 134), done.stderr  # 134/-6: Qt's abort
-    assert "no display" in done.stderr
+    assert says in done.stderr
