@@ -220,6 +220,7 @@ class MainWindow(WindowActions, QMainWindow):
         if not self.session.models and hasattr(self.welcome, "set_recent"):
             self.welcome.set_recent([*self.settings.recent_recipes[:3], *self.settings.recent_models[:5]])
         compat = check_models(self.session.models)
+        self._compat = compat
         self.table_model.refresh(compat)
         self.inspector.set_compatibility(compat, len(self.session.ready_models))
         current = self.model_list.current_id()
@@ -233,6 +234,10 @@ class MainWindow(WindowActions, QMainWindow):
 
     def _refresh_problems(self) -> None:
         problems = [] if not self.session.models else self.session.problems()
+        compat = getattr(self, "_compat", None)
+        if not problems and compat is not None and not compat.ok and self.session.output.on_mismatch == "error":
+            problems.append("the models' tensors do not line up (Inspector ▸ Compatibility): set Output ▸ "
+                            "Mismatched to copy or leave them out, or remove the odd model")
         form_ok = self.method_panel.form is None or self.method_panel.form.is_valid()
         self.method_panel.set_problems(problems)
         running = self.merge_worker is not None

@@ -12,6 +12,9 @@ on the GUI thread, so slots of any kind (lambdas too) may touch widgets.
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Generator
@@ -26,6 +29,7 @@ from merge_studio.gui.qt_compat import protect_none
 from merge_studio.errors import Cancelled, MergeStudioError
 
 JobFactory = Callable[[CancelToken], Generator[Any, None, Any]]
+JOB_NICENESS = 5  # jobs run a little below the window, so a busy CPU still repaints it
 PROGRESS_INTERVAL_S = 0.05  # ~20 Hz: enough for a smooth bar, few enough to keep the GUI idle
 
 
@@ -45,6 +49,15 @@ class JobError:
         hint = exc.hint if isinstance(exc, MergeStudioError) else None
         message = exc.message if isinstance(exc, MergeStudioError) else (str(exc) or type(exc).__name__)
         return cls(type(exc).__name__, message, text, hint, isinstance(exc, MergeStudioError))
+
+
+def _lower_this_threads_priority() -> None:
+    """Let the GUI thread win the CPU when a job competes with it (Linux: per-thread nice)."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + JOB_NICENESS))
+        except (OSError, AttributeError):
+            pass
 
 
 class _ThreadSide(QObject):
@@ -67,6 +80,7 @@ class _ThreadSide(QObject):
     def run(self) -> None:
         """Iterate the job, sorting progress from partial results."""
         self.started_at = time.monotonic()
+        _lower_this_threads_priority()
         last_emit = 0.0
         pending: Progress | None = None
         job = None

@@ -113,3 +113,13 @@ def test_inspector_shows_the_selected_checkpoint_and_filters_tensors(qtbot, wind
     assert inspector.proxy.rowCount() == 4
     assert "4 of 8" in inspector.filter_count.text()
     assert inspector.module_tree.topLevelItemCount() == 4  # Sequential indices 0, 2, 4, 6
+
+
+def test_mismatched_models_block_merge_until_the_user_says_what_to_do(qtbot, window, tiny_models, odd_model, tmp_path):
+    load_into(qtbot, window, [tiny_models[0], odd_model])
+    window.method_panel.set_output_path(tmp_path / "m.safetensors")
+    qtbot.waitUntil(lambda: "do not line up" in window.method_panel.problems_label.text(), timeout=3000)
+    assert not window.method_panel.merge_button.isEnabled()
+    combo = window.method_panel.mismatch_combo
+    combo.setCurrentIndex(combo.findData("skip"))
+    qtbot.waitUntil(window.method_panel.merge_button.isEnabled, timeout=3000)

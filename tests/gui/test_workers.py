@@ -132,3 +132,14 @@ def test_shutdown_cancels_and_joins_running_jobs(qtbot):
     assert len(runner.running()) == 3
     assert runner.shutdown(5000)
     assert runner.running() == []
+
+
+def test_signals_arrive_on_the_gui_thread_so_any_slot_may_touch_widgets(qtbot, runner):
+    gui_thread = threading.get_ident()
+    threads: set[int] = set()
+    worker = runner.start(counting_job(5))
+    worker.sig_progress.connect(lambda _p: threads.add(threading.get_ident()))
+    worker.sig_result.connect(lambda _r: threads.add(threading.get_ident()))
+    with qtbot.waitSignal(worker.sig_done, timeout=5000):
+        pass
+    assert threads == {gui_thread}
