@@ -172,8 +172,23 @@ def register_search_path() -> None:
         pass
 
 
+def scheme_is_dark(scheme: Qt.ColorScheme, palette: QPalette) -> bool:
+    """Dark when the desktop says so; when it does not know, judge by the palette."""
+    if scheme == Qt.ColorScheme.Unknown:
+        return is_dark(palette)
+    return scheme == Qt.ColorScheme.Dark
+
+
 def apply_style(app: QApplication) -> None:
-    """Install Fusion (the same look everywhere) and the shipped style sheet for its palette."""
+    """Install Fusion (the same look everywhere) and the shipped style sheet for its palette.
+
+    The sheet follows the desktop when it switches between light and dark while the
+    window is open (icons made afterwards follow too).
+    """
     register_search_path()
     app.setStyle("Fusion")
     app.setStyleSheet(stylesheet(is_dark(app.palette())))
+    if not app.property("merge_studio_follows_scheme"):
+        app.setProperty("merge_studio_follows_scheme", True)
+        app.styleHints().colorSchemeChanged.connect(
+            lambda scheme: app.setStyleSheet(stylesheet(scheme_is_dark(scheme, app.palette()))))

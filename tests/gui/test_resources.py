@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+from PySide6.QtCore import Qt, QtMsgType, qInstallMessageHandler
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QPushButton, QStyle, QTabWidget, QVBoxLayout, QWidget
 
@@ -145,3 +146,26 @@ def test_every_picture_the_style_sheet_names_is_shipped(dark):
     for name in names:
         assert folder.joinpath(name).is_file(), name
 
+
+
+def test_the_packaged_app_icon_is_the_source_artwork():
+    """resources/render_icons.py copies the SVG into the assets; the two must not drift apart."""
+    root = Path(__file__).resolve().parents[2]
+    source = (root / "resources" / "icons" / "app" / "merge-studio.svg").read_bytes()
+    assert res.asset_bytes("app.svg") == source
+    for size in (16, 32, 48, 64, 128, 256, 512):
+        assert (root / "resources" / "icons" / "app" / f"merge-studio-{size}.png").is_file(), size
+
+
+def test_a_desktop_switching_to_dark_gets_the_dark_sheet(restore_style):
+    qapp = restore_style
+    res.apply_style(qapp)
+    assert res.scheme_is_dark(Qt.ColorScheme.Dark, qapp.palette())
+    assert not res.scheme_is_dark(Qt.ColorScheme.Light, qapp.palette())
+    dark = QPalette()
+    dark.setColor(QPalette.ColorRole.Window, QColor("#1f2329"))
+    assert res.scheme_is_dark(Qt.ColorScheme.Unknown, dark)
+    qapp.styleHints().colorSchemeChanged.emit(Qt.ColorScheme.Dark)
+    assert res.DARK["surface"] in qapp.styleSheet()
+    qapp.styleHints().colorSchemeChanged.emit(Qt.ColorScheme.Light)
+    assert res.LIGHT["surface"] in qapp.styleSheet()
