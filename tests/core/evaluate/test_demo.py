@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from merge_studio.core import demo
 from merge_studio.core.arch import detect_arch
@@ -24,7 +25,9 @@ def quick_recipes(monkeypatch):
 def test_demo_models_are_trained_into_the_user_data_folder_and_reused(quick_recipes, tmp_path, monkeypatch):
     monkeypatch.setenv("MERGE_STUDIO_DATA_DIR", str(tmp_path / "data"))
     progress = []
+    threads = torch.get_num_threads()
     first = demo.ensure_demo_models(on_progress=progress.append)
+    assert torch.get_num_threads() == threads
     assert not first.from_cache
     assert first.folder == tmp_path / "data" / "demo" / demo.DEMO_VERSION
     assert [m.name for m in first.models] == ["mlp_a", "mlp_b"]
