@@ -8,6 +8,7 @@ merges run ``iter_merge`` on a :class:`JobRunner`, and recipes come from the
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, Qt, QTimer, Signal
@@ -56,6 +57,15 @@ OPTIONAL_TABS = (
 )
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - a broken driver reads as "no GPU"
+        return False
+
+
 class MainWindow(WindowActions, QMainWindow):
     """Model list | tabs | method panel, a log below and a status bar."""
 
@@ -79,6 +89,7 @@ class MainWindow(WindowActions, QMainWindow):
         self.error_dialogs: list[ErrorDialog] = []
         self._loaders: set[JobWorker] = set()
         self._sized_panels = False
+        self._graph_shows = None  # the model the Graph tab last drew
         self._user_sized = False  # once the user drags a splitter, the layout is theirs
         self._fitted_for_models = False
         self.remember_layout = remember_layout  # screenshots use the default layout and leave settings alone
@@ -113,6 +124,11 @@ class MainWindow(WindowActions, QMainWindow):
         self._problems_timer.setInterval(150)
         self._problems_timer.timeout.connect(self._refresh_problems)
         self._refresh_device()
+        self._device_timer = QTimer(self)  # free GPU memory changes; CPU needs no refresh
+        self._device_timer.setInterval(5000)
+        self._device_timer.timeout.connect(self._refresh_device)
+        if _cuda_available():
+            self._device_timer.start()
         self._refresh_all()
         self._restore_layout()
         self.log_panel.log("Ready. Drop checkpoints on the list, or use File ▸ Open (Ctrl+O).")
@@ -121,13 +137,32 @@ class MainWindow(WindowActions, QMainWindow):
     def _optional_view(self, title: str, module: str, cls_name: str, sentence: str) -> QWidget:
         """The colleague's view when its module is there, else an empty state that says what will come."""
         try:
-            view = getattr(importlib.import_module(module), cls_name)(self)
+            cls = getattr(importlib.import_module(module), cls_name)
+            accepted = inspect.signature(cls).parameters
+            kwargs: dict[str, object] = {"parent": self} if "parent" in accepted else {}
+            if "runner" in accepted:
+                kwargs["runner"] = self.runner
+            if "models_provider" in accepted:
+                kwargs["models_provider"] = self._ready_model_paths
+            view = cls(**kwargs) if kwargs else cls(self)
         except Exception:  # noqa: BLE001 - a missing or broken optional view must not stop the window
             if not sentence:
                 return EmptyState("Merge Studio", "Drop checkpoints on the model list, or use File ▸ Open (Ctrl+O).", self)
             return EmptyState(f"{title}: nothing to show yet", sentence, self)
         self.extra_views[title] = view
         return view
+
+    def _ready_model_paths(self) -> list[tuple[str, Path]]:
+        return [(m.name, m.path) for m in self.session.ready_models]
+
+    def _update_extra_views(self) -> None:
+        """Show the selected checkpoint in the Graph tab when it is on screen (the Barrier tab pulls its models)."""
+        graph = self.extra_views.get("Graph")
+        if graph is not None and self.tabs.currentWidget() is graph and hasattr(graph, "show_checkpoint"):
+            current = self.session.find(self.model_list.current_id() or -1)
+            if current is not None and current.checkpoint is not None and current is not self._graph_shows:
+                self._graph_shows = current
+                graph.show_checkpoint(current.checkpoint)
 
     def _build_layout(self) -> None:
         left = QWidget(self)
@@ -193,6 +228,8 @@ class MainWindow(WindowActions, QMainWindow):
         self.method_panel.sig_method_changed.connect(self._on_method_panel_method_changed)
         self.method_panel.sig_merge_requested.connect(self.start_merge)
         self.job_status.sig_cancel_requested.connect(self.cancel_jobs)
+        self.tabs.currentChanged.connect(self._update_extra_views)
+        self.method_panel.device_combo.currentIndexChanged.connect(self._refresh_device)
         for signal, slot in (("sig_open_files", self.ask_open_models), ("sig_open_recipe", self.ask_open_recipe),
                              ("sig_try_demo", self.load_demo), ("sig_open_recent", self.open_any)):
             if hasattr(self.welcome, signal):
@@ -225,6 +262,7 @@ class MainWindow(WindowActions, QMainWindow):
         self.inspector.set_compatibility(compat, len(self.session.ready_models))
         current = self.model_list.current_id()
         self.inspector.set_model(self.session.find(current) if current is not None else None)
+        self._update_extra_views()
         self._schedule_problems()
         title = f"{self.recipe_path.name} — Merge Studio" if self.recipe_path else "Merge Studio"
         self.setWindowTitle(title)

@@ -44,7 +44,7 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     a["save_recipe"] = _action(window, "&Save recipe", lambda: window.save_recipe(), QKeySequence.StandardKey.Save,
                                SP.SP_DialogSaveButton, "Save models, method, parameters and output as YAML", "save")
     a["save_recipe_as"] = _action(window, "Save recipe &as…", lambda: _save_as(window), "Ctrl+Shift+S")
-    a["quit"] = _action(window, "&Quit", window.close, QKeySequence.StandardKey.Quit)
+    a["quit"] = _action(window, "&Quit", window.close, "Ctrl+Q")
     a["remove"] = _action(window, "&Remove", lambda: window.remove_models(), QKeySequence.StandardKey.Delete, SP.SP_TrashIcon,
                           "Remove the selected models from the list", "remove")
     a["set_base"] = _action(window, "Use as &base", lambda: _toggle_base(window), "Ctrl+B", SP.SP_ArrowUp,

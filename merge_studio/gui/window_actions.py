@@ -123,6 +123,7 @@ class WindowActions:
 
     def _on_model_list_current_changed(self, model_id: object) -> None:
         self.inspector.set_model(self.session.find(model_id) if isinstance(model_id, int) else None)
+        self._update_extra_views()
 
     def _on_model_list_reveal_requested(self, model_id: object) -> None:
         model = self.session.find(model_id) if isinstance(model_id, int) else None
@@ -234,6 +235,10 @@ class WindowActions:
         )
         for path in result.outputs:
             self.open_paths([path])
+        graph = self.extra_views.get("Graph")
+        changes = {layer: stats["relative_change"] for layer, stats in result.layer_stats.items() if "relative_change" in stats}
+        if graph is not None and changes and hasattr(graph, "set_overlay"):
+            graph.set_overlay("relative change", changes)
         self.sig_merge_finished.emit(result)
 
     def _on_merge_failed(self, error: JobError) -> None:
