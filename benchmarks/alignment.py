@@ -8,11 +8,14 @@ briefly from two seeds, it prints per model:
 * the test loss and accuracy barriers of the naive path A→B, of A→B with BatchNorm
   statistics re-estimated (BN models), and of A→π(B) after weight matching
   (BN statistics re-estimated for BN models),
+* the same after the best of ``--restarts`` descents from different seeds ("ours ×8"),
 * the largest output difference between B and π(B) (float64),
 * the same for the ``rebasin`` package (snimu/rebasin, a benchmark-only dependency)
   measured in the same run, where it runs.
 
-    python benchmarks/alignment.py [--steps 11] [--skip-rebasin] [--models mlp,vgg,resnet]
+    python benchmarks/alignment.py [--steps 11] [--restarts 8] [--skip-rebasin] [--models mlp,vgg,resnet]
+
+The rebasin package is installed only for this script (pip install --no-deps rebasin tqdm).
 """
 
 from __future__ import annotations
