@@ -177,6 +177,40 @@ def _example(spec: MethodSpec) -> str:
     return f"merge-studio merge --method {spec.name}{base}{arch} {models}{params} -o merged.safetensors"
 
 
+def _defaults(model: type) -> dict[str, object]:
+    return {field.alias or name: field.get_default(call_default_factory=True)
+            for name, field in model.model_fields.items() if not field.is_required()}
+
+
+def example_recipe(spec: MethodSpec) -> dict[str, object]:
+    """A recipe that runs this method with its default parameters (checked by tests/test_docs.py)."""
+    low, high = spec.n_models
+    n = max(low, 2) if high is None else min(max(low, 2), high)
+    recipe: dict[str, object] = {"recipe_version": 1, "method": spec.name}
+    if spec.base == "required":
+        recipe["base"] = "base.safetensors"
+    per_model = _defaults(spec.model_params)
+    recipe["models"] = [
+        {"path": f"model_{chr(ord('a') + i)}.safetensors", **({"params": dict(per_model)} if per_model else {})}
+        for i in range(n)
+    ]
+    params = _defaults(spec.params)
+    if params:
+        recipe["params"] = params
+    if spec.needs_arch:
+        recipe["arch"] = "zoo:mlp"
+    if spec.needs_data:
+        recipe["data"] = {"source": "digits"}
+    recipe["output"] = "merged.safetensors"
+    return recipe
+
+
+def _recipe_yaml(spec: MethodSpec) -> str:
+    import yaml
+
+    return yaml.safe_dump(example_recipe(spec), sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
 def when_to_use(spec: MethodSpec) -> str:
     """Advice from the family plus what the declaration says the method needs."""
     lines = []
@@ -221,10 +255,14 @@ def render_method_page(spec: MethodSpec) -> str:
                   "line: `--model-param NAME=V1,V2,...`).\n",
                   _param_table(spec.model_params)]
     parts += ["## When to use it\n", when_to_use(spec) + "\n"]
-    parts += ["## Example\n", "```bash", _example(spec), "```\n",
+    parts += ["## Example\n", "As a recipe (`merge-studio merge recipe.yaml`, or **Open recipe** in the window), "
+              "with every parameter at its default:\n", "```yaml", _recipe_yaml(spec).rstrip(), "```\n",
+              "On the command line:\n", "```bash", _example(spec), "```\n",
               "Parameters go after `--param NAME=VALUE`; values marked *per layer* also take a list "
               "(`\"[0, 0.5, 1]\"`, fading from the first layer to the last) or filters by tensor name. "
-              "See the [user guide](../index.md#recipes).\n"]
+              + ("The data set comes from the recipe's `data:` (the built-in digits by default). "
+                 if spec.needs_data else "")
+              + "See the [user guide](../index.md#recipes).\n"]
     parts += ["## Reference\n", f"{_linked(spec.reference) or 'None given.'}\n"]
     return "\n".join(parts)
 

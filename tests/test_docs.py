@@ -49,3 +49,16 @@ def test_a_changed_declaration_makes_the_check_fail(generator, tmp_path):
     page.write_text(page.read_text(encoding="utf-8").replace("TIES", "TIES (edited by hand)"), encoding="utf-8")
     (tmp_path / "removed_method.md").write_text("old page\n", encoding="utf-8")
     assert generator.differences(tmp_path) == ["removed_method.md", "ties.md"]
+
+
+def test_every_example_recipe_on_the_method_pages_is_valid(generator):
+    import yaml
+
+    from merge_studio.core.recipe import Recipe
+
+    for spec in list_methods():
+        page = (ROOT / "docs" / "methods" / f"{spec.name}.md").read_text(encoding="utf-8")
+        block = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+        recipe = Recipe.from_mapping(yaml.safe_load(block))
+        assert recipe.method == spec.name
+        assert len(recipe.models) >= spec.n_models[0]
