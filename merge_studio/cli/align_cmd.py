@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="aligned B, written as OUT.safetensors")
     parser.add_argument("--report", metavar="JSON", help="also write the permutation report here")
     parser.add_argument("--seed", type=int, default=0, help="order in which groups are visited (default 0)")
-    parser.add_argument("--restarts", type=int, default=1, metavar="N",
-                        help="descend from N seeds and keep the best match (default 1)")
+    parser.add_argument("--restarts", type=int, default=0, metavar="N",
+                        help="descend from N seeds and keep the best match (default 0: 8 for small models, else 1)")
     parser.add_argument("--max-sweeps", type=int, default=100, metavar="N", help="coordinate-descent passes at most (default 100)")
     parser.add_argument("--tolerance", type=float, default=1e-6, help="largest relative output change allowed (default 1e-6)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
@@ -74,7 +74,7 @@ def save_aligned(state: dict, path: Path, metadata: dict[str, str]) -> Path:
 
 def align_files(
     a: str | Path, b: str | Path, output: str | Path, *, arch: str | None = None, report_path: str | Path | None = None,
-    seed: int = 0, restarts: int = 1, max_sweeps: int = 100, tolerance: float = 1e-6, device: str = "auto", on_progress=None,  # noqa: ANN001
+    seed: int = 0, restarts: int = 0, max_sweeps: int = 100, tolerance: float = 1e-6, device: str = "auto", on_progress=None,  # noqa: ANN001
 ) -> dict:
     """Align checkpoint B to A and write the result (and the report); returns the report."""
     from merge_studio.core.arch import detect_arch, example_input

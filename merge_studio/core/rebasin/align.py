@@ -43,7 +43,7 @@ def iter_align(
     arch: str | None = None,
     max_sweeps: int = 100,
     seed: int = 0,
-    restarts: int = 1,
+    restarts: int = 0,
     device: str | torch.device = "auto",
     tolerance: float = DEFAULT_TOLERANCE,
     data: Sequence[Any] | None = None,

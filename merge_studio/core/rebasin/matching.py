@@ -30,6 +30,14 @@ from merge_studio.errors import IncompatibleCheckpointsError
 RELATIVE_GAIN = 1e-7  # a step must improve the objective by this fraction to count
 CACHE_MAX_ELEMENTS = 2048 * 2048  # keep per-member cost blocks up to 16 MB each
 SMALL_PROBLEM_UNITS = 1024
+AUTO_RESTARTS = 8  # descents tried by default on small models (at most AUTO_RESTART_UNITS units in all)
+AUTO_RESTART_UNITS = 1024
+
+
+def auto_restarts(spec: PermutationSpec) -> int:
+    """Restarts used when none are asked for: several for small models, where a descent is cheap and
+    its local optimum depends a lot on the group order (narrow ResNets), one for larger ones."""
+    return AUTO_RESTARTS if sum(g.size for g in spec.groups) <= AUTO_RESTART_UNITS else 1
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class MatchingResult:
     seed: int
     seconds: float = 0.0
     order: tuple[tuple[str, ...], ...] = field(default=())
+    restarts: int = 1
+    best_seed: int | None = None  # the seed whose descent was kept, when there were restarts
 
     def moved_fraction(self) -> dict[str, float]:
         """Share of each group's units that left their place."""
@@ -261,8 +271,11 @@ def iter_weight_matching(
     """Find permutations of B's hidden units that make B's weights closest to A's.
 
     ``restarts > 1`` repeats the descent with seeds ``seed, seed + 1, ...`` (different
-    group orders reach different local optima) and keeps the highest objective.
+    group orders reach different local optima) and keeps the highest objective;
+    ``restarts=0`` chooses with :func:`auto_restarts`.
     """
+    if restarts <= 0:
+        restarts = auto_restarts(spec)
     start = time.perf_counter()
     dev = resolve_device(device)
     check_state(spec, state_a, "model A")
@@ -280,7 +293,7 @@ def iter_weight_matching(
         if best is None or result.objective[-1:] > best.objective[-1:]:
             best = result
     assert best is not None
-    return replace(best, seconds=time.perf_counter() - start)
+    return replace(best, seed=seed, best_seed=best.seed, seconds=time.perf_counter() - start, restarts=max(1, restarts))
 
 
 def _descend(

@@ -39,9 +39,10 @@ class WeightMatchingParams(MethodParams):
     )
     seed: int = Field(0, ge=0, title="Seed", description="Order in which groups are visited.", json_schema_extra=ui("seed", per_layer=False))
     restarts: int = Field(
-        1, ge=1, le=100, title="Restarts",
+        0, ge=0, le=100, title="Restarts",
         description="Run the descent from this many seeds (seed, seed+1, ...) and keep the best match; "
-        "helps narrow residual networks, costs time proportionally.",
+        "helps narrow residual networks, costs time proportionally. 0: automatic (8 for models with "
+        "at most 1024 hidden units to permute, else 1).",
         json_schema_extra=ui("spin", per_layer=False),
     )
     tolerance: float = Field(

@@ -56,6 +56,8 @@ def build_report(
         "sweeps": result.sweeps,
         "converged": result.converged,
         "seed": result.seed,
+        "restarts": result.restarts,
+        "best_seed": result.best_seed,
         "seconds": round(result.seconds, 4),
         "max_output_difference": _finite(max_output_difference),
         "tolerance": tolerance,
