@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,11 @@ from merge_studio.gui.views.checkpoint_model import human_bytes, human_count
 
 TENSOR_COLUMNS = ("Name", "Shape", "Dtype", "Parameters")
 NUMERIC_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def _natural(name: str) -> str:
+    """``layers.2.w`` -> ``layers.00000002.w``: sorts block numbers as numbers."""
+    return re.sub(r"\d+", lambda m: m.group().zfill(8), name)
 
 
 class TensorTableModel(QAbstractTableModel):
@@ -60,8 +66,8 @@ class TensorTableModel(QAbstractTableModel):
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return (info.name, " × ".join(map(str, info.shape)) or "scalar", info.dtype_name, f"{info.numel:,}")[col]
-        if role == NUMERIC_ROLE:
-            return (info.name, info.numel, info.dtype_name, info.numel)[col]
+        if role == NUMERIC_ROLE:  # sort keys: layers.2 before layers.10, sizes as numbers
+            return (_natural(info.name), info.numel, info.dtype_name, info.numel)[col]
         if role == Qt.ItemDataRole.TextAlignmentRole and col == 3:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole and col == 0:
@@ -117,7 +123,7 @@ class Inspector(QWidget):
         self.tensor_table.setObjectName("tensor_table")
         self.tensor_table.setModel(self.proxy)
         self.tensor_table.setSortingEnabled(True)
-        self.tensor_table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+        self.tensor_table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.tensor_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.tensor_table.setAlternatingRowColors(True)
         self.tensor_table.setShowGrid(False)
