@@ -51,3 +51,14 @@ def install() -> GuiThreadCollector | None:
         return _collector
     _collector = GuiThreadCollector(app)
     return _collector
+
+
+def uninstall() -> None:
+    """Give collection back to the interpreter (for test suites that go on without Qt)."""
+    global _collector
+    if _collector is not None:
+        _collector.timer.stop()
+        _collector.deleteLater()
+        _collector = None
+        gc.enable()
+        gc.collect()

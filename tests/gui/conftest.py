@@ -24,6 +24,15 @@ def _qt_binding_workarounds():
     protect_none()
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _collector_back_after_gui_tests():
+    """Job runners move cyclic GC to the GUI thread; tests after this folder get the normal one back."""
+    yield
+    from merge_studio.gui import gc_guard
+
+    gc_guard.uninstall()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings(tmp_path, monkeypatch):
     """Point QSettings and the user data folder at tmp_path so tests never touch the user's."""
