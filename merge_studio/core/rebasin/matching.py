@@ -322,7 +322,9 @@ def _descend(
             objective.append(problem.objective())
         sweeps += 1
         note = f" (start {attempt + 1} of {restarts})" if restarts > 1 else ""
-        yield Progress("weight matching", sweeps, max_sweeps, unit="sweeps", message=f"objective {objective[-1]:.6g}{note}")
+        # the number of sweeps is not known in advance (it stops when nothing improves)
+        yield Progress("weight matching", sweeps, None, current=f"sweep {sweeps}{note}", unit="sweeps",
+                       message=f"sweep {sweeps}{note}: objective {objective[-1]:.6g}")
         if not improved:
             converged = True
             break
