@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 APP_NAME = "merge-studio"
 ORG_NAME = "MergeStudio"
 LOAD_TIMEOUT_MS = 120_000
+_hooks_bridge = None  # the QObject that carries exceptions from any thread to the GUI thread
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +89,8 @@ def install_exception_hooks(window_getter) -> None:
 
     sys.excepthook = excepthook
     threading.excepthook = thread_hook
-    install_exception_hooks.bridge = bridge  # keep it alive
+    global _hooks_bridge
+    _hooks_bridge = bridge  # keep it alive as long as the hooks are installed
 
 
 def _wait_for_load(window: MainWindow, timeout_ms: int) -> bool:

@@ -21,6 +21,7 @@ from merge_studio.errors import MergeStudioError, RecipeError
 
 if TYPE_CHECKING:
     from merge_studio.core.checkpoints import Checkpoint, CheckpointSummary
+    from merge_studio.core.methods.spec import MethodSpec
 
 Status = Literal["loading", "ready", "error"]
 _ids = itertools.count(1)
@@ -158,7 +159,7 @@ class Session:
 
     # --- method and parameters --------------------------------------------------------
     @property
-    def spec(self):
+    def spec(self) -> MethodSpec:
         return get_method(self.method)
 
     def set_method(self, name: str) -> None:

@@ -413,8 +413,8 @@ def _is_float(f: FieldFacts) -> bool:
 
 EDITOR_TABLE: list[tuple[Callable[[FieldFacts], bool], type[FieldEditor]]] = [
     (lambda f: f.annotation is bool or f.widget == "check", CheckEditor),
-    (lambda f: bool(f.choices) or f.widget == "combo" and bool(f.choices), ComboEditor),
-    (lambda f: _is_int(f) and f.widget == "seed" or _is_int(f) and f.name == "seed", SeedEditor),
+    (lambda f: bool(f.choices), ComboEditor),
+    (lambda f: _is_int(f) and (f.widget == "seed" or f.name == "seed"), SeedEditor),
     (_is_int, IntEditor),
     (lambda f: _is_float(f) and (f.widget == "slider" or f.widget is None and f.bounded), SliderEditor),
     (_is_float, FloatEditor),
