@@ -23,17 +23,26 @@ def tiny_bn_cnn(seed: int) -> nn.Module:
 
 
 def train_briefly(module: nn.Module, data: EvalData, *, steps: int = 60, seed: int = 0) -> nn.Module:
-    """A few SGD steps so models are better than chance and differ from each other."""
+    """A few Adam steps so models are better than chance and differ from each other.
+
+    One intra-op thread: tiny ops gain nothing from more, and on a busy CI machine
+    oversubscribed threads made this fixture take seconds instead of a tenth of one.
+    """
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(module.parameters(), lr=1e-2)
-    module.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(data.train), (64,), generator=gen)
-        loss = nn.functional.cross_entropy(module(data.train.inputs[idx]), data.train.targets[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    module.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        module.train()
+        for _ in range(steps):
+            idx = torch.randint(0, len(data.train), (64,), generator=gen)
+            loss = nn.functional.cross_entropy(module(data.train.inputs[idx]), data.train.targets[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+        module.eval()
     return module
 
 
