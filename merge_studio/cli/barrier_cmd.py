@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from merge_studio.core.evaluate.barrier import CURVE_KINDS
@@ -24,7 +26,26 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     parser.add_argument("--splits", default="train,test", help="comma-separated: train, test or both (default)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+@contextlib.contextmanager
+def torch_threads(args: argparse.Namespace) -> Iterator[None]:
+    """Use ``--threads`` for the command, then restore torch's setting (the CLI may run in-process)."""
+    import torch
+
+    wanted = getattr(args, "threads", None)
+    if wanted is not None and wanted < 1:
+        raise MergeStudioError(f"--threads {wanted} must be at least 1")
+    previous = torch.get_num_threads()
+    if wanted:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def data_spec(args: argparse.Namespace) -> DataSpec:
@@ -102,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
             splits=parse_splits(args.splits), curves=curves, merged=args.merged, aligned_b=args.aligned,
             align=args.align, reset_bn=args.reset_bn, save_dir=args.save_models, device=args.device,
         )
-        report = drive(request.job(), bar)
+        with torch_threads(args):
+            report = drive(request.job(), bar)
         bar.close()
         report.save(json_path=args.json_out, csv_path=args.csv)
         if args.plot:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from merge_studio.cli.barrier_cmd import add_data_arguments, data_spec, parse_splits, save_figure
+from merge_studio.cli.barrier_cmd import add_data_arguments, data_spec, parse_splits, save_figure, torch_threads
 from merge_studio.errors import MergeStudioError
 
 
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         request = EvaluateRequest(models=tuple(args.models), arch=args.arch, data=data_spec(args),
                                   splits=parse_splits(args.splits), reset_bn=args.reset_bn, device=args.device)
-        scores = drive(request.job(), bar)
+        with torch_threads(args):
+            scores = drive(request.job(), bar)
         bar.close()
         if args.plot:
             from matplotlib.figure import Figure

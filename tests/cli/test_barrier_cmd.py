@@ -70,9 +70,11 @@ def test_barrier_rejects_a_plot_format_it_cannot_write(mlp_files, tmp_path, caps
 
 
 def test_evaluate_prints_a_row_per_model(mlp_files, capsys, tmp_path):
-    code = main(["evaluate", *mlp_files, "--max-examples", "50", "--quiet", "--plot", str(tmp_path / "e.svg")])
+    threads = torch.get_num_threads()
+    code = main(["evaluate", *mlp_files, "--max-examples", "50", "--quiet", "--threads", "1", "--plot", str(tmp_path / "e.svg")])
     out = capsys.readouterr().out
     assert code == 0
+    assert torch.get_num_threads() == threads  # --threads 1 applied to the command only
     lines = out.strip().splitlines()
     assert lines[0].split()[0] == "model" and lines[1].startswith("mlp0") and lines[2].startswith("mlp1")
     assert (tmp_path / "e.svg").read_text().lstrip().startswith("<?xml")
