@@ -111,6 +111,13 @@ class Recipe(BaseModel):
                 validate_layered(spec.model_params, entry.params, f"models.{i}.params")
         except RecipeError as exc:
             raise ValueError(str(exc)) from None
+        if self.data is not None:
+            from merge_studio.core.evaluate.data import DataSpec
+
+            try:
+                DataSpec.model_validate(self.data)
+            except ValidationError as exc:
+                raise ValueError(format_validation_error(exc, "data")) from None
         self.method = spec.name  # aliases (mergekit's "linear") become the canonical name
         return self
 

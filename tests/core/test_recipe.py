@@ -83,3 +83,10 @@ def test_sizes_are_read_in_human_units(text, size):
 def test_unreadable_size_says_how_to_write_one():
     with pytest.raises(RecipeError, match="5GB"):
         parse_size("five gigs")
+
+
+def test_evaluation_data_is_checked_when_the_recipe_loads():
+    with pytest.raises(RecipeError, match=r"data\.task"):
+        Recipe.from_mapping({"method": "simple_average", "models": [{"path": "a"}], "data": {"source": "digits", "task": "poetry"}})
+    ok = Recipe.from_mapping({"method": "simple_average", "models": [{"path": "a"}], "data": {"source": "digits", "batch_size": 64}})
+    assert ok.data == {"source": "digits", "batch_size": 64}
