@@ -18,36 +18,20 @@ import shutil
 import struct
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from merge_studio.core.dtypes import SAFETENSORS_CODES, element_size
+from merge_studio.core.checkpoints.base import TensorInfo
+from merge_studio.core.dtypes import SAFETENSORS_CODES
 from merge_studio.errors import OutputError
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
 
-@dataclass(frozen=True)
-class PlannedTensor:
-    """A tensor the output will hold."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * element_size(self.dtype)
+# A tensor the output will hold: the same facts a reader knows about its inputs.
+PlannedTensor = TensorInfo
 
 
 def _header_bytes(tensors: Sequence[PlannedTensor], metadata: Mapping[str, str]) -> bytes:
