@@ -7,8 +7,10 @@ temporary HOME). Two measurements:
   and stops at the main window's first ``Paint`` event; the time is counted from
   just before the process was spawned, so interpreter start-up and every import
   are included. This is the number the issue's 2 s goal is about. The child's CPU
-  time (user + system) is printed too: on a machine busy with other work the wall
-  time stretches, the CPU time much less, so it estimates the idle-machine time.
+  time (user + system, summed over its threads) is printed too: on a machine busy
+  with other work the wall time stretches and the CPU time barely moves, so compare
+  CPU times between runs taken at different loads (on a quiet machine the wall time
+  can be below the CPU time, since torch imports on two threads).
 * floor — the same measurement for a bare main window holding only the welcome
   view, with the style sheet and icons: what first paint costs without any of
   merge_studio.core, i.e. what lazy imports could reach.
@@ -98,8 +100,8 @@ def time_first_paint(python: str, home: Path, script: str = DRIVER) -> tuple[flo
     """(wall seconds from spawning the process to the main window's first paint, CPU seconds used).
 
     The CPU time (user + system of the child, which exits right after the paint)
-    barely depends on what else the machine runs, so on a busy machine it is the
-    better estimate of the wall time on an idle one.
+    barely depends on what else the machine runs, so it compares runs taken at
+    different loads.
     """
     cpu_before = _child_cpu_seconds()
     start = time.time()
