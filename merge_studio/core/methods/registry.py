@@ -39,11 +39,7 @@ def _load_builtins() -> None:
         return
     _loaded = True
     for module in BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if not (exc.name and module.startswith(exc.name)):
-                raise
+        importlib.import_module(module)
 
 
 def list_methods() -> list[MethodSpec]:
