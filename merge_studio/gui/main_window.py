@@ -42,6 +42,7 @@ from merge_studio.gui.views.inspector import Inspector
 from merge_studio.gui.views.log_panel import LogPanel
 from merge_studio.gui.views.method_picker import MethodPicker
 from merge_studio.gui.views.status_panel import JobStatus
+from merge_studio.gui.view_wiring import ViewWiring
 from merge_studio.gui.window_actions import RECIPE_FILTER, WindowActions
 from merge_studio.gui.workers import JobError, JobRunner, JobWorker
 
@@ -52,7 +53,7 @@ OPTIONAL_TABS = (
      "The model's layer graph will appear here, coloured by how much each layer changed in the merge."),
     ("Barrier", "merge_studio.gui.views.barrier_plot", "BarrierPanel",
      "Loss and accuracy along the path between two models (the loss barrier) will be plotted here."),
-    ("Permutations", "merge_studio.gui.views.permutation_view", "PermutationView",
+    ("Permutations", "merge_studio.gui.views.align_panel", "PermutationsTab",
      "How re-basin aligns the neurons of one model to another will be shown here, layer by layer."),
 )
 
@@ -119,6 +120,7 @@ class MainWindow(WindowActions, QMainWindow):
         self._build_layout()
         self.actions_by_name = build_menus(self)
         self._connect()
+        self.wiring = ViewWiring(self)
         self._problems_timer = QTimer(self)
         self._problems_timer.setSingleShot(True)
         self._problems_timer.setInterval(150)
@@ -162,7 +164,12 @@ class MainWindow(WindowActions, QMainWindow):
             current = self.session.find(self.model_list.current_id() or -1)
             if current is not None and current.checkpoint is not None and current is not self._graph_shows:
                 self._graph_shows = current
-                graph.show_checkpoint(current.checkpoint)
+                graph.show_checkpoint(current.checkpoint, self.session.arch_for(current))
+
+    def graph_model(self):  # noqa: ANN201 - a LoadedModel or None
+        """The model the Graph tab shows (its architecture choice is remembered for it)."""
+        shown = self._graph_shows
+        return shown if shown is not None and shown in self.session.models else None
 
     def _build_layout(self) -> None:
         left = QWidget(self)

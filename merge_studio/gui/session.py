@@ -39,6 +39,7 @@ class LoadedModel:
     error: str = ""
     params: dict[str, Any] = field(default_factory=dict)  # raw per-model params, by recipe key
     in_models: bool = True  # False: only the recipe's base, not one of its models
+    arch: str | None = None  # chosen by the user (Graph view, align strip); "" = module tree on purpose
     id: int = field(default_factory=lambda: next(_ids))
 
     @property
@@ -157,6 +158,23 @@ class Session:
         for model in self.models:
             model.close()
 
+    # --- architectures ----------------------------------------------------------------
+    def set_arch(self, model_id: int | None, spec: str | None) -> None:
+        """Remember the architecture the user chose for a model; a real one also becomes the recipe's.
+
+        Models merged together share one architecture, so the last choice is what
+        ``Recipe.arch`` records; ``""`` (the module tree on purpose) is kept per model only.
+        """
+        model = self.find(model_id) if model_id is not None else None
+        if model is not None:
+            model.arch = spec
+        if spec:
+            self.output.arch = spec
+
+    def arch_for(self, model: LoadedModel) -> str | None:
+        """The architecture chosen for ``model`` (or restored from its recipe); ``None``: detect it."""
+        return model.arch
+
     # --- method and parameters --------------------------------------------------------
     @property
     def spec(self) -> MethodSpec:
@@ -210,7 +228,7 @@ class Session:
             "shard_size": self.output.shard_size or None,
             "on_mismatch": self.output.on_mismatch,
             "seed": self.output.seed,
-            "arch": self.output.arch,
+            "arch": self.output.arch or next((m.arch for m in ready if m.arch), None),
             "data": self.output.data,
             "hash_sources": self.output.hash_sources,
         }
@@ -226,6 +244,7 @@ class Session:
         for entry in recipe.models:
             row = self.find_path(entry.path) or self.add_pending(entry.path)
             row.params = dict(entry.params)
+            row.arch = recipe.arch
         if recipe.base:
             base = self.find_path(recipe.base) or self.add_pending(recipe.base, in_models=False)
             self.base_id = base.id

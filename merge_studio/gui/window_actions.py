@@ -96,11 +96,23 @@ class WindowActions:
         self.log_panel.log("Preparing the demo models (trained once, then cached)…")
         worker = self.runner.start(lambda token: iter_demo_models(cancel=token), "demo")
         worker.sig_progress.connect(self.job_status.update_progress)
-        worker.sig_result.connect(lambda demo: self.open_paths(demo.paths()))
+        worker.sig_result.connect(self._on_demo_ready)
         worker.sig_failed.connect(lambda error: self.show_error(error, "The demo could not be prepared"))
         worker.sig_done.connect(lambda: self.job_status.finish("Ready"))
         self.job_status.start("Preparing the demo")
         return worker
+
+    def _on_demo_ready(self, demo: object) -> None:
+        """Open the demo MLPs (one architecture, so they merge), choose a re-basin method and their arch."""
+        paths = demo.paths("zoo:mlp") or demo.paths()
+        arch = next((m.arch for m in getattr(demo, "models", ()) if m.path in paths), None)
+        ids = self.open_paths(paths)
+        if arch:
+            for model_id in ids:
+                self.session.set_arch(model_id, arch)
+        if len(paths) >= 2:
+            self.method_panel.select_method("merge_many" if arch else "simple_average")
+        self.log_panel.log("Demo ready: Merge, or compare A and B in the Barrier tab, or align them in Permutations.")
 
     def is_loading(self) -> bool:
         return self.session.loading

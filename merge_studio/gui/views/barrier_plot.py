@@ -132,6 +132,7 @@ class BarrierPanel(QWidget):
         self.report: BarrierReport | None = None
         self.scores: ModelScores | None = None
         self.aligned_state: dict[str, Any] | None = None
+        self._aligned_pair: tuple[Any, Any] | None = None
         self._models: list[tuple[str, Path]] = []
         self._models_provider = models_provider
         self._data_file: str | None = None
@@ -287,9 +288,19 @@ class BarrierPanel(QWidget):
             index = self.merged.count() - 1
         self.merged.setCurrentIndex(index)
 
+    def select_pair(self, path_a: str | Path, path_b: str | Path) -> None:
+        """Choose A and B (e.g. the pair just aligned in the Permutations tab)."""
+        self._refresh_models()
+        self._select(self.model_a, str(path_a), 0)
+        self._select(self.model_b, str(path_b), 1)
+
     def set_aligned(self, state_dict: dict[str, Any] | None) -> None:
-        """B aligned to A (from the Permutations tab): the "aligned" curve then uses it instead of aligning again."""
+        """B aligned to A (from the Permutations tab): the "aligned" curve then uses it instead of aligning again.
+
+        It belongs to the A and B chosen now; choosing another pair aligns inside the job again.
+        """
         self.aligned_state = state_dict
+        self._aligned_pair = (self.model_a.currentData(), self.model_b.currentData()) if state_dict is not None else None
         self.curve_checks["aligned"].setChecked(state_dict is not None)
         self._refresh_buttons()
 
@@ -357,9 +368,14 @@ class BarrierPanel(QWidget):
         return BarrierRequest(
             model_a=self.model_a.currentData(), model_b=self.model_b.currentData(), arch=self.arch.text().strip() or None,
             data=self.data_spec(), steps=self.steps.value(), splits=self.splits(),
-            curves=tuple(curves), merged=merged, aligned_state=self.aligned_state,
+            curves=tuple(curves), merged=merged, aligned_state=self.current_aligned_state(),
             reset_bn="auto" if self.reset_bn.isChecked() else "off",
         )
+
+    def current_aligned_state(self) -> dict[str, Any] | None:
+        """The aligned B handed over, when it was aligned for the A and B chosen now."""
+        pair = (self.model_a.currentData(), self.model_b.currentData())
+        return self.aligned_state if self.aligned_state is not None and pair == self._aligned_pair else None
 
     def build_evaluate_request(self) -> EvaluateRequest:
         paths = [self.model_a.currentData(), self.model_b.currentData()]

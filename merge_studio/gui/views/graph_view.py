@@ -24,11 +24,12 @@ from PySide6.QtWidgets import (
 
 from merge_studio.core.arch import ZOO
 from merge_studio.core.progress import CancelToken
-from merge_studio.graph.jobs import GraphPicture, Overlay, iter_arch_picture, iter_checkpoint_picture, iter_recolor
+from merge_studio.graph.jobs import GraphPicture, Overlay, iter_arch_picture, iter_checkpoint_picture
 from merge_studio.graph.key_tree import KeyTreeNode, key_tree
 from merge_studio.graph.model import GraphNode, ModuleGraph, format_count, format_shape
 from merge_studio.graph.overlay import font_for, format_value, layer_value, value_colors
 from merge_studio.graph.render import INSTALL_HINT, render_png
+from merge_studio.gui.views.graph_marks import iter_recolor_marked, with_marks
 from merge_studio.gui.workers import JobRunner, JobWorker
 
 PictureJob = Callable[[CancelToken], Generator[Any, None, GraphPicture]]
@@ -116,10 +117,12 @@ class GraphView(QWidget):
         self._picture: GraphPicture | None = None
         self._items: dict[str, _NodeItem] = {}
         self._overlays: dict[str, Overlay] = {}
+        self._marks: dict[str, dict[str, str]] = {}  # overlay name -> layer -> colour
         self._matches: list[str] = []
         self._checkpoint: Any = None
         self._arch_by_path: dict[str, str] = {}
         self._overlay_jobs: dict[Any, tuple[str, str]] = {}
+        self._tree: KeyTreeNode | None = None
         self._build_ui()
         self.clear()
 
@@ -258,15 +261,38 @@ class GraphView(QWidget):
         self._set_banner(dot_missing)
         self.stack.setCurrentWidget(self.tree_view)
 
-    def set_overlay(self, name: str, values: Mapping[str, float], *, cmap: str = "viridis") -> None:
-        """Offer ``values`` (module path → number) as an overlay and show it now."""
+    def set_overlay(
+        self,
+        name: str,
+        values: Mapping[str, float],
+        *,
+        cmap: str = "viridis",
+        marks: Mapping[str, str] | None = None,
+        show: bool = True,
+    ) -> None:
+        """Offer ``values`` (module path → number) as an overlay and show it now (unless ``show=False``).
+
+        ``marks`` (module path → colour) paints layers apart from the scale, e.g. the
+        layers re-basin could not permute; the legend gains a line for them.
+        """
         self._overlays[name] = Overlay(name, dict(values), cmap)
+        self._marks[name] = dict(marks or {})
         if self.overlay_combo.findText(name) < 0:
             self.overlay_combo.addItem(name)
+        if not show:
+            return
         if self.overlay_combo.currentText() == name:
             self._apply_overlay()
         else:
             self.overlay_combo.setCurrentText(name)  # applies through the signal
+
+    def overlay_names(self) -> list[str]:
+        """The overlays the combo offers (without "No overlay")."""
+        return [self.overlay_combo.itemText(i) for i in range(1, self.overlay_combo.count())]
+
+    def current_marks(self) -> dict[str, str]:
+        """Marked layers (module path → colour) of the overlay on screen."""
+        return dict(self._marks.get(self.overlay_combo.currentText(), {}))
 
     def request_overlay(
         self,
@@ -357,7 +383,8 @@ class GraphView(QWidget):
     # --- jobs -----------------------------------------------------------------------------
     def _rebuild(self) -> None:
         if self._source is not None:
-            self.request_graph(self._source(self.depth_spin.value(), self.nested_check.isChecked(), self.current_overlay()))
+            job = self._source(self.depth_spin.value(), self.nested_check.isChecked(), self.current_overlay())
+            self.request_graph(with_marks(job, self.current_marks()))
 
     def _cancel_running(self) -> None:
         if self._worker is not None:
@@ -451,12 +478,16 @@ class GraphView(QWidget):
         self.graphics.centerOn(size.center().x(), 0)
 
     def _fill_tree(self, tree: KeyTreeNode) -> None:
+        self._tree = tree
         self.tree_model.clear()
         self.tree_model.setHorizontalHeaderLabels(["Module", "Shape", "Parameters", "Value"])
         overlay = self.current_overlay()
         colors: dict[str, str] = {}
         if overlay is not None:
-            colors, _ = value_colors([n.path for n in tree.walk() if n.path], overlay.values, cmap=overlay.cmap)
+            paths = [n.path for n in tree.walk() if n.path]
+            colors, _ = value_colors(paths, overlay.values, cmap=overlay.cmap)
+            marks = self.current_marks()
+            colors.update({p: marks[p] for p in paths if p in marks})  # exact: the tree shows every layer
 
         def add(parent: QStandardItem, node: KeyTreeNode) -> None:
             for child in node.children.values():
@@ -524,11 +555,14 @@ class GraphView(QWidget):
         picture = self._picture
         if picture is not None and picture.tree is not None:
             self._fill_tree(picture.tree)
+        elif picture is None and self._tree is not None and self.stack.currentWidget() is self.tree_view:
+            self._fill_tree(self._tree)  # a tree given by set_key_tree: recolour it in place
         if picture is None:
             if self._source is not None and self._worker is not None:
                 self._rebuild()  # a build is under way: rebuild with the overlay
             return
-        self.request_graph(lambda cancel: iter_recolor(picture, overlay, cancel))
+        marks = self.current_marks()
+        self.request_graph(lambda cancel: iter_recolor_marked(picture, overlay, marks, cancel))
 
     @Slot(str)
     def _on_search_changed(self, text: str) -> None:

@@ -249,6 +249,14 @@ class Inspector(QWidget):
         self.tabs.setTabText(index, "Compatibility" if compat.ok else "Compatibility ⚠")
 
     # --- filtering --------------------------------------------------------------------
+    def show_layer(self, layer: str) -> int:
+        """Filter the tensor table to one layer's tensors and select the first (a graph click); the count shown."""
+        self.filter_edit.setText(f"^{re.escape(layer)}\\." if layer else "")
+        if self.proxy.rowCount():
+            self.tensor_table.selectRow(0)
+            self.tensor_table.scrollTo(self.proxy.index(0, 0))
+        return self.proxy.rowCount()
+
     def _on_filter_edit_changed(self, text: str) -> None:
         self.proxy.setFilterRegularExpression(text.strip())
         self._update_count()
