@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="load the demo models (trained once, then cached)")
     parser.add_argument("--select", type=int, default=0, help="row to select in the model list (screenshots)")
     parser.add_argument("--tab", default=None, help="central tab to show: Inspector, Graph, Barrier, Permutations")
+    parser.add_argument("--run", default="", metavar="JOBS",
+                        help="screenshots: jobs to run first, comma-separated: align, merge, barrier, evaluate")
     return parser
 
 
@@ -132,6 +134,55 @@ def _settle(ms: int = 300) -> None:
     loop.exec()
 
 
+def _wait_idle(window: MainWindow, timeout_ms: int) -> None:
+    """Spin the event loop until the window's jobs (merge, alignment, layout, overlays) are done."""
+    import time
+
+    from PySide6.QtCore import QCoreApplication, QEventLoop
+
+    deadline = time.monotonic() + timeout_ms / 1000
+    while (window.runner.running() or window.is_loading()) and time.monotonic() < deadline:
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+    _settle(100)
+
+
+def show_tab(window: MainWindow, title: str) -> bool:
+    """Bring the central tab called ``title`` (any case) to the front."""
+    for i in range(window.tabs.count()):
+        if window.tabs.tabText(i).lower() == title.lower():
+            window.tabs.setCurrentIndex(i)
+            return True
+    return False
+
+
+RUNNABLE = ("align", "merge", "barrier", "evaluate")
+
+
+def run_jobs(window: MainWindow, jobs: Sequence[str], timeout_ms: int = LOAD_TIMEOUT_MS) -> list[str]:
+    """Run what a screenshot should show (an alignment, a merge, a barrier sweep, an evaluation); returns problems."""
+    problems: list[str] = []
+    for job in jobs:
+        started = None
+        if job == "align" and "Permutations" in window.extra_views:
+            strip = window.extra_views["Permutations"].strip
+            strip.refresh_models()
+            started = strip.start()
+        elif job == "merge":
+            started = window.start_merge()
+        elif job in ("barrier", "evaluate") and "Barrier" in window.extra_views:
+            panel = window.extra_views["Barrier"]
+            panel._refresh_models()  # noqa: SLF001 - pull the window's models now
+            button = panel.run_button if job == "barrier" else panel.evaluate_button
+            if button.isEnabled():
+                button.click()
+                started = panel.worker
+        if started is None:
+            problems.append(f"could not start {job}")
+        _wait_idle(window, timeout_ms)
+    return problems
+
+
 def take_screenshot(window: MainWindow, out: str | Path) -> Path:
     """Render the main window to a PNG (works offscreen)."""
     out = Path(out).expanduser()
@@ -194,10 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = _wait_for_load(window, LOAD_TIMEOUT_MS)
         if window.session.models:
             window.model_list.select_id(window.session.models[min(args.select, len(window.session.models) - 1)].id)
-        if args.tab:
-            for i in range(window.tabs.count()):
-                if window.tabs.tabText(i).lower() == args.tab.lower():
-                    window.tabs.setCurrentIndex(i)
+        jobs = [j.strip().lower() for j in args.run.split(",") if j.strip()]
+        for problem in run_jobs(window, jobs):
+            print(f"merge-studio: {problem}", file=sys.stderr)
+        if args.tab and not show_tab(window, args.tab):
+            print(f"merge-studio: no tab called {args.tab!r}", file=sys.stderr)
+        _wait_idle(window, LOAD_TIMEOUT_MS)  # a tab that draws on show (the graph) finishes first
         if size is not None:
             window.resize(*size)
         _settle(100)

@@ -236,6 +236,7 @@ class MainWindow(WindowActions, QMainWindow):
         self.method_panel.sig_merge_requested.connect(self.start_merge)
         self.job_status.sig_cancel_requested.connect(self.cancel_jobs)
         self.tabs.currentChanged.connect(self._update_extra_views)
+        self.tabs.currentChanged.connect(self._on_tabs_current_changed)
         self.method_panel.device_combo.currentIndexChanged.connect(self._refresh_device)
         for signal, slot in (("sig_open_files", self.ask_open_models), ("sig_open_recipe", self.ask_open_recipe),
                              ("sig_try_demo", self.load_demo), ("sig_open_recent", self.open_any)):
@@ -347,6 +348,8 @@ class MainWindow(WindowActions, QMainWindow):
         right = 330 if width < 1600 else 400
         if not self.session.models:
             left = 300 if width < 1600 else 420
+        elif self.tabs.currentWidget() is not self.inspector_stack:
+            left = 300 if width < 1600 else 400  # graph, plots and matrices want the width
         elif width < 1600:
             left = max(490, int((width - right) * 0.5))
         else:
@@ -355,6 +358,10 @@ class MainWindow(WindowActions, QMainWindow):
         height = self.v_split.height() or self.height()
         self.v_split.setSizes([height - 150, 150])
         self._fitted_for_models = bool(self.session.models)
+
+    def _on_tabs_current_changed(self, _index: int) -> None:
+        if self._sized_panels and not self._user_sized:
+            self.fit_panels()
 
     def _on_h_split_moved(self) -> None:
         self._user_sized = True

@@ -103,16 +103,21 @@ class WindowActions:
         return worker
 
     def _on_demo_ready(self, demo: object) -> None:
-        """Open the demo MLPs (one architecture, so they merge), choose a re-basin method and their arch."""
-        paths = demo.paths("zoo:mlp") or demo.paths()
+        """Open two demo MLPs with weight matching chosen: merge them, compare them, or align them.
+
+        Two, not all: weight matching merges exactly two models, and the story the demo
+        tells (a naive average of two independent nets is poor; aligned first, it is not)
+        needs no more.
+        """
+        paths = (demo.paths("zoo:mlp") or demo.paths())[:2]
         arch = next((m.arch for m in getattr(demo, "models", ()) if m.path in paths), None)
         ids = self.open_paths(paths)
         if arch:
             for model_id in ids:
                 self.session.set_arch(model_id, arch)
-        if len(paths) >= 2:
-            self.method_panel.select_method("merge_many" if arch else "simple_average")
-        self.log_panel.log("Demo ready: Merge, or compare A and B in the Barrier tab, or align them in Permutations.")
+        if len(paths) == 2:
+            self.method_panel.select_method("weight_matching" if arch else "simple_average")
+        self.log_panel.log("Demo ready: Merge, compare A and B in the Barrier tab, or align them in Permutations.")
 
     def is_loading(self) -> bool:
         return self.session.loading

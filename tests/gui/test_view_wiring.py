@@ -58,7 +58,8 @@ def test_aligning_two_mlps_from_the_tab_fills_the_report_graph_overlay_and_barri
     assert report is not None and [g["name"] for g in report["groups"]] == ["hidden.0"]
     assert tab.view.current_group == "hidden.0"
     assert tab.view._similarity("hidden.0").shape == (16, 16)  # the provider reached the view
-    assert "units moved" in tab.strip.status.text()
+    assert tab.strip.status.text().startswith("Aligned mlp_seed1 to mlp_seed0")
+    assert "units moved" in tab.view.summary.text()
     graph = window.extra_views["Graph"]
     assert graph.overlay_names()[-1] == "units permuted" and graph.overlay_combo.currentText() == "units permuted"
     assert set(graph.current_overlay().values) >= {"hidden.0"}
@@ -247,7 +248,7 @@ def test_a_ties_merge_offers_the_share_of_task_vector_mass_kept(qtbot, window, m
     qtbot.waitUntil(lambda: not window.runner.running(), timeout=10_000)
 
 
-def test_the_demo_opens_the_mlps_with_a_method_and_the_barrier_tab_ready(qtbot, window, mlps, monkeypatch):
+def test_the_demo_opens_two_mlps_with_weight_matching_and_the_barrier_tab_ready(qtbot, window, mlps, monkeypatch):
     import merge_studio.core.demo as demo
 
     models = [SimpleNamespace(path=p, arch="zoo:mlp") for p in mlps]
@@ -259,10 +260,12 @@ def test_the_demo_opens_the_mlps_with_a_method_and_the_barrier_tab_ready(qtbot, 
     monkeypatch.setattr(demo, "iter_demo_models", fake_demo)
     with qtbot.waitSignal(window.sig_models_loaded, timeout=10_000):
         assert window.load_demo() is not None
-    assert [m.path for m in window.session.models] == mlps
-    assert window.session.method == "merge_many" and window.session.output.arch == "zoo:mlp"
+    assert [m.path for m in window.session.models] == mlps[:2]
+    assert window.session.method == "weight_matching" and window.session.output.arch == "zoo:mlp"
+    qtbot.waitUntil(lambda: window.method_panel.merge_button.isEnabled(), timeout=5_000)  # nothing left to choose
     barrier = show_tab(window, "Barrier")
-    assert barrier.run_button.isEnabled() and barrier.model_a.count() == 3
+    assert barrier.run_button.isEnabled() and barrier.model_a.count() == 2
+    assert barrier.model_b.currentData() == str(mlps[1])
 
 
 def test_after_merging_the_demo_mlps_the_barrier_tab_evaluates_inputs_and_merged(qtbot, window, mlps, tmp_path):

@@ -238,6 +238,8 @@ class SeedEditor(IntEditor):
         self.spin.setRange(0, INT_MAX)
         self.reroll = QPushButton("New", self)
         self.reroll.setToolTip("Draw a new random seed")
+        self.reroll.setMaximumWidth(self.reroll.fontMetrics().horizontalAdvance("New") + 40)
+        self.spin.setMinimumWidth(84)  # room for any seed; its own hint (ten digits) crowds narrow panels
         self.reroll.clicked.connect(lambda: self.spin.setValue(random.randint(0, 2**31 - 1)))
         self._layout.addWidget(self.reroll)
 

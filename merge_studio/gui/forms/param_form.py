@@ -57,6 +57,9 @@ def validation_errors(model: type[BaseModel], values: dict[str, Any]) -> dict[st
     return errors
 
 
+LABEL_MAX_WIDTH = 120
+
+
 class ParamForm(QWidget):
     """Editors for every field of ``params_model``, with in-place errors."""
 
@@ -92,6 +95,9 @@ class ParamForm(QWidget):
         facts = editor.facts
         label = QLabel(facts.title, self)
         label.setToolTip(facts.description)
+        label.setWordWrap(True)  # long titles take two lines instead of widening the panel
+        label.setMaximumWidth(LABEL_MAX_WIDTH)
+        label.setMinimumWidth(min(label.fontMetrics().horizontalAdvance(facts.title) + 4, LABEL_MAX_WIDTH))
         label.setBuddy(editor)
         error = QLabel("", self)
         error.setObjectName("field_error")

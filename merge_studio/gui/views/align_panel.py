@@ -25,19 +25,6 @@ ModelsProvider = Callable[[], Sequence[tuple[str, Path]]]
 ArchProvider = Callable[[Path], "str | None"]
 
 
-def summarize(report: dict[str, Any]) -> str:
-    """One line for the status label: groups, share of units moved, the function check."""
-    groups = report.get("groups", [])
-    units = sum(g["size"] for g in groups)
-    moved = sum(g["size"] * g["moved_fraction"] for g in groups)
-    text = f"{len(groups)} groups, {moved / units:.0%} of {units} units moved" if units else "nothing to permute"
-    if report.get("max_output_difference") is not None:
-        text += f", outputs unchanged (±{report['max_output_difference']:.0e})"
-    if report.get("unpermuted"):
-        text += f"; {len(report['unpermuted'])} point(s) not permuted"
-    return text
-
-
 class AlignStrip(QWidget):
     """A, B, architecture, seed, Align/Cancel and "Save aligned B…"."""
 
@@ -114,7 +101,7 @@ class AlignStrip(QWidget):
             combo.blockSignals(True)
             combo.clear()
             for name, path in models:
-                combo.addItem(name, str(path))
+                combo.addItem(Path(name).stem if name.endswith(".safetensors") else name, str(path))
                 combo.setItemData(combo.count() - 1, str(path), 3)  # tooltip: the full path
             index = combo.findData(before) if before else -1
             if index < 0 and want:
@@ -222,7 +209,10 @@ class AlignStrip(QWidget):
     @Slot(object)
     def _on_worker_result(self, outcome: AlignOutcome) -> None:
         self.outcome = outcome
-        self.status.setText(summarize(outcome.report))
+        seconds = outcome.report.get("seconds")
+        took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+        self.status.setText(f"Aligned {Path(outcome.names[1]).stem} to {Path(outcome.names[0]).stem}{took} "
+                            f"({outcome.arch}, seed {outcome.report.get('seed', self.seed.value())}).")
         self.sig_aligned.emit(outcome)
 
     @Slot(object)

@@ -133,7 +133,8 @@ class GraphView(QWidget):
         self.nested_check = QCheckBox("Expand nested", toolTip="Draw opened modules as boxes around their layers")
         self.overlay_combo = QComboBox(toolTip="Colour layers by a per-layer value")
         self.overlay_combo.addItem(NO_OVERLAY)
-        self.overlay_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.overlay_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.overlay_combo.setMinimumContentsLength(12)
         self.search_edit = QLineEdit(placeholderText="Find layer…", clearButtonEnabled=True)
         self.arch_button = QToolButton(text="Architecture", toolTip="Pick the model that gives this checkpoint its graph")
         self.arch_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
@@ -146,11 +147,15 @@ class GraphView(QWidget):
             buttons[key] = QToolButton(text=text, toolTip=tip)
         self.zoom_in_button, self.zoom_out_button, self.fit_button = buttons["zoom_in"], buttons["zoom_out"], buttons["fit"]
         self.export_svg_button, self.export_png_button = buttons["svg"], buttons["png"]
-        for widget in (QLabel("Depth"), self.depth_spin, self.nested_check, self.overlay_combo, self.arch_button):
+        # two rows: beside the model list the tab is ~600 px wide, too narrow for one
+        for widget in (QLabel("Depth"), self.depth_spin, self.nested_check, self.arch_button):
             bar.addWidget(widget)
-        bar.addWidget(self.search_edit, 1)
+        bar.addWidget(QLabel("Colour by"))
+        bar.addWidget(self.overlay_combo, 1)
+        tools = QHBoxLayout()
+        tools.addWidget(self.search_edit, 1)
         for button in buttons.values():
-            bar.addWidget(button)
+            tools.addWidget(button)
 
         self.banner = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
         self.banner.setStyleSheet("background:#fff4ce; border:1px solid #e0c36b; padding:6px; color:#3d3000;")
@@ -170,6 +175,7 @@ class GraphView(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
+        layout.addLayout(tools)
         layout.addWidget(self.banner)
         layout.addWidget(self.stack, 1)
         layout.addWidget(self.status_label)

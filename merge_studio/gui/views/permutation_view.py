@@ -12,6 +12,7 @@ computes nothing itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from merge_studio.plots.permutations import (
 MatricesProvider = Callable[[str], Any]  # group name -> similarity matrix (n × n) or None
 GROUP_ROLE = Qt.ItemDataRole.UserRole
 OVERLAY_NAME = "units permuted"
+NARROW_WIDTH = 760  # below this the pictures go under the group list
 
 
 def layer_overlay(report: Mapping[str, Any]) -> dict[str, float]:
@@ -75,6 +77,25 @@ def group_for_layer(report: Mapping[str, Any], layer: str) -> str | None:
                     return g["name"]
                 fallback = fallback or g["name"]
     return fallback
+
+
+def _fit_text(fig: Figure, axes_width_px: float) -> None:
+    """Smaller, wrapped titles and labels when each picture gets little room (the tab beside the list)."""
+    if axes_width_px >= 330:
+        return
+    chars = max(14, int(axes_width_px / 7.5))
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        title = ax.title.get_text()
+        if legend is not None:  # no room below the picture: say it in the title
+            title += " · " + ", ".join(f"{t.get_text()}: {'blue' if i == 0 else 'grey'}" for i, t in enumerate(legend.get_texts()))
+            legend.remove()
+        ax.title.set_text(textwrap.fill(title, chars))
+        ax.title.set_fontsize(7.5)
+        for label in (ax.xaxis.label, ax.yaxis.label):
+            label.set_text(textwrap.fill(label.get_text(), chars))
+            label.set_fontsize(7.5)
+        ax.tick_params(labelsize=7)
 
 
 class _Canvas(FigureCanvasQTAgg):
@@ -115,7 +136,7 @@ class PermutationView(QWidget):
         left_layout.addWidget(self.summary)
         left_layout.addWidget(self.groups, 3)
         left_layout.addWidget(QLabel("Tensors reordered by the selected group:", left))
-        left_layout.addWidget(self.members, 2)
+        left_layout.addWidget(self.members, 1)
 
         self.group_canvas = _Canvas((9, 3.2))
         self.convergence_canvas = _Canvas((6, 3.5))
@@ -139,12 +160,26 @@ class PermutationView(QWidget):
         splitter.addWidget(left)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 3)
+        splitter.setChildrenCollapsible(False)
+        self.splitter = splitter
         self.stack = QStackedWidget(self)
         self.stack.addWidget(self.empty)
         self.stack.addWidget(splitter)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.stack)
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
+        """Narrow (beside the model list): the groups above the pictures, so the matrices get the width."""
+        super().resizeEvent(event)
+        narrow = self.width() < NARROW_WIDTH
+        wanted = Qt.Orientation.Vertical if narrow else Qt.Orientation.Horizontal
+        if self.splitter.orientation() != wanted:
+            self.splitter.setOrientation(wanted)
+            self.splitter.setStretchFactor(0, 2 if narrow else 1)
+            self.splitter.setStretchFactor(1, 3)
+            total = self.height() if narrow else self.width()
+            self.splitter.setSizes([int(total * 0.42), int(total * 0.58)] if narrow else [int(total * 0.3), int(total * 0.7)])
 
     # -- public API ---------------------------------------------------------------------
     @property
@@ -268,6 +303,7 @@ class PermutationView(QWidget):
                 plot_similarity(axes[1], sim, colorbar=False)
                 plot_similarity(axes[2], sim, group["perm"])
             fig.suptitle(f"{group['name']}: {group['moved_fraction']:.0%} of {group['size']} units moved", fontsize=10)
+            _fit_text(fig, self.group_canvas.width() / max(1, len(axes)))
         self.group_canvas.draw_idle()
 
     def _draw_convergence(self, report: Mapping[str, Any]) -> None:
