@@ -301,6 +301,8 @@ def _whole_model(plan: MergePlan, cancel: CancelToken | None, start: float) -> G
     check_cancel(cancel)
     out_dtype = plan.out_dtype
     metadata = {**_base_metadata(plan), **output.metadata}
+    if output.report is not None:  # known now, so it is laid out with the header
+        metadata["merge_studio.report"] = json.dumps(output.report, separators=(",", ":"))
     targets = plan.targets(len(output.state_dicts))
     hashes = _SourceHashes(plan, recipe.hash_sources)
     sets: list[OutputSet] = []
@@ -316,8 +318,6 @@ def _whole_model(plan: MergePlan, cancel: CancelToken | None, start: float) -> G
                 out.write(n, t)
             yield Progress("write", len(sets), len(targets), current=str(target))
         final = {**metadata, "merge_studio.sources": json.dumps(hashes.sources(), separators=(",", ":"))}
-        if output.report is not None:
-            final["merge_studio.report"] = json.dumps(output.report, separators=(",", ":"))
         written = tuple(s.commit(final) for s in sets)
     except BaseException:
         hashes.stop()

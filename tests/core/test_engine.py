@@ -196,3 +196,22 @@ def test_inputs_are_never_modified(make_checkpoint, tmp_path):
     run_merge(_recipe(paths, tmp_path / "o.safetensors", method="simple_average"))
     assert [p.read_bytes() for p in paths] == before
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["m0.safetensors", "m1.safetensors", "o.safetensors"]
+
+
+def test_whole_model_methods_write_their_report_into_the_output(tmp_path):
+    from merge_studio.core.arch import build_module
+    from merge_studio.core.writer import write_state_dict
+
+    arch = "zoo:mlp?hidden=32,32"
+    paths = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        state = build_module(arch).state_dict()
+        paths.append(write_state_dict(tmp_path / f"m{seed}.safetensors", state, {"merge_studio.arch": arch}))
+    out = tmp_path / "many.safetensors"
+    result = run_merge(Recipe(method="merge_many", models=[{"path": str(p)} for p in paths], output=str(out)))
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["merge_studio.report"]) == json.loads(json.dumps(result.report))
+    assert meta["merge_studio.arch"] == arch
+    assert set(load_file(out)) == set(load_file(paths[0]))
