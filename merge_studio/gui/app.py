@@ -147,15 +147,6 @@ def _wait_idle(window: MainWindow, timeout_ms: int) -> None:
     _settle(100)
 
 
-def show_tab(window: MainWindow, title: str) -> bool:
-    """Bring the central tab called ``title`` (any case) to the front."""
-    for i in range(window.tabs.count()):
-        if window.tabs.tabText(i).lower() == title.lower():
-            window.tabs.setCurrentIndex(i)
-            return True
-    return False
-
-
 RUNNABLE = ("align", "merge", "barrier", "evaluate")
 
 
@@ -164,6 +155,9 @@ def run_jobs(window: MainWindow, jobs: Sequence[str], timeout_ms: int = LOAD_TIM
     problems: list[str] = []
     for job in jobs:
         started = None
+        if job not in RUNNABLE:
+            problems.append(f"unknown job {job!r} (choose from {', '.join(RUNNABLE)})")
+            continue
         if job == "align" and "Permutations" in window.extra_views:
             strip = window.extra_views["Permutations"].strip
             strip.refresh_models()
@@ -248,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = [j.strip().lower() for j in args.run.split(",") if j.strip()]
         for problem in run_jobs(window, jobs):
             print(f"merge-studio: {problem}", file=sys.stderr)
-        if args.tab and not show_tab(window, args.tab):
+        if args.tab and not window.show_tab(args.tab):
             print(f"merge-studio: no tab called {args.tab!r}", file=sys.stderr)
         _wait_idle(window, LOAD_TIMEOUT_MS)  # a tab that draws on show (the graph) finishes first
         if size is not None:

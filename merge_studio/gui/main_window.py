@@ -166,6 +166,14 @@ class MainWindow(WindowActions, QMainWindow):
                 self._graph_shows = current
                 graph.show_checkpoint(current.checkpoint, self.session.arch_for(current))
 
+    def show_tab(self, title: str) -> bool:
+        """Bring a central tab to the front by its title (any case)."""
+        for i in range(self.tabs.count()):
+            if self.tabs.tabText(i).lower() == title.lower():
+                self.tabs.setCurrentIndex(i)
+                return True
+        return False
+
     def graph_model(self):  # noqa: ANN201 - a LoadedModel or None
         """The model the Graph tab shows (its architecture choice is remembered for it)."""
         shown = self._graph_shows

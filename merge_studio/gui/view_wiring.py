@@ -97,6 +97,8 @@ class ViewWiring(QObject):
             self.strip.sig_failed.connect(self._on_strip_failed)
             self.strip.sig_saved.connect(self._on_strip_saved)
         window.sig_merge_finished.connect(self._on_window_merge_finished)
+        window.model_list.sig_compare_requested.connect(self._on_model_list_compare_requested)
+        window.model_list.sig_align_requested.connect(self._on_model_list_align_requested)
         window.sig_models_loaded.connect(self.refresh_models)
 
     # --- models ---------------------------------------------------------------------------
@@ -189,7 +191,31 @@ class ViewWiring(QObject):
     def show_report_in_graph(self, report: Mapping[str, Any], *, show: bool = True) -> None:
         """Colour the graph by the share of units permuted, unpermutable layers marked."""
         if self.graph is not None and hasattr(self.graph, "set_overlay"):
-            self.graph.set_overlay(OVERLAY_NAME, layer_overlay(report), cmap="plasma", marks=layer_marks(report), show=show)
+            self.graph.set_overlay(OVERLAY_NAME, layer_overlay(report), cmap="plasma", marks=layer_marks(report),
+                                   show=show, vmin=0.0, vmax=1.0)
+
+    # --- from the model list --------------------------------------------------------------
+    def _pair_paths(self, model_ids: list[int]) -> tuple[Path, Path] | None:
+        models = [self.window.session.find(i) for i in model_ids[:2]]
+        if len(models) != 2 or any(m is None or m.status != "ready" for m in models):
+            return None
+        return models[0].path, models[1].path
+
+    @Slot(list)
+    def _on_model_list_compare_requested(self, model_ids: list[int]) -> None:
+        pair = self._pair_paths(model_ids)
+        if pair is not None and self.graph is not None:
+            self.window.show_tab("Graph")
+            self.compare_in_graph(*pair)
+
+    @Slot(list)
+    def _on_model_list_align_requested(self, model_ids: list[int]) -> None:
+        pair = self._pair_paths(model_ids)
+        if pair is not None and self.strip is not None and not self.strip.running:
+            self.window.show_tab("Permutations")
+            self.strip.refresh_models()
+            self.strip.select(*pair)
+            self.strip.start()
 
     # --- after a merge --------------------------------------------------------------------
     @Slot(object)
@@ -234,7 +260,8 @@ class ViewWiring(QObject):
         worker = self.sender()
         name = self._overlay_jobs.get(worker)
         if name and values and self.graph is not None:
-            self.graph.set_overlay(name, values, show=bool(worker.property("show_overlay")))
+            scale = (0.0, 1.0) if name == KEPT_OVERLAY else (None, None)  # a share: 0..1, not stretched
+            self.graph.set_overlay(name, values, show=bool(worker.property("show_overlay")), vmin=scale[0], vmax=scale[1])
 
     @Slot(object)
     def _on_overlay_failed(self, error: Any) -> None:

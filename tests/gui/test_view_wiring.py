@@ -110,6 +110,10 @@ def test_unpermutable_layers_are_marked_in_their_own_colour(qtbot, tmp_path):
     assert graph.fills[head.node_id] == BLOCKED_COLOUR
     assert graph.fills[hidden.node_id] not in (BLOCKED_COLOUR, "white")
     assert b"could not be permuted" in view.picture.svg  # the legend explains the colour
+    with qtbot.waitSignal(view.sig_graph_ready, timeout=20_000):  # a share keeps its 0..1 scale
+        view.set_overlay("share kept", {"hidden.0": 0.99, "head": 0.98}, vmin=0.0, vmax=1.0)
+    legend = view.picture.graph.legend
+    assert (legend.vmin, legend.vmax) == (0.0, 1.0)
     with qtbot.waitSignal(view.sig_graph_ready, timeout=20_000):  # another overlay: no marks
         view.set_overlay("relative change", {"head": 0.1, "hidden.0": 0.2})
     assert view.picture.graph.fills[head.node_id] != BLOCKED_COLOUR
@@ -284,3 +288,44 @@ def test_after_merging_the_demo_mlps_the_barrier_tab_evaluates_inputs_and_merged
     assert scores is not None and len(scores.names) == 3
     assert barrier.scores_page.table.rowCount() >= 3
     qtbot.waitUntil(lambda: barrier.worker is None, timeout=5_000)
+
+
+def _menu_action(menu, starts_with):
+    return next(a for a in menu.actions() if a.text().startswith(starts_with))
+
+
+def test_two_models_selected_compare_in_the_graph_and_align_from_the_list_menu(qtbot, window, mlps):
+    from PySide6.QtCore import QItemSelectionModel
+
+    load_into(qtbot, window, mlps[:2])
+    listing = window.model_list
+    listing.selectRow(0)
+    listing.selectionModel().select(listing.model().index(1, 0),
+                                    QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+    menu = listing.build_context_menu(listing.model().index(1, 0))
+    graph = window.extra_views["Graph"]
+    _menu_action(menu, "Compare the two").trigger()
+    assert window.tabs.tabText(window.tabs.currentIndex()) == "Graph"
+    qtbot.waitUntil(lambda: graph.overlay_combo.currentText() == "cosine similarity", timeout=10_000)
+    assert set(graph.current_overlay().values) == {"hidden.0", "head"}
+
+    strip = window.extra_views["Permutations"].strip
+    with qtbot.waitSignal(strip.sig_aligned, timeout=20_000) as blocker:
+        _menu_action(menu, "Align the second").trigger()
+    assert window.tabs.tabText(window.tabs.currentIndex()) == "Permutations"
+    assert blocker.args[0].names == (mlps[0].name, mlps[1].name)
+    qtbot.waitUntil(lambda: not window.runner.running(), timeout=10_000)
+    menu.deleteLater()
+
+
+def test_screenshot_jobs_run_before_the_picture(qtbot, window, mlps, tmp_path):
+    from merge_studio.gui.app import run_jobs
+
+    load_into(qtbot, window, mlps[:2])
+    window.method_panel.select_method("simple_average")
+    window.method_panel.set_output_path(tmp_path / "avg.safetensors")
+    qtbot.waitUntil(lambda: window.method_panel.merge_button.isEnabled(), timeout=5_000)
+    problems = run_jobs(window, ["align", "merge", "fly"], timeout_ms=30_000)
+    assert problems == ["unknown job 'fly' (choose from align, merge, barrier, evaluate)"]
+    assert window.extra_views["Permutations"].view.report is not None
+    assert (tmp_path / "avg.safetensors").exists() and not window.runner.running()

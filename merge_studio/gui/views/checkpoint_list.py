@@ -110,6 +110,10 @@ class CheckpointList(QTableView):
     """The selected model id, or ``None``."""
     sig_reveal_requested = Signal(object)
     """A model id whose folder the user wants to open."""
+    sig_compare_requested = Signal(list)
+    """Two model ids to compare layer by layer in the Graph tab (cosine similarity)."""
+    sig_align_requested = Signal(list)
+    """Two model ids to align (B to A) in the Permutations tab."""
 
     def __init__(self, table_model: CheckpointTableModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -209,7 +213,10 @@ class CheckpointList(QTableView):
 
     # --- menu -------------------------------------------------------------------------
     def _on_context_menu(self, pos: QPoint) -> None:
-        index = self.indexAt(pos)
+        self.build_context_menu(self.indexAt(pos)).popup(self.viewport().mapToGlobal(pos))
+
+    def build_context_menu(self, index) -> QMenu:  # noqa: ANN001 - a QModelIndex
+        """The right-click menu for the row at ``index`` (an invalid index: the empty area)."""
         menu = QMenu(self)
         style = self.style()
         if index.isValid():
@@ -223,6 +230,13 @@ class CheckpointList(QTableView):
                 reveal = menu.addAction(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon), "Open containing folder")
                 reveal.triggered.connect(lambda: self.sig_reveal_requested.emit(model.id))
                 menu.addSeparator()
+            pair = self.selected_ids()
+            if len(pair) == 2:
+                compare = menu.addAction("Compare the two in the graph (cosine per layer)")
+                compare.triggered.connect(lambda: self.sig_compare_requested.emit(pair))
+                align = menu.addAction("Align the second to the first (Permutations)")
+                align.triggered.connect(lambda: self.sig_align_requested.emit(pair))
+                menu.addSeparator()
             remove = QAction(style.standardIcon(QStyle.StandardPixmap.SP_TrashIcon), "Remove", menu)
             remove.setShortcut("Delete")
             remove.triggered.connect(lambda: self.sig_remove_requested.emit(self.selected_ids()))
@@ -230,7 +244,7 @@ class CheckpointList(QTableView):
         else:
             hint = menu.addAction("Drop files here, or use File ▸ Open…")
             hint.setEnabled(False)
-        menu.popup(self.viewport().mapToGlobal(pos))
+        return menu
 
     # --- empty state ------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802

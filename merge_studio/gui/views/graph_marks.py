@@ -1,9 +1,11 @@
-"""Marks on a graph picture: layers drawn in a colour of their own on top of an overlay.
+"""Marks and fixed scales on a graph picture, on top of an overlay.
 
 An overlay colours layers by a number; some layers need saying apart from any
 number (re-basin's layers that could not be permuted). ``marks`` maps a module
 path to a colour; marked nodes take that colour and the legend gains a line for
-it. Qt-free on purpose: this runs inside the Graph view's layout jobs.
+it. A fixed ``scale`` (vmin, vmax) keeps shares on 0..1, so 99 % does not look
+like 0 % when every layer moved. Qt-free on purpose: this runs inside the Graph
+view's layout jobs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from merge_studio.core.progress import CancelToken, check_cancel
 from merge_studio.graph.jobs import GraphPicture, Overlay, iter_recolor
 from merge_studio.graph.model import ModuleGraph
-from merge_studio.graph.overlay import font_for
+from merge_studio.graph.overlay import color_nodes, font_for
 from merge_studio.graph.render import GraphvizUnavailable, render_svg
 
 MARKS_LEGEND_ID = "ms_marks_legend"
@@ -58,40 +60,56 @@ def mark_graph(graph: ModuleGraph, marks: Mapping[str, str], label: str = DEFAUL
     return graph.with_fills(fills, fonts, graph.legend, legend)
 
 
-def mark_picture(picture: GraphPicture, marks: Mapping[str, str], label: str = DEFAULT_MARK_LABEL) -> GraphPicture:
-    """The picture with marks applied and laid out again (the SVG stays ``None`` without Graphviz)."""
-    if not marks or picture.graph.kind != "module":
+Scale = tuple[float | None, float | None]
+
+
+def style_picture(
+    picture: GraphPicture, overlay: Overlay | None, marks: Mapping[str, str] | None, scale: Scale | None = None
+) -> GraphPicture:
+    """Colour ``picture.base`` by ``overlay`` on ``scale``, paint the marks, lay it out once."""
+    if overlay is None or picture.graph.kind != "module":
         return picture
-    graph = mark_graph(picture.graph, marks, label)
+    vmin, vmax = scale or (None, None)
+    graph = color_nodes(picture.base, overlay.values, cmap=overlay.cmap, vmin=vmin, vmax=vmax, title=overlay.title)
+    graph = mark_graph(graph, marks or {})
     svg = picture.svg
     if svg is not None:
         try:
             svg = render_svg(graph.dot)
         except GraphvizUnavailable:
             svg = None
-    return replace(picture, graph=graph, svg=svg)
+    return replace(picture, graph=graph, svg=svg, overlay=overlay)
 
 
-def with_marks(
-    job: Callable[[CancelToken], Generator[Any, None, GraphPicture]], marks: Mapping[str, str] | None
+def with_style(
+    job: Callable[[CancelToken], Generator[Any, None, GraphPicture]],
+    overlay: Overlay | None,
+    marks: Mapping[str, str] | None,
+    scale: Scale | None = None,
 ) -> Callable[[CancelToken], Generator[Any, None, GraphPicture]]:
-    """Wrap a picture job so its result carries ``marks`` (unchanged when there are none)."""
-    if not marks:
+    """Wrap a picture job so its result carries ``marks`` and ``scale`` (unchanged when there are none)."""
+    if not marks and not scale:
         return job
-    frozen = dict(marks)
+    frozen = dict(marks or {})
 
     def run(cancel: CancelToken) -> Generator[Any, None, GraphPicture]:
         picture = yield from job(cancel)
         check_cancel(cancel)
-        return mark_picture(picture, frozen)
+        return style_picture(picture, overlay, frozen, scale)
 
     return run
 
 
-def iter_recolor_marked(
-    picture: GraphPicture, overlay: Overlay | None, marks: Mapping[str, str] | None, cancel: CancelToken | None = None
+def iter_restyle(
+    picture: GraphPicture,
+    overlay: Overlay | None,
+    marks: Mapping[str, str] | None,
+    scale: Scale | None = None,
+    cancel: CancelToken | None = None,
 ) -> Generator[Any, None, GraphPicture]:
-    """:func:`iter_recolor`, then the marks."""
-    result = yield from iter_recolor(picture, overlay, cancel)
+    """:func:`iter_recolor`, with marks and a fixed scale when given (one layout pass either way)."""
+    if not marks and not scale:
+        return (yield from iter_recolor(picture, overlay, cancel))
+    yield from ()
     check_cancel(cancel)
-    return mark_picture(result, marks) if marks else result
+    return style_picture(picture, overlay, marks, scale)

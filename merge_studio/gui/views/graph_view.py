@@ -29,7 +29,7 @@ from merge_studio.graph.key_tree import KeyTreeNode, key_tree
 from merge_studio.graph.model import GraphNode, ModuleGraph, format_count, format_shape
 from merge_studio.graph.overlay import font_for, format_value, layer_value, value_colors
 from merge_studio.graph.render import INSTALL_HINT, render_png
-from merge_studio.gui.views.graph_marks import iter_recolor_marked, with_marks
+from merge_studio.gui.views.graph_marks import iter_restyle, with_style
 from merge_studio.gui.workers import JobRunner, JobWorker
 
 PictureJob = Callable[[CancelToken], Generator[Any, None, GraphPicture]]
@@ -118,6 +118,7 @@ class GraphView(QWidget):
         self._items: dict[str, _NodeItem] = {}
         self._overlays: dict[str, Overlay] = {}
         self._marks: dict[str, dict[str, str]] = {}  # overlay name -> layer -> colour
+        self._scales: dict[str, tuple[float | None, float | None]] = {}  # overlay name -> fixed (vmin, vmax)
         self._matches: list[str] = []
         self._checkpoint: Any = None
         self._arch_by_path: dict[str, str] = {}
@@ -275,14 +276,18 @@ class GraphView(QWidget):
         cmap: str = "viridis",
         marks: Mapping[str, str] | None = None,
         show: bool = True,
+        vmin: float | None = None,
+        vmax: float | None = None,
     ) -> None:
         """Offer ``values`` (module path → number) as an overlay and show it now (unless ``show=False``).
 
         ``marks`` (module path → colour) paints layers apart from the scale, e.g. the
-        layers re-basin could not permute; the legend gains a line for them.
+        layers re-basin could not permute; the legend gains a line for them. ``vmin``/``vmax``
+        fix the colour scale (shares: 0 and 1) instead of stretching it over the values.
         """
         self._overlays[name] = Overlay(name, dict(values), cmap)
         self._marks[name] = dict(marks or {})
+        self._scales[name] = (vmin, vmax)
         if self.overlay_combo.findText(name) < 0:
             self.overlay_combo.addItem(name)
         if not show:
@@ -295,6 +300,10 @@ class GraphView(QWidget):
     def overlay_names(self) -> list[str]:
         """The overlays the combo offers (without "No overlay")."""
         return [self.overlay_combo.itemText(i) for i in range(1, self.overlay_combo.count())]
+
+    def _current_scale(self) -> tuple[float | None, float | None] | None:
+        scale = self._scales.get(self.overlay_combo.currentText())
+        return scale if scale is not None and scale != (None, None) else None
 
     def current_marks(self) -> dict[str, str]:
         """Marked layers (module path → colour) of the overlay on screen."""
@@ -390,7 +399,7 @@ class GraphView(QWidget):
     def _rebuild(self) -> None:
         if self._source is not None:
             job = self._source(self.depth_spin.value(), self.nested_check.isChecked(), self.current_overlay())
-            self.request_graph(with_marks(job, self.current_marks()))
+            self.request_graph(with_style(job, self.current_overlay(), self.current_marks(), self._current_scale()))
 
     def _cancel_running(self) -> None:
         if self._worker is not None:
@@ -491,7 +500,8 @@ class GraphView(QWidget):
         colors: dict[str, str] = {}
         if overlay is not None:
             paths = [n.path for n in tree.walk() if n.path]
-            colors, _ = value_colors(paths, overlay.values, cmap=overlay.cmap)
+            vmin, vmax = self._current_scale() or (None, None)
+            colors, _ = value_colors(paths, overlay.values, cmap=overlay.cmap, vmin=vmin, vmax=vmax)
             marks = self.current_marks()
             colors.update({p: marks[p] for p in paths if p in marks})  # exact: the tree shows every layer
 
@@ -567,8 +577,8 @@ class GraphView(QWidget):
             if self._source is not None and self._worker is not None:
                 self._rebuild()  # a build is under way: rebuild with the overlay
             return
-        marks = self.current_marks()
-        self.request_graph(lambda cancel: iter_recolor_marked(picture, overlay, marks, cancel))
+        marks, scale = self.current_marks(), self._current_scale()
+        self.request_graph(lambda cancel: iter_restyle(picture, overlay, marks, scale, cancel))
 
     @Slot(str)
     def _on_search_changed(self, text: str) -> None:
