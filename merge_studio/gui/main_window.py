@@ -14,7 +14,6 @@ from pathlib import Path
 from PySide6.QtCore import QCoreApplication, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -43,10 +42,9 @@ from merge_studio.gui.views.log_panel import LogPanel
 from merge_studio.gui.views.method_picker import MethodPicker
 from merge_studio.gui.views.status_panel import JobStatus
 from merge_studio.gui.view_wiring import ViewWiring
-from merge_studio.gui.window_actions import RECIPE_FILTER, WindowActions
+from merge_studio.gui.window_actions import WindowActions
 from merge_studio.gui.workers import JobError, JobRunner, JobWorker
 
-MODEL_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.bin *.ckpt *.pt2 *.index.json);;All files (*)"
 # (tab title, module, class, empty-state sentence) for views other issues provide
 OPTIONAL_TABS = (
     ("Graph", "merge_studio.gui.views.graph_view", "GraphView",
@@ -318,22 +316,6 @@ class MainWindow(WindowActions, QMainWindow):
         dialog.finished.connect(lambda _r, d=dialog: self.error_dialogs.remove(d) if d in self.error_dialogs else None)
         dialog.open()
         return dialog
-
-    # --- file dialogs (menus call these) ----------------------------------------------
-    def ask_open_models(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open checkpoints", self.settings.last_folder("models"), MODEL_FILTER)
-        if paths:
-            self.open_paths(paths)
-
-    def ask_open_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a model folder", self.settings.last_folder("models"))
-        if folder:
-            self.open_paths([folder])
-
-    def ask_open_recipe(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open recipe", self.settings.last_folder("recipes"), RECIPE_FILTER)
-        if path:
-            self.open_recipe(path)
 
     def menus_refresh_recent(self) -> None:
         refresh = getattr(self, "_refresh_recent_menus", None)

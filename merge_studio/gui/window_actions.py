@@ -20,6 +20,7 @@ from merge_studio.gui.loading import Loaded, LoadFailed, load_checkpoints
 from merge_studio.gui.workers import JobError, JobWorker
 
 RECIPE_FILTER = "Recipes (*.yaml *.yml);;All files (*)"
+MODEL_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.bin *.ckpt *.pt2 *.index.json);;All files (*)"
 
 
 class WindowActions:
@@ -151,6 +152,22 @@ class WindowActions:
     def _on_method_panel_method_changed(self, name: str) -> None:
         self.log_panel.log(f"Method: {self.session.spec.label}")
         self._schedule_problems()
+
+    # --- file dialogs (menus call these) ----------------------------------------------
+    def ask_open_models(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open checkpoints", self.settings.last_folder("models"), MODEL_FILTER)
+        if paths:
+            self.open_paths(paths)
+
+    def ask_open_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a model folder", self.settings.last_folder("models"))
+        if folder:
+            self.open_paths([folder])
+
+    def ask_open_recipe(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open recipe", self.settings.last_folder("recipes"), RECIPE_FILTER)
+        if path:
+            self.open_recipe(path)
 
     # --- recipes ----------------------------------------------------------------------
     def open_recipe(self, path: str | Path) -> bool:

@@ -329,3 +329,56 @@ def test_screenshot_jobs_run_before_the_picture(qtbot, window, mlps, tmp_path):
     assert problems == ["unknown job 'fly' (choose from align, merge, barrier, evaluate)"]
     assert window.extra_views["Permutations"].view.report is not None
     assert (tmp_path / "avg.safetensors").exists() and not window.runner.running()
+
+
+CUMSUM_NET = '''
+import torch
+from torch import nn
+
+example_input_shape = (6,)
+
+
+class CumsumNet(nn.Module):
+    """torch.cumsum over hidden units depends on their order: the spec cannot permute through it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(8, 8)
+        self.fc3 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        h = torch.cumsum(torch.relu(self.fc2(h)), dim=1)
+        return self.fc3(h)
+
+
+def build():
+    return CumsumNet()
+'''
+
+
+def test_aligning_a_model_with_an_unpermutable_op_marks_those_layers_in_the_graph(qtbot, window, tmp_path):
+    factory = tmp_path / "cumsum_net.py"
+    factory.write_text(CUMSUM_NET)
+    arch = f"{factory}:build"
+    paths = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        module = build_module(arch)
+        path = tmp_path / f"cumsum_{seed}.safetensors"
+        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path),
+                  metadata=arch_metadata(arch))
+        paths.append(path)
+    tab, outcome = align_in_window(qtbot, window, paths)
+    assert outcome.report["unpermuted"], "cumsum must stop the spec"
+    graph = window.extra_views["Graph"]
+    marks = graph.current_marks()
+    assert marks and set(marks.values()) == {BLOCKED_COLOUR}
+    assert "not be permuted" in tab.view.summary.text()
+    window.model_list.select_id(window.session.models[0].id)
+    with qtbot.waitSignal(graph.sig_graph_ready, timeout=20_000):
+        show_tab(window, "Graph")
+    drawn = graph.picture.graph
+    marked = [n for n in drawn.nodes if drawn.fills.get(n.node_id) == BLOCKED_COLOUR]
+    assert {n.module_path for n in marked} == set(marks)
