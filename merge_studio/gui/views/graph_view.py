@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QRectF, Qt, Signal, Slot
-from PySide6.QtGui import QBrush, QColor, QPainter, QPen, QStandardItem, QStandardItemModel
+from PySide6.QtGui import QPen, QStandardItemModel
 from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtSvgWidgets import QGraphicsSvgItem
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QHBoxLayout,
+    QCheckBox, QComboBox, QFileDialog, QGraphicsScene, QHBoxLayout,
     QInputDialog, QLabel, QLineEdit, QMenu, QSpinBox, QStackedWidget, QToolButton, QTreeView, QVBoxLayout,
     QWidget,
 )
@@ -26,10 +26,11 @@ from merge_studio.core.arch import ZOO
 from merge_studio.core.progress import CancelToken
 from merge_studio.graph.jobs import GraphPicture, Overlay, iter_arch_picture, iter_checkpoint_picture
 from merge_studio.graph.key_tree import KeyTreeNode, key_tree
-from merge_studio.graph.model import GraphNode, ModuleGraph, format_count, format_shape
-from merge_studio.graph.overlay import font_for, format_value, layer_value, value_colors
+from merge_studio.graph.model import GraphNode, ModuleGraph
 from merge_studio.graph.render import INSTALL_HINT, render_png
+from merge_studio.gui.views.graph_items import SELECT_PEN, NodeItem, ZoomView
 from merge_studio.gui.views.graph_marks import iter_restyle, with_style
+from merge_studio.gui.views.graph_tree import PATH_ROLE, fill_tree_model
 from merge_studio.gui.workers import JobRunner, JobWorker
 
 PictureJob = Callable[[CancelToken], Generator[Any, None, GraphPicture]]
@@ -38,61 +39,6 @@ EMPTY_TEXT = (
     "otherwise the tree of modules read from its tensor names."
 )
 NO_OVERLAY = "No overlay"
-PATH_ROLE = Qt.ItemDataRole.UserRole + 1
-_HOVER_PEN = QPen(QColor("#2f7fd1"), 2)
-_SELECT_PEN = QPen(QColor("#e8590c"), 3)
-
-
-class _NodeItem(QGraphicsRectItem):
-    """A transparent hit area over one Graphviz node: hover outline, tooltip, click."""
-
-    def __init__(self, node: GraphNode, rect: QRectF, on_click: Callable[[GraphNode], None]) -> None:
-        super().__init__(rect)
-        self.node = node
-        self._on_click = on_click
-        self.setPen(QPen(Qt.PenStyle.NoPen))
-        self.setBrush(QBrush(Qt.BrushStyle.NoBrush))
-        self.setAcceptHoverEvents(True)
-        self.setToolTip(node.tooltip())
-        self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.setZValue(1)
-
-    def hoverEnterEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
-        self.setPen(_HOVER_PEN)
-        super().hoverEnterEvent(event)
-
-    def hoverLeaveEvent(self, event) -> None:  # noqa: ANN001, N802
-        self.setPen(QPen(Qt.PenStyle.NoPen))
-        super().hoverLeaveEvent(event)
-
-    def mousePressEvent(self, event) -> None:  # noqa: ANN001, N802
-        if event.button() == Qt.MouseButton.LeftButton:
-            self._on_click(self.node)
-            event.accept()
-        else:
-            super().mousePressEvent(event)
-
-
-class _ZoomView(QGraphicsView):
-    """Wheel zooms around the pointer; dragging the background pans."""
-
-    def __init__(self, scene: QGraphicsScene) -> None:
-        super().__init__(scene)
-        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
-        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
-        self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.SmoothPixmapTransform)
-        self.setBackgroundBrush(QColor("white"))
-
-    def zoom(self, factor: float) -> None:
-        current = self.transform().m11()
-        factor = max(0.02 / current, min(factor, 8.0 / current))  # keep zoom within 2 %..800 %
-        self.scale(factor, factor)
-
-    def wheelEvent(self, event) -> None:  # noqa: ANN001, N802
-        steps = event.angleDelta().y() / 120
-        if steps:
-            self.zoom(1.15**steps)
-        event.accept()
 
 
 class GraphView(QWidget):
@@ -115,7 +61,7 @@ class GraphView(QWidget):
         self._worker: JobWorker | None = None
         self._source: Callable[[int, bool, Overlay | None], PictureJob] | None = None
         self._picture: GraphPicture | None = None
-        self._items: dict[str, _NodeItem] = {}
+        self._items: dict[str, NodeItem] = {}
         self._overlays: dict[str, Overlay] = {}
         self._marks: dict[str, dict[str, str]] = {}  # overlay name -> layer -> colour
         self._scales: dict[str, tuple[float | None, float | None]] = {}  # overlay name -> fixed (vmin, vmax)
@@ -164,7 +110,7 @@ class GraphView(QWidget):
         self.status_label.setStyleSheet("color:#5a6470;")
 
         self.scene = QGraphicsScene(self)
-        self.graphics = _ZoomView(self.scene)
+        self.graphics = ZoomView(self.scene)
         self.tree_model = QStandardItemModel(self)
         self.tree_view = QTreeView(uniformRowHeights=True, alternatingRowColors=False)
         self.tree_view.setModel(self.tree_model)
@@ -339,7 +285,7 @@ class GraphView(QWidget):
     def picture(self) -> GraphPicture | None:
         return self._picture
 
-    def node_item(self, module_path: str) -> _NodeItem | None:
+    def node_item(self, module_path: str) -> NodeItem | None:
         """The clickable item drawing ``module_path`` (or its nearest drawn ancestor)."""
         if self._picture is None:
             return None
@@ -352,7 +298,7 @@ class GraphView(QWidget):
         for other in self._items.values():
             other.setPen(QPen(Qt.PenStyle.NoPen))
         if item is not None:
-            item.setPen(_SELECT_PEN)
+            item.setPen(SELECT_PEN)
             self.graphics.centerOn(item)
         if self.stack.currentWidget() is self.tree_view:
             index = self._tree_index(module_path)
@@ -482,7 +428,7 @@ class GraphView(QWidget):
                 continue
             rect = renderer.transformForElement(node.node_id).mapRect(renderer.boundsOnElement(node.node_id))
             scene_rect = QRectF((rect.x() - box.x()) * sx, (rect.y() - box.y()) * sy, rect.width() * sx, rect.height() * sy)
-            item = _NodeItem(node, scene_rect, self._on_node_clicked)
+            item = NodeItem(node, scene_rect, self._on_node_clicked)
             self.scene.addItem(item)
             self._items[node.node_id] = item
         self.scene.setSceneRect(self.scene.itemsBoundingRect())
@@ -494,47 +440,11 @@ class GraphView(QWidget):
 
     def _fill_tree(self, tree: KeyTreeNode) -> None:
         self._tree = tree
-        self.tree_model.clear()
-        self.tree_model.setHorizontalHeaderLabels(["Module", "Shape", "Parameters", "Value"])
-        overlay = self.current_overlay()
-        colors: dict[str, str] = {}
-        if overlay is not None:
-            paths = [n.path for n in tree.walk() if n.path]
-            vmin, vmax = self._current_scale() or (None, None)
-            colors, _ = value_colors(paths, overlay.values, cmap=overlay.cmap, vmin=vmin, vmax=vmax)
-            marks = self.current_marks()
-            colors.update({p: marks[p] for p in paths if p in marks})  # exact: the tree shows every layer
-
-        def add(parent: QStandardItem, node: KeyTreeNode) -> None:
-            for child in node.children.values():
-                row = self._tree_row(child.name, child.path, "", child.param_count, colors, overlay)
-                parent.appendRow(row)
-                add(row[0], child)
-            for leaf, shape in node.tensors:
-                row = self._tree_row(leaf, node.path, format_shape(shape), 0, {}, None)
-                row[0].setData(f"{node.path}.{leaf}" if node.path else leaf, Qt.ItemDataRole.ToolTipRole)
-                parent.appendRow(row)
-
-        add(self.tree_model.invisibleRootItem(), tree)
+        vmin, vmax = self._current_scale() or (None, None)
+        fill_tree_model(self.tree_model, tree, self.current_overlay(), self.current_marks(), vmin=vmin, vmax=vmax)
         self.tree_view.expandToDepth(0)
         self.tree_view.resizeColumnToContents(0)
         self.tree_view.setColumnWidth(0, max(220, self.tree_view.columnWidth(0)))
-
-    @staticmethod
-    def _tree_row(
-        name: str, path: str, shape: str, params: int, colors: Mapping[str, str], overlay: Overlay | None
-    ) -> list[QStandardItem]:
-        value = layer_value(path, overlay.values) if overlay is not None and params else None
-        cells = [QStandardItem(name), QStandardItem(shape), QStandardItem(format_count(params) if params else ""),
-                 QStandardItem("" if value is None else format_value(value))]
-        for cell in cells:
-            cell.setEditable(False)
-            cell.setData(path, PATH_ROLE)
-        if path in colors:
-            for cell in (cells[0], cells[3]):
-                cell.setBackground(QColor(colors[path]))
-                cell.setForeground(QColor(font_for(colors[path])))
-        return cells
 
     def _tree_index(self, module_path: str):  # noqa: ANN202 - a QModelIndex or None
         matches = self.tree_model.match(
