@@ -66,8 +66,46 @@ def _kept_job(merged: Path) -> Callable[[CancelToken], Generator[Any, None, dict
     return job
 
 
+MERGE_MANY_FORMAT = "merge_studio.merge_many_report"
+
+
 def is_permutation_report(report: Any) -> bool:
-    return isinstance(report, Mapping) and isinstance(report.get("groups"), list)
+    """A report the Permutations tab can show: weight matching's, or MergeMany's (see :func:`view_report`)."""
+    if not isinstance(report, Mapping) or not isinstance(report.get("groups"), list):
+        return False
+    if report.get("format") == MERGE_MANY_FORMAT:
+        return bool(report.get("perms"))
+    return all("perm" in g for g in report["groups"])
+
+
+def view_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report in the shape the Permutations tab draws.
+
+    MergeMany permutes every model towards the others' average; the tab shows the
+    model whose units moved most (its name leads the group list), with the rounds'
+    count of changes as its convergence.
+    """
+    if report.get("format") != MERGE_MANY_FORMAT:
+        return dict(report)
+    moved = report.get("moved_fraction", {})
+    perms = report["perms"]
+
+    def share(name: str) -> float:
+        sizes = {g["name"]: g["size"] for g in report["groups"]}
+        total = sum(sizes.values()) or 1
+        return sum(moved.get(name, {}).get(g, 0.0) * n for g, n in sizes.items()) / total
+
+    model = max(perms, key=share)
+    groups = [
+        {**g, "perm": perms[model].get(g["name"], list(range(g["size"]))), "moved_fraction": moved.get(model, {}).get(g["name"], 0.0)}
+        for g in report["groups"]
+    ]
+    return {
+        **{k: v for k, v in report.items() if k not in ("perms", "moved_fraction", "groups")},
+        "groups": groups,
+        "shown_model": model,
+        "objective_per_sweep": [float(c) for c in report.get("changes_per_round", [])],
+    }
 
 
 class ViewWiring(QObject):
@@ -224,9 +262,11 @@ class ViewWiring(QObject):
             return
         report = getattr(result, "report", None)
         if is_permutation_report(report) and self.permutations is not None:
-            self.permutations.set_report(report)
-            self.show_report_in_graph(report, show=False)
-            self.window.log_panel.log("The re-basin report is in the Permutations tab.")
+            shown = view_report(report)
+            self.permutations.set_report(shown)
+            self.show_report_in_graph(shown, show=False)
+            whose = f" (showing {shown['shown_model']}, the model that moved most)" if "shown_model" in shown else ""
+            self.window.log_panel.log(f"The re-basin report is in the Permutations tab{whose}.")
         outputs = tuple(Path(p) for p in result.outputs)
         recipe_models = [m.path for m in self.window.session.ready_models if m.in_models and m.path not in outputs]
         if self.graph is None:

@@ -382,3 +382,21 @@ def test_aligning_a_model_with_an_unpermutable_op_marks_those_layers_in_the_grap
     drawn = graph.picture.graph
     marked = [n for n in drawn.nodes if drawn.fills.get(n.node_id) == BLOCKED_COLOUR]
     assert {n.module_path for n in marked} == set(marks)
+
+
+def test_a_merge_many_merge_shows_the_model_that_moved_most(qtbot, window, mlps, tmp_path):
+    load_into(qtbot, window, mlps)
+    window.method_panel.select_method("merge_many")
+    window.method_panel.set_output_path(tmp_path / "mm.safetensors")
+    qtbot.waitUntil(lambda: window.method_panel.merge_button.isEnabled(), timeout=5_000)
+    result = merge(qtbot, window)
+    assert result.report["format"] == "merge_studio.merge_many_report"
+    view = window.extra_views["Permutations"].view
+    shown = view.report
+    assert shown["shown_model"] in {p.name for p in mlps}
+    group = shown["groups"][0]
+    assert group["perm"] == result.report["perms"][shown["shown_model"]][group["name"]]
+    assert view.current_group == group["name"]
+    assert view.summary.text().startswith(f"{shown['shown_model']}: 1 groups")
+    assert any("the model that moved most" in text for _level, text in window.log_panel.lines)
+    qtbot.waitUntil(lambda: not window.runner.running(), timeout=10_000)

@@ -268,6 +268,8 @@ class PermutationView(QWidget):
             text += f"; outputs unchanged (max difference {diff:.1e})"
         if report.get("unpermuted"):
             text += f"; {len(report['unpermuted'])} point(s) could not be permuted (in orange)"
+        if report.get("shown_model"):  # one model of several (MergeMany)
+            text = f"{report['shown_model']}: {text}"
         self.summary.setText(text)
 
     def _show_group(self, name: str) -> None:
