@@ -129,6 +129,7 @@ class ViewWiring(QObject):
         if self.strip is not None:
             self.strip.arch_provider = self._arch_for_path
             self.strip.preferred_provider = self._preferred_pair
+            self.strip.device_provider = self._device
             self.strip.sig_aligned.connect(self._on_strip_aligned)
             self.strip.sig_arch_chosen.connect(self._on_strip_arch_chosen)
             self.strip.sig_job_started.connect(self._on_strip_job_started)
@@ -144,8 +145,10 @@ class ViewWiring(QObject):
     def refresh_models(self) -> None:
         """Offer the ready models to the align strip (A/B default: base + other, else the first two)."""
         if self.strip is not None and not self.strip.running:
-            self.strip.device = self.window.session.output.device
             self.strip.refresh_models()
+
+    def _device(self) -> str:
+        return self.window.session.output.device
 
     def _preferred_pair(self) -> tuple[Path, Path] | None:
         session = self.window.session

@@ -400,3 +400,17 @@ def test_a_merge_many_merge_shows_the_model_that_moved_most(qtbot, window, mlps,
     assert view.summary.text().startswith(f"{shown['shown_model']}: 1 groups")
     assert any("the model that moved most" in text for _level, text in window.log_panel.lines)
     qtbot.waitUntil(lambda: not window.runner.running(), timeout=10_000)
+
+
+def test_the_align_strip_follows_the_model_list_and_prefers_base_and_other(qtbot, window, mlps):
+    load_into(qtbot, window, mlps)
+    strip = window.extra_views["Permutations"].strip
+    assert strip.model_a.count() == 3 and strip.paths() == (mlps[0].absolute(), mlps[1].absolute())
+    window.remove_models([window.session.models[0].id])
+    assert strip.model_a.count() == 2 and strip.paths()[0] == mlps[1].absolute()
+    strip.model_a.setCurrentIndex(-1)  # nothing kept: the preference decides
+    strip.model_b.setCurrentIndex(-1)
+    window.set_base(window.session.models[1].id)
+    assert strip.paths() == (mlps[2].absolute(), mlps[1].absolute())
+    window.method_panel.device_combo.setCurrentIndex(window.method_panel.device_combo.findData("cpu"))
+    assert strip.device_provider() == window.session.output.device

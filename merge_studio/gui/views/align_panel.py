@@ -45,6 +45,7 @@ class AlignStrip(QWidget):
         self.models_provider = models_provider
         self.arch_provider = arch_provider
         self.preferred_provider: Callable[[], tuple[Path, Path] | None] | None = None  # e.g. base + other
+        self.device_provider: Callable[[], str] | None = None  # the window's Output ▸ Device
         self.device = "auto"
         self.outcome: AlignOutcome | None = None
         self.worker: JobWorker | None = None
@@ -108,6 +109,13 @@ class AlignStrip(QWidget):
                 index = combo.findData(want)
             combo.setCurrentIndex(index if index >= 0 else min(fallback, combo.count() - 1))
             combo.blockSignals(False)
+        if self.model_b.count() >= 2 and self.model_b.currentData() == self.model_a.currentData():
+            # one model was loaded when B was chosen: now B can be another one
+            others = [i for i in range(self.model_b.count()) if self.model_b.itemData(i) != self.model_a.currentData()]
+            wanted_b = self.model_b.findData(wanted[1]) if wanted[1] else -1
+            self.model_b.blockSignals(True)
+            self.model_b.setCurrentIndex(wanted_b if wanted_b in others else others[0])
+            self.model_b.blockSignals(False)
         self._on_model_a_changed()
 
     def refresh_models(self) -> None:
@@ -138,7 +146,8 @@ class AlignStrip(QWidget):
         arch = self.arch.text().strip() or None
         if arch and self._arch_typed:
             self.sig_arch_chosen.emit(arch)
-        seed, device = self.seed.value(), self.device
+        seed = self.seed.value()
+        device = self.device_provider() if self.device_provider is not None else self.device
         worker = self.runner.start(
             lambda token: iter_align_files(pair[0], pair[1], arch=arch, seed=seed, device=device, cancel=token), "align"
         )
