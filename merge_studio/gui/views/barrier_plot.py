@@ -52,6 +52,23 @@ SCORE_COLUMNS = ("model", "split", "loss", "accuracy", "examples")
 NO_MERGED = "(none)"
 
 
+NARROW_PLOT_WIDTH = 760  # beside the model list at 1280 px the plots get ~600 px
+
+
+def _compact_bars(figure: Any) -> None:
+    """Smaller value labels, and the legend above the bars, when the chart is narrow."""
+    for ax in figure.axes:
+        for text in ax.texts:
+            text.set_fontsize(6)
+        ax.yaxis.label.set_fontsize(8)
+        ax.tick_params(labelsize=7)
+        handles, labels = ax.get_legend_handles_labels()
+        if ax.get_legend() is not None and handles:
+            ax.get_legend().remove()
+            ax.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(labels),
+                      fontsize=7, frameon=False)
+
+
 def _short_name(name: str) -> str:
     """``model.safetensors`` -> ``model`` for combo boxes, tables and plot labels."""
     for suffix in (".safetensors", ".pt", ".pth", ".bin", ".pt2", ".ckpt"):
@@ -580,6 +597,8 @@ class BarrierPanel(QWidget):
         merged_name = self.merged.currentText() if self.merged.currentData() is not None else None
         draw_model_scores(self.scores_page.figure, scores.names, scores.results,
                           highlight=merged_name if merged_name in scores.names else None)
+        if self.width() < NARROW_PLOT_WIDTH:
+            _compact_bars(self.scores_page.figure)
         self.scores_page.show_plot(True)
         self.scores_page.save_button.setEnabled(True)
         self._redraw(self.scores_page.canvas)

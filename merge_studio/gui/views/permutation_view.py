@@ -83,7 +83,7 @@ def _fit_text(fig: Figure, axes_width_px: float) -> None:
     """Smaller, wrapped titles and labels when each picture gets little room (the tab beside the list)."""
     if axes_width_px >= 330:
         return
-    chars = max(14, int(axes_width_px / 7.5))
+    chars = max(14, int(axes_width_px / 8.5))
     for ax in fig.axes:
         legend = ax.get_legend()
         title = ax.title.get_text()
