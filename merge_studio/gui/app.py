@@ -1,5 +1,8 @@
 """Start the window: ``merge-studio [FILE...] [--recipe R] [--screenshot OUT.png] [--size WxH] [--demo]``.
 
+For pictures of a tab after its job: ``--demo --screenshot out.png --tab Permutations --run align``
+(``--run`` takes ``align``, ``merge``, ``barrier``, ``evaluate``, comma-separated, run in order).
+
 Start-up problems that would otherwise end in a Qt abort (no display, missing
 Qt libraries) print a hint and return a non-zero code instead. Uncaught
 exceptions, from the GUI thread or any other, open the error dialog.
