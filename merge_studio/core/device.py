@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from merge_studio.errors import MergeStudioError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` -> CUDA if available, else MPS, else CPU; explicit names are checked."""
+    import torch  # here, so a window can paint before torch is loaded
     if isinstance(name, torch.device):
         return name
     if name in (None, "", "auto"):
@@ -25,6 +29,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 def describe_device(device: torch.device | str = "auto") -> str:
     """A short label for a status bar: ``CPU`` or ``NVIDIA H100 (71.2 GiB free)``."""
+    import torch
     dev = resolve_device(device)
     if dev.type == "cuda":
         index = dev.index if dev.index is not None else torch.cuda.current_device()
