@@ -21,4 +21,9 @@ mkdir -p "$out"
 mapfile -t demo < <("$python" -c 'from merge_studio.core.demo import ensure_demo_models
 print(*ensure_demo_models().paths("zoo:mlp"), sep="\n")')
 "$app" "${demo[@]}" --size 1280x800 --select 0 --tab Inspector --screenshot "$out/window.png"
+# The analysis tabs with results, as the README shows them.
+"$app" "${demo[0]}" "${demo[1]}" --size 1600x1000 --tab Barrier --run align,barrier --screenshot "$out/barrier.png"
+mapfile -t resnets < <("$python" -c 'from merge_studio.core.demo import ensure_demo_models
+print(*ensure_demo_models().paths("zoo:resnet20"), sep="\n")')
+"$app" "${resnets[@]}" --size 1600x1000 --tab Permutations --run align --screenshot "$out/permutations.png"
 ls -l "$out"
