@@ -100,7 +100,9 @@ def test_cancel_in_the_middle_stops_within_a_second_and_leaves_no_file(qtbot, wi
     cancelled_at: list[float] = []
 
     def on_progress(progress):
-        if progress.stage == "merge" and not cancelled_at:
+        # Progress is throttled to ~20 Hz and a small merge can finish within one
+        # interval, so cancel on the first report the window gets, whatever its stage.
+        if not cancelled_at:
             cancelled_at.append(time.monotonic())
             window.cancel_jobs()
 
