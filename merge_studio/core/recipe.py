@@ -16,7 +16,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from merge_studio.core.dtypes import parse_dtype
 from merge_studio.core.methods.layered import format_validation_error, validate_layered
 from merge_studio.core.methods.registry import get_method
 from merge_studio.core.methods.spec import MethodSpec
@@ -77,6 +76,8 @@ class Recipe(BaseModel):
     @field_validator("dtype", "compute_dtype")
     @classmethod
     def _known_dtype(cls, value: str | None) -> str | None:
+        from merge_studio.core.dtypes import parse_dtype  # imports torch; kept off the GUI's start-up path
+
         try:
             parse_dtype(value)
         except RecipeError as exc:

@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             app.setWindowIcon(app_icon)
     apply_style(app)
 
-    window = MainWindow(remember_layout=not args.screenshot)
+    window = MainWindow(remember_layout=not args.screenshot, defer_startup=True)
     install_exception_hooks(lambda: window)
     if size is not None:
         window.resize(*size)

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from merge_studio.core.checkpoints import Checkpoint, CheckpointSummary, open_checkpoint
 from merge_studio.core.progress import CancelToken, Progress, check_cancel
 from merge_studio.errors import MergeStudioError
+
+if TYPE_CHECKING:
+    from merge_studio.core.checkpoints import Checkpoint, CheckpointSummary
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ def describe_failure(path: Path, exc: BaseException) -> str:
 
 def load_checkpoints(items: Sequence[tuple[int, Path]], cancel: CancelToken | None = None) -> Generator[Any, None, int]:
     """Open each ``(model_id, path)``; returns how many opened."""
+    from merge_studio.core.checkpoints import open_checkpoint  # imports torch; not needed to paint the window
+
     ok = 0
     for i, (model_id, path) in enumerate(items):
         check_cancel(cancel)

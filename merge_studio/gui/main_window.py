@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from merge_studio.core.device import describe_device
 from merge_studio.errors import MergeStudioError
 from merge_studio.gui.compat import check_models
+from merge_studio.gui.deferred_startup import OPTIONAL_TABS, DeferredStartup
 from merge_studio.gui.dialogs.error_dialog import ErrorDialog
 from merge_studio.gui.menus import build_menus
 from merge_studio.gui.qt_compat import protect_none
@@ -45,27 +46,8 @@ from merge_studio.gui.view_wiring import ViewWiring
 from merge_studio.gui.window_actions import WindowActions
 from merge_studio.gui.workers import JobError, JobRunner, JobWorker
 
-# (tab title, module, class, empty-state sentence) for views other issues provide
-OPTIONAL_TABS = (
-    ("Graph", "merge_studio.gui.views.graph_view", "GraphView",
-     "The model's layer graph will appear here, coloured by how much each layer changed in the merge."),
-    ("Barrier", "merge_studio.gui.views.barrier_plot", "BarrierPanel",
-     "Loss and accuracy along the path between two models (the loss barrier) will be plotted here."),
-    ("Permutations", "merge_studio.gui.views.align_panel", "PermutationsTab",
-     "How re-basin aligns the neurons of one model to another will be shown here, layer by layer."),
-)
 
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # noqa: BLE001 - a broken driver reads as "no GPU"
-        return False
-
-
-class MainWindow(WindowActions, QMainWindow):
+class MainWindow(WindowActions, DeferredStartup, QMainWindow):
     """Model list | tabs | method panel, a log below and a status bar."""
 
     sig_models_loaded = Signal()
@@ -74,7 +56,10 @@ class MainWindow(WindowActions, QMainWindow):
     """A :class:`MergeResult`, or ``None`` when the merge failed or was cancelled."""
 
     def __init__(self, settings: AppSettings | None = None, parent: QWidget | None = None, *,
-                 remember_layout: bool = True) -> None:
+                 remember_layout: bool = True, defer_startup: bool = False) -> None:
+        """``defer_startup=True`` (the app) paints first, then builds the Graph, Barrier and
+        Permutations views and asks torch for GPUs: those imports take over a second.
+        Anything that asks for :attr:`extra_views` earlier gets them built on the spot."""
         protect_none()  # before the many Qt calls a session makes (see qt_compat)
         super().__init__(parent)
         self.setObjectName("main_window")
@@ -96,13 +81,15 @@ class MainWindow(WindowActions, QMainWindow):
         self.table_model = CheckpointTableModel(self.session, self)
         self.model_list = CheckpointList(self.table_model, self)
         self.inspector = Inspector(self)
-        self.method_panel = MethodPicker(self.session, self.table_model, self)
+        self.method_panel = MethodPicker(self.session, self.table_model, self, probe_devices=not defer_startup)
         self.log_panel = LogPanel(self)
         self.job_status = JobStatus(self)
         self.device_label = QLabel(self)
         self.device_label.setObjectName("device_label")
 
-        self.extra_views: dict[str, QWidget] = {}
+        self._extra_views: dict[str, QWidget] = {}
+        self._view_slots: dict[str, QWidget] = {}  # placeholder tabs while the views are deferred
+        self._startup_pending = defer_startup
         self.welcome = self._optional_view("Welcome", "merge_studio.gui.views.welcome", "WelcomeView", "")
         self.inspector_stack = QStackedWidget(self)
         self.inspector_stack.setObjectName("inspector_stack")
@@ -113,22 +100,32 @@ class MainWindow(WindowActions, QMainWindow):
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.inspector_stack, icon("inspector"), "Inspector")
         for title, module, cls_name, sentence in OPTIONAL_TABS:
-            self.tabs.addTab(self._optional_view(title, module, cls_name, sentence), icon(title.lower()), title)
+            if defer_startup:
+                view = self._view_slots[title] = QWidget(self)
+            else:
+                view = self._optional_view(title, module, cls_name, sentence)
+            self.tabs.addTab(view, icon(title.lower()), title)
 
         self._build_layout()
         self.actions_by_name = build_menus(self)
         self._connect()
         self.wiring = ViewWiring(self)
+        if not defer_startup:
+            self.wiring.attach_views(self._extra_views)
         self._problems_timer = QTimer(self)
         self._problems_timer.setSingleShot(True)
         self._problems_timer.setInterval(150)
         self._problems_timer.timeout.connect(self._refresh_problems)
-        self._refresh_device()
         self._device_timer = QTimer(self)  # free GPU memory changes; CPU needs no refresh
         self._device_timer.setInterval(5000)
         self._device_timer.timeout.connect(self._refresh_device)
-        if _cuda_available():
-            self._device_timer.start()
+        self._startup_timer = QTimer(self)
+        self._startup_timer.setSingleShot(True)
+        self._startup_timer.timeout.connect(self._finish_startup)
+        if defer_startup:
+            self.device_label.setText("Device: …")
+        else:
+            self._probe_devices()
         self._refresh_all()
         self._restore_layout()
         self.log_panel.log("Ready. Drop checkpoints on the list, or use File ▸ Open (Ctrl+O).")
@@ -149,7 +146,7 @@ class MainWindow(WindowActions, QMainWindow):
             if not sentence:
                 return EmptyState("Merge Studio", "Drop checkpoints on the model list, or use File ▸ Open (Ctrl+O).", self)
             return EmptyState(f"{title}: nothing to show yet", sentence, self)
-        self.extra_views[title] = view
+        self._extra_views[title] = view
         return view
 
     def _ready_model_paths(self) -> list[tuple[str, Path]]:
@@ -157,7 +154,7 @@ class MainWindow(WindowActions, QMainWindow):
 
     def _update_extra_views(self) -> None:
         """Show the selected checkpoint in the Graph tab when it is on screen (the Barrier tab pulls its models)."""
-        graph = self.extra_views.get("Graph")
+        graph = self._extra_views.get("Graph")
         if graph is not None and self.tabs.currentWidget() is graph and hasattr(graph, "show_checkpoint"):
             current = self.session.find(self.model_list.current_id() or -1)
             if current is not None and current.checkpoint is not None and current is not self._graph_shows:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, Slot
 
 from merge_studio.core.progress import CancelToken
-from merge_studio.gui.views.permutation_view import OVERLAY_NAME, layer_marks, layer_overlay
 
 if TYPE_CHECKING:
     from merge_studio.gui.align_job import AlignOutcome
@@ -114,15 +113,30 @@ class ViewWiring(QObject):
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.window = window
-        self.graph = window.extra_views.get("Graph")
-        self.barrier = window.extra_views.get("Barrier")
-        self.permutations = window.extra_views.get("Permutations")
-        self.strip = getattr(self.permutations, "strip", None)
+        self.graph: Any = None
+        self.barrier: Any = None
+        self.permutations: Any = None
+        self.strip: Any = None
         self._overlay_jobs: dict[QObject, str] = {}
         self._connect()
 
     def _connect(self) -> None:
         window = self.window
+        window.sig_merge_finished.connect(self._on_window_merge_finished)
+        window.model_list.sig_compare_requested.connect(self._on_model_list_compare_requested)
+        window.model_list.sig_align_requested.connect(self._on_model_list_align_requested)
+        window.sig_models_loaded.connect(self.refresh_models)
+
+    def attach_views(self, views: Mapping[str, Any]) -> None:
+        """Connect the Graph, Barrier and Permutations views by tab title.
+
+        Separate from construction because the window may build these views
+        after its first paint (they import torch, matplotlib and scipy).
+        """
+        self.graph = views.get("Graph")
+        self.barrier = views.get("Barrier")
+        self.permutations = views.get("Permutations")
+        self.strip = getattr(self.permutations, "strip", None)
         if self.graph is not None:
             self.graph.sig_layer_selected.connect(self._on_graph_layer_selected)
             self.graph.sig_arch_chosen.connect(self._on_graph_arch_chosen)
@@ -135,10 +149,6 @@ class ViewWiring(QObject):
             self.strip.sig_job_started.connect(self._on_strip_job_started)
             self.strip.sig_failed.connect(self._on_strip_failed)
             self.strip.sig_saved.connect(self._on_strip_saved)
-        window.sig_merge_finished.connect(self._on_window_merge_finished)
-        window.model_list.sig_compare_requested.connect(self._on_model_list_compare_requested)
-        window.model_list.sig_align_requested.connect(self._on_model_list_align_requested)
-        window.sig_models_loaded.connect(self.refresh_models)
 
     # --- models ---------------------------------------------------------------------------
     @Slot()
@@ -231,6 +241,9 @@ class ViewWiring(QObject):
 
     def show_report_in_graph(self, report: Mapping[str, Any], *, show: bool = True) -> None:
         """Colour the graph by the share of units permuted, unpermutable layers marked."""
+        # Imported here: permutation_view pulls in matplotlib and scipy, too slow for start-up.
+        from merge_studio.gui.views.permutation_view import OVERLAY_NAME, layer_marks, layer_overlay
+
         if self.graph is not None and hasattr(self.graph, "set_overlay"):
             self.graph.set_overlay(OVERLAY_NAME, layer_overlay(report), cmap="plasma", marks=layer_marks(report),
                                    show=show, vmin=0.0, vmax=1.0)
@@ -244,6 +257,7 @@ class ViewWiring(QObject):
 
     @Slot(list)
     def _on_model_list_compare_requested(self, model_ids: list[int]) -> None:
+        self.window.build_deferred_views()
         pair = self._pair_paths(model_ids)
         if pair is not None and self.graph is not None:
             self.window.show_tab("Graph")
@@ -251,6 +265,7 @@ class ViewWiring(QObject):
 
     @Slot(list)
     def _on_model_list_align_requested(self, model_ids: list[int]) -> None:
+        self.window.build_deferred_views()
         pair = self._pair_paths(model_ids)
         if pair is not None and self.strip is not None and not self.strip.running:
             self.window.show_tab("Permutations")
@@ -263,6 +278,7 @@ class ViewWiring(QObject):
     def _on_window_merge_finished(self, result: Any) -> None:
         if result is None:
             return
+        self.window.build_deferred_views()
         report = getattr(result, "report", None)
         if is_permutation_report(report) and self.permutations is not None:
             shown = view_report(report)

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog
 
-from merge_studio.core.engine import MergeResult, iter_merge
 from merge_studio.core.progress import Progress
 from merge_studio.core.recipe import load_recipe
 from merge_studio.errors import MergeStudioError
 from merge_studio.gui.loading import Loaded, LoadFailed, load_checkpoints
 from merge_studio.gui.workers import JobError, JobWorker
+
+if TYPE_CHECKING:
+    from merge_studio.core.engine import MergeResult
 
 RECIPE_FILTER = "Recipes (*.yaml *.yml);;All files (*)"
 MODEL_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.bin *.ckpt *.pt2 *.index.json);;All files (*)"
@@ -237,6 +240,8 @@ class WindowActions:
             self.show_error(JobError.from_exception(exc), "Cannot merge yet")
             return None
         self.log_panel.log(f"Merging {len(recipe.models)} models with {recipe.spec.label} into {recipe.output}")
+        from merge_studio.core.engine import iter_merge  # imports torch; kept off the start-up path
+
         worker = self.runner.start(lambda token: iter_merge(recipe, token), "merge")
         worker.sig_progress.connect(self._on_merge_progress)
         worker.sig_result.connect(self._on_merge_result)

@@ -26,10 +26,9 @@ import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Literal
 
-import torch
 from pydantic import Field, field_validator
-from torch import nn
 
+from merge_studio.core.lazy_torch import nn, torch
 from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.spec import (
     MethodParams,

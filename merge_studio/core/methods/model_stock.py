@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from pydantic import Field
 
+from merge_studio.core.lazy_torch import torch
 from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.spec import (
     MethodParams,

@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-import torch
-
+from merge_studio.core.lazy_torch import torch
 from merge_studio.core.methods.spec import TensorContext
 from merge_studio.errors import MethodError
 
 Consensus = Literal["sum", "count"]
 # thin(i, delta) trims or drops in place; returns the factor the kept entries were scaled by
-Thinner = Callable[[int, torch.Tensor], float]
+Thinner = Callable[[int, "torch.Tensor"], float]
 
 
 def task_vector(tensor: torch.Tensor, base: torch.Tensor) -> torch.Tensor:

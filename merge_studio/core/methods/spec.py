@@ -12,8 +12,9 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict
+
+from merge_studio.core.lazy_torch import torch
 
 if TYPE_CHECKING:
     from merge_studio.core.checkpoints.base import Checkpoint
@@ -98,11 +99,11 @@ class TensorContext:
 
 # merge(tensors, base, params, model_params, ctx) -> one tensor, or one per output model
 TensorMergeFn = Callable[
-    [Sequence[torch.Tensor], "torch.Tensor | None", Any, Sequence[Any], TensorContext],
+    [Sequence["torch.Tensor"], "torch.Tensor | None", Any, Sequence[Any], TensorContext],
     "torch.Tensor | list[torch.Tensor]",
 ]
 # statistics(tensor, base, params, model_params, ctx) -> any small per-model value
-StatisticsFn = Callable[[torch.Tensor, "torch.Tensor | None", Any, Any, TensorContext], Any]
+StatisticsFn = Callable[["torch.Tensor", "torch.Tensor | None", Any, Any, TensorContext], Any]
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,17 @@ import json
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
-import torch
 from pydantic import Field
-from torch import nn
 
+from merge_studio.core.lazy_torch import nn, torch
 from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.spec import MethodParams, MethodSpec, ModelJobContext, ModelMergeOutput, NoModelParams, ui
 from merge_studio.core.progress import Progress, check_cancel
-from merge_studio.core.rebasin.align import DEFAULT_TOLERANCE, interpolate_states, iter_align, module_for_alignment
-from merge_studio.core.rebasin.apply import verify_function
-from merge_studio.core.rebasin.merge_many import iter_merge_many
-from merge_studio.core.rebasin.report import permutation_metadata
-from merge_studio.core.rebasin.spec import spec_from_module
 from merge_studio.errors import MethodError
+
+# Equal to rebasin.align.DEFAULT_TOLERANCE; repeated so declaring these methods
+# (done when the window lists methods) does not import the re-basin machinery.
+DEFAULT_TOLERANCE = 1e-6
 
 
 class WeightMatchingParams(MethodParams):
@@ -78,6 +76,7 @@ class MergeManyParams(MethodParams):
 
 def _architecture(checkpoints: Sequence[Any], ctx: ModelJobContext, label: str) -> tuple[str, nn.Module, Any]:
     from merge_studio.core.arch import detect_arch, example_input
+    from merge_studio.core.rebasin.align import module_for_alignment
 
     arch = ctx.arch or detect_arch(checkpoints[0])
     if arch is None:
@@ -122,6 +121,9 @@ def weight_matching_merge(
     checkpoints: Sequence[Any], base: Any, params: WeightMatchingParams, model_params: Sequence[NoModelParams], ctx: ModelJobContext
 ) -> Generator[Progress, None, ModelMergeOutput]:
     """Align B to A by weight matching, then interpolate (1 − α)·A + α·π(B)."""
+    from merge_studio.core.rebasin.align import interpolate_states, iter_align
+    from merge_studio.core.rebasin.report import permutation_metadata
+
     arch, module, example = _architecture(checkpoints, ctx, "Weight matching")
     state_a, state_b = checkpoints[0].state_dict(), checkpoints[1].state_dict()
     names = ctx.model_names or tuple(ck.name for ck in checkpoints)
@@ -142,6 +144,10 @@ def merge_many_merge(
     checkpoints: Sequence[Any], base: Any, params: MergeManyParams, model_params: Sequence[NoModelParams], ctx: ModelJobContext
 ) -> Generator[Progress, None, ModelMergeOutput]:
     """Align every model to the others' average in turns, then average (Ainsworth et al., Algorithm 3)."""
+    from merge_studio.core.rebasin.apply import verify_function
+    from merge_studio.core.rebasin.merge_many import iter_merge_many
+    from merge_studio.core.rebasin.spec import spec_from_module
+
     arch, module, example = _architecture(checkpoints, ctx, "MergeMany")
     states = [ck.state_dict() for ck in checkpoints]
     names = ctx.model_names or tuple(ck.name for ck in checkpoints)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import (
@@ -23,11 +23,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from merge_studio.core.checkpoints import TensorInfo
-from merge_studio.core.checkpoints.keys import KeyNode, build_key_tree
 from merge_studio.gui.compat import CompatSummary
 from merge_studio.gui.session import LoadedModel
 from merge_studio.gui.views.checkpoint_model import human_bytes, human_count
+
+if TYPE_CHECKING:
+    from merge_studio.core.checkpoints import TensorInfo
+    from merge_studio.core.checkpoints.keys import KeyNode
 
 TENSOR_COLUMNS = ("Name", "Shape", "Dtype", "Parameters")
 NUMERIC_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -208,6 +210,8 @@ class Inspector(QWidget):
         self._update_count()
 
     def _fill_tree(self, infos: Sequence[TensorInfo]) -> None:
+        from merge_studio.core.checkpoints.keys import build_key_tree  # the package imports torch
+
         root = build_key_tree({i.name: i for i in infos})
         self.module_tree.clear()
         self.module_tree.setUpdatesEnabled(False)

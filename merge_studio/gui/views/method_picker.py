@@ -38,9 +38,12 @@ MISMATCH_CHOICES = (
 )
 
 
+BASIC_DEVICE_CHOICES = (("Auto (GPU if present)", "auto"), ("CPU", "cpu"))
+
+
 def device_choices() -> list[tuple[str, str]]:
-    """auto and cpu always; one entry per CUDA device when there are any."""
-    choices = [("Auto (GPU if present)", "auto"), ("CPU", "cpu")]
+    """auto and cpu always; one entry per CUDA device when there are any (imports torch)."""
+    choices = list(BASIC_DEVICE_CHOICES)
     try:
         import torch
 
@@ -69,7 +72,10 @@ class MethodPicker(QWidget):
     sig_merge_requested = Signal()
     """The Merge button was clicked."""
 
-    def __init__(self, session: Session, table_model: CheckpointTableModel, parent: QWidget | None = None) -> None:
+    def __init__(self, session: Session, table_model: CheckpointTableModel, parent: QWidget | None = None, *,
+                 probe_devices: bool = True) -> None:
+        """``probe_devices=False`` lists only auto and CPU until :meth:`add_device_choices`
+        (asking torch for GPUs costs over a second; the window does it after its first paint)."""
         super().__init__(parent)
         self.setObjectName("method_picker")
         self.session = session
@@ -136,7 +142,7 @@ class MethodPicker(QWidget):
         self.shard_edit.setPlaceholderText("no sharding (e.g. 5GB)")
         self.shard_edit.setToolTip("Split the output into shards above this size; the output must then be a folder")
         self.device_combo = QComboBox(self)
-        for label, value in device_choices():
+        for label, value in device_choices() if probe_devices else BASIC_DEVICE_CHOICES:
             self.device_combo.addItem(label, value)
         self.device_combo.setToolTip("Where tensors are merged; the result is always written from the CPU")
         self.mismatch_combo = QComboBox(self)
@@ -287,6 +293,15 @@ class MethodPicker(QWidget):
         self.sig_changed.emit()
 
     # --- whole state ------------------------------------------------------------------
+    def add_device_choices(self) -> None:
+        """Add the GPUs torch finds to the device list (after ``probe_devices=False``)."""
+        for label, value in device_choices():
+            index = self.device_combo.findData(value)
+            if index < 0:
+                self.device_combo.addItem(label, value)
+            else:
+                self.device_combo.setItemText(index, label)
+
     def load_from_session(self) -> None:
         """Show the session's method, parameters and output (after opening a recipe)."""
         self._updating = True
