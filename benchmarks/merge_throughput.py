@@ -4,7 +4,9 @@ Generates synthetic Llama-shaped sharded checkpoints (default ~1.1B parameters i
 bf16, like TinyLlama), then for 2 and 3 models and for simple_average and ties
 measures, each in a fresh subprocess:
 
-* plain read  — reading every input byte once (the floor for any merge);
+* plain read  — reading every input byte once (the floor for any merge's input);
+* read + write — the same, plus writing one model's worth of bytes with fsync
+  (the floor for any merge that writes its output);
 * naive torch — ``torch.load``-style: all models in memory, averaged with torch;
 * merge-studio — the streaming engine.
 
@@ -70,6 +72,23 @@ def job_plain_read(folders: list[str]) -> None:
                     pass
 
 
+def job_read_write(folders: list[str], out: str) -> None:
+    """Read every input byte and write one model's worth of bytes (what any merge must do)."""
+    buf = bytearray(16 << 20)
+    out_bytes = sum(p.stat().st_size for p in Path(folders[0]).glob("*.safetensors"))
+    with open(out, "wb") as dst:
+        for f in folders:
+            for p in sorted(Path(f).glob("*.safetensors")):
+                with p.open("rb", buffering=0) as fh:
+                    while n := fh.readinto(buf):
+                        if out_bytes > 0:
+                            dst.write(memoryview(buf)[: min(n, out_bytes)])
+                            out_bytes -= min(n, out_bytes)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.remove(out)
+
+
 def job_naive(folders: list[str], out: str) -> None:
     from safetensors.torch import load_file, save_file
 
@@ -100,6 +119,8 @@ def child(argv: list[str]) -> None:
     start = time.perf_counter()
     if kind == "plain":
         job_plain_read(payload["folders"])
+    elif kind == "readwrite":
+        job_read_write(payload["folders"], payload["out"])
     elif kind == "naive":
         job_naive(payload["folders"], payload["out"])
     else:
@@ -157,6 +178,8 @@ def main() -> None:
             job_plain_read(ins)  # warm the page cache so every contender starts equal
             base = measure("plain", folders=ins)
             rows.append((f"{n} models", "plain read", base, in_bytes, base))
+            copy = measure("readwrite", folders=ins, out=str(root / "copy.bin"))
+            rows.append((f"{n} models", "plain read + write one model", copy, in_bytes, base))
             if not args.skip_naive:
                 out = str(root / "naive.safetensors")
                 r = measure("naive", folders=ins, out=out)
@@ -170,12 +193,14 @@ def main() -> None:
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"\n| inputs | job | wall s | input GB/s | peak RSS GB | speed vs plain read |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("\n| inputs | job | wall s | input GB/s | peak RSS GB | speed vs plain read | vs read + write |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    copies = {group: r for group, job, r, _, _ in rows if job.startswith("plain read + write")}
     for group, job, r, in_bytes, base in rows:
         gbps = in_bytes / r["seconds"] / 1e9
         ratio = base["seconds"] / r["seconds"]
-        print(f"| {group} | {job} | {r['seconds']:.2f} | {gbps:.2f} | {r['peak_rss'] / 1e9:.2f} | {ratio:.0%} |")
+        vs_copy = copies[group]["seconds"] / r["seconds"]
+        print(f"| {group} | {job} | {r['seconds']:.2f} | {gbps:.2f} | {r['peak_rss'] / 1e9:.2f} | {ratio:.0%} | {vs_copy:.0%} |")
 
 
 if __name__ == "__main__":
