@@ -34,7 +34,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from merge_studio.core.arch import build_module, example_input  # noqa: E402
-from merge_studio.core.demo import ensure_demo_models  # noqa: E402
+from merge_studio.core.demo import DemoRecipe, ensure_demo_models, train_demo_model  # noqa: E402
 from merge_studio.core.evaluate import evaluate, iter_barrier_comparison, load_data  # noqa: E402
 from merge_studio.core.progress import drive  # noqa: E402
 from merge_studio.core.rebasin.align import iter_align  # noqa: E402
@@ -44,24 +44,9 @@ VGG_ARCH = "zoo:vgg"
 
 
 def train_vgg(seed: int, epochs: int = 6, lr: float = 3e-3) -> dict[str, torch.Tensor]:
-    """A short Adam run on digits (the same split as the demo models)."""
-    torch.manual_seed(seed)
-    module = build_module(VGG_ARCH)
-    data = load_data({"source": "digits"}, for_module=module)
-    gen = torch.Generator().manual_seed(1000 + seed)
-    opt = torch.optim.Adam(module.parameters(), lr=lr)
-    for _ in range(epochs):
-        module.train()
-        order = torch.randperm(len(data.train), generator=gen)
-        for start in range(0, len(order), 64):
-            idx = order[start : start + 64]
-            if len(idx) < 2:
-                continue
-            loss = nn.functional.cross_entropy(module(data.train.inputs[idx]), data.train.targets[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    module.eval()
+    """A short run on digits with the demo models' trainer (same split, same optimiser)."""
+    recipe = DemoRecipe(f"vgg_seed{seed}", VGG_ARCH, seed, epochs=epochs, lr=lr)
+    module, _accuracy = drive(train_demo_model(recipe))
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 

@@ -101,7 +101,7 @@ def _read_manifest(folder: Path) -> tuple[DemoModel, ...] | None:
     return models
 
 
-def _train_one(recipe: DemoRecipe, cancel: CancelToken | None) -> Generator[Progress, None, tuple[nn.Module, float]]:
+def train_demo_model(recipe: DemoRecipe, cancel: CancelToken | None = None) -> Generator[Progress, None, tuple[nn.Module, float]]:
     from merge_studio.core.arch import build_module
     from merge_studio.core.evaluate.data import load_data
     from merge_studio.core.evaluate.loop import evaluate
@@ -198,7 +198,7 @@ def _train_all(folder: Path, cancel: CancelToken | None) -> Generator[Progress, 
     done = 0
     models: list[DemoModel] = []
     for recipe in DEMO_RECIPES:
-        job = _train_one(recipe, cancel)
+        job = train_demo_model(recipe, cancel)
         try:
             while True:
                 p = next(job)
