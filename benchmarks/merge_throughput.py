@@ -10,7 +10,9 @@ measures, each in a fresh subprocess:
 * naive torch — ``torch.load``-style: all models in memory, averaged with torch;
 * merge-studio — the streaming engine.
 
-Prints wall time, input GB/s, peak RSS, and ratios to the plain read.
+Prints wall time, CPU time (user + system, all threads), input GB/s, peak RSS,
+and ratios to the plain read and to the read + write floor. CPU seconds close to
+twice the wall time mean both cores were busy: the job was compute-bound.
 
     python benchmarks/merge_throughput.py                 # full size (needs ~16 GB disk)
     python benchmarks/merge_throughput.py --params 0.1    # quick
@@ -127,7 +129,8 @@ def child(argv: list[str]) -> None:
         job_engine(payload["folders"], payload["out"], payload["method"])
     seconds = time.perf_counter() - start
     rss = peak_rss_bytes()
-    print(json.dumps({"seconds": seconds, "peak_rss": rss}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"seconds": seconds, "peak_rss": rss, "cpu": usage.ru_utime + usage.ru_stime}))
 
 
 def peak_rss_bytes() -> int:
@@ -157,6 +160,7 @@ def main() -> None:
     parser.add_argument("--skip-naive", action="store_true", help="skip the in-memory baseline")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]  # other work on the machine skews every row
     root = args.dir or Path(tempfile.mkdtemp(prefix="ms-bench-"))
     shapes = llama_shapes(args.params)
     n_params = sum(torch.Size(s).numel() for s in shapes.values())
@@ -193,14 +197,15 @@ def main() -> None:
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
-    print("\n| inputs | job | wall s | input GB/s | peak RSS GB | speed vs plain read | vs read + write |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(f"\n{os.cpu_count()} CPUs; load average at the start: {load_before:.2f}")
+    print("\n| inputs | job | wall s | CPU s | input GB/s | peak RSS GB | speed vs plain read | vs read + write |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     copies = {group: r for group, job, r, _, _ in rows if job.startswith("plain read + write")}
     for group, job, r, in_bytes, base in rows:
         gbps = in_bytes / r["seconds"] / 1e9
         ratio = base["seconds"] / r["seconds"]
         vs_copy = copies[group]["seconds"] / r["seconds"]
-        print(f"| {group} | {job} | {r['seconds']:.2f} | {gbps:.2f} | {r['peak_rss'] / 1e9:.2f} | {ratio:.0%} | {vs_copy:.0%} |")
+        print(f"| {group} | {job} | {r['seconds']:.2f} | {r.get('cpu', 0.0):.2f} | {gbps:.2f} | {r['peak_rss'] / 1e9:.2f} | {ratio:.0%} | {vs_copy:.0%} |")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 import merge_studio
+from merge_studio.core.alloc import keep_freed_memory
 from merge_studio.core.checkpoints import Checkpoint
 from merge_studio.core.hashing import files_sha256
 from merge_studio.core.merge_plan import MergePlan, plan_merge
@@ -69,6 +70,7 @@ def iter_merge(recipe: Recipe, cancel: CancelToken | None = None) -> Generator[A
     Nothing is left behind when it fails or is cancelled (``Cancelled`` is raised).
     """
     start = time.perf_counter()
+    keep_freed_memory()
     yield Progress("open", 0, None, message="opening checkpoints")
     plan = plan_merge(recipe)
     try:
@@ -280,8 +282,9 @@ def _merge_tensor(plan: MergePlan, planned: PlannedTensor, stats: dict[str, dict
         out0 = merged[0].reshape(ref.shape)
         if out0.shape != ref.shape:
             raise MethodError(f"{spec.label} changed the shape of {name}")
-        acc["diff_sq"] = acc.get("diff_sq", 0.0) + float(torch.linalg.vector_norm(out0 - ref)) ** 2
-        acc["ref_sq"] = acc.get("ref_sq", 0.0) + float(torch.linalg.vector_norm(ref)) ** 2
+        acc["diff_sq"] = acc.get("diff_sq", 0.0) + float(torch.dist(out0, ref)) ** 2
+        flat_ref = ref.reshape(-1)
+        acc["ref_sq"] = acc.get("ref_sq", 0.0) + float(torch.dot(flat_ref, flat_ref))
         for key, value in ctx.metrics.items():
             acc[key] = acc.get(key, 0.0) + value
         numel = ref.numel()

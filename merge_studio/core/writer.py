@@ -7,7 +7,9 @@ the header for metadata only known at the end (source hashes, per-layer
 statistics), which the spec allows to be padded with spaces.
 
 Everything is written under a temporary name next to the target and renamed into
-place by :meth:`OutputSet.commit`; :meth:`OutputSet.abort` removes it.
+place by :meth:`OutputSet.commit`; :meth:`OutputSet.abort` removes it. The bytes
+go to disk on a background thread (:class:`WriteBehind`), so a merge computes the
+next chunk while the kernel copies and throttles the last one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import os
 import shutil
 import struct
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -49,11 +53,56 @@ def _header_bytes(tensors: Sequence[PlannedTensor], metadata: Mapping[str, str])
     return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _write_failed(path: Path, exc: OSError) -> OutputError:
+    hint = "free some disk space or choose another place" if exc.errno == 28 else None
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}", hint=hint)
+
+
+class WriteBehind:
+    """Run writes on one background thread, in order, at most ``depth`` behind the caller.
+
+    The caller hands over a tensor it will not touch again; the conversion to the
+    output dtype and the ``write`` system call (which copies into the page cache and
+    may sleep while the kernel flushes) then overlap with the caller's next chunk. A
+    failed write is raised at the next :meth:`submit` or at :meth:`drain`.
+    """
+
+    def __init__(self, depth: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+        self._pending: deque[Future[None]] = deque()
+        self._depth = depth
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self._depth):
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(fn))
+
+    def drain(self) -> None:
+        """Wait for every write so far; raises the first failure."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        """Drop writes not yet started and wait for the running one (for aborts)."""
+        for fut in self._pending:
+            fut.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+
 class SafetensorsStreamWriter:
     """One safetensors file, filled tensor by tensor in the planned order."""
 
-    def __init__(self, path: Path, tensors: Sequence[PlannedTensor], metadata: Mapping[str, str], reserve: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        tensors: Sequence[PlannedTensor],
+        metadata: Mapping[str, str],
+        reserve: int = 0,
+        background: WriteBehind | None = None,
+    ) -> None:
         self.path = Path(path)
+        self._background = background
         self.tensors = list(tensors)
         names = [t.name for t in self.tensors]
         if len(set(names)) != len(names):
@@ -61,9 +110,12 @@ class SafetensorsStreamWriter:
         header = _header_bytes(self.tensors, metadata)
         # Room for metadata known only at the end; keep data 8-byte aligned.
         self._header_len = (len(header) + reserve + 8 + 7) // 8 * 8
-        self._file = self.path.open("wb")
-        self._file.write(struct.pack("<Q", self._header_len))
-        self._file.write(header.ljust(self._header_len, b" "))
+        try:
+            self._file = self.path.open("wb")
+            self._file.write(struct.pack("<Q", self._header_len))
+            self._file.write(header.ljust(self._header_len, b" "))
+        except OSError as exc:
+            raise _write_failed(self.path, exc) from exc
         self._index = 0
         self._written = 0
 
@@ -77,21 +129,27 @@ class SafetensorsStreamWriter:
         planned = self.current
         if planned is None or planned.name != name:
             raise OutputError(f"writer expected {planned.name if planned else 'nothing'}, got {name}")
-        if data.dtype != planned.dtype:
-            data = data.to(planned.dtype)
-        flat = data.detach().to("cpu").contiguous().reshape(-1)
-        raw = flat.view(torch.uint8) if flat.numel() else flat.to(torch.uint8)
-        nbytes = raw.numel()
+        nbytes = data.numel() * planned.dtype.itemsize
         if self._written + nbytes > planned.nbytes:
             raise OutputError(f"too much data for {name}: shape {planned.shape}")
         if nbytes:
-            self._file.write(memoryview(raw.numpy()))
+            if self._background is not None:
+                self._background.submit(lambda: self._write_bytes(data, planned.dtype))
+            else:
+                self._write_bytes(data, planned.dtype)
         self._written += nbytes
         if self._written == planned.nbytes:
             self._index += 1
             self._written = 0
             while self.current is not None and self.current.nbytes == 0:  # empty tensors
                 self._index += 1
+
+    def _write_bytes(self, data: torch.Tensor, dtype: torch.dtype) -> None:
+        flat = data.detach().to(device="cpu", dtype=dtype).contiguous().reshape(-1)
+        try:
+            self._file.write(memoryview(flat.view(torch.uint8).numpy()))
+        except OSError as exc:
+            raise _write_failed(self.path, exc) from exc
 
     def finish(self, metadata: Mapping[str, str]) -> None:
         """Check everything arrived, write the final header and flush to disk."""
@@ -102,10 +160,15 @@ class SafetensorsStreamWriter:
         header = _header_bytes(self.tensors, metadata)
         if len(header) > self._header_len:
             raise OutputError("metadata grew beyond the space reserved for it (please report this)")
-        self._file.seek(8)
-        self._file.write(header.ljust(self._header_len, b" "))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        if self._background is not None:
+            self._background.drain()
+        try:
+            self._file.seek(8)
+            self._file.write(header.ljust(self._header_len, b" "))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise _write_failed(self.path, exc) from exc
         self._file.close()
 
     def close(self) -> None:
@@ -157,6 +220,7 @@ class OutputSet:
         if not self.is_file:
             self.tmp.mkdir()
         self._names: list[str] = []
+        self._background = WriteBehind()
         self._writers: list[SafetensorsStreamWriter] = []
         self._writer_of: dict[str, SafetensorsStreamWriter] = {}
         n = len(shards)
@@ -168,7 +232,7 @@ class OutputSet:
                     name = SINGLE_NAME if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
                     path = self.tmp / name
                 # Full metadata lives in a single file, or in the index (and the first shard).
-                writer = SafetensorsStreamWriter(path, shard, metadata, reserve if i == 0 else 0)
+                writer = SafetensorsStreamWriter(path, shard, metadata, reserve if i == 0 else 0, self._background)
                 self._names.append(name)
                 self._writers.append(writer)
                 for t in shard:
@@ -198,10 +262,12 @@ class OutputSet:
         except BaseException:
             self.abort()
             raise
+        self._background.close()
         return self.target
 
     def abort(self) -> None:
         """Close and delete everything written so far; the target is untouched."""
+        self._background.close()
         for w in self._writers:
             w.close()
         if self.tmp.is_dir():

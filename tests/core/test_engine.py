@@ -215,3 +215,42 @@ def test_whole_model_methods_write_their_report_into_the_output(tmp_path):
     assert json.loads(meta["merge_studio.report"]) == json.loads(json.dumps(result.report))
     assert meta["merge_studio.arch"] == arch
     assert set(load_file(out)) == set(load_file(paths[0]))
+
+
+class _FullDisk:
+    """A file that takes ``room`` bytes and then fails like a full disk."""
+
+    def __init__(self, file, room: int) -> None:
+        self._file, self._room = file, room
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if size > self._room:
+            import errno
+
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= size
+        return self._file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing(make_checkpoint, tmp_path, monkeypatch):
+    from merge_studio.core import writer
+
+    big = [{"w": torch.randn(1000, 37, generator=torch.Generator().manual_seed(i))} for i in range(2)]
+    paths = [make_checkpoint(f"b{i}.safetensors", big[i]) for i in range(2)]
+    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 1000)  # many writes, made on the background thread
+    real_init = writer.SafetensorsStreamWriter.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self._file = _FullDisk(self._file, room=20_000)
+
+    monkeypatch.setattr(writer.SafetensorsStreamWriter, "__init__", init)
+    out = tmp_path / "out" / "merged.safetensors"
+    with pytest.raises(OutputError, match="cannot write .*No space left on device") as caught:
+        run_merge(_recipe(paths, out, method="simple_average"))
+    assert "disk space" in (caught.value.hint or "")
+    assert list((tmp_path / "out").iterdir()) == []  # no output, no temporary file

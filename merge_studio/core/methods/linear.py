@@ -30,8 +30,8 @@ def simple_average(
     model_params: Sequence[NoModelParams],
     ctx: TensorContext,
 ) -> torch.Tensor:
-    out = tensors[0].clone()
-    for t in tensors[1:]:
+    out = torch.add(tensors[0], tensors[1]) if len(tensors) > 1 else tensors[0].clone()
+    for t in tensors[2:]:
         out.add_(t)
     return out.div_(len(tensors))
 
@@ -64,8 +64,8 @@ def weighted_average(
     ctx: TensorContext,
 ) -> torch.Tensor:
     weights = [mp.weight for mp in model_params]
-    out = torch.zeros_like(tensors[0])
-    for t, w in zip(tensors, weights, strict=True):
+    out = torch.mul(tensors[0], weights[0])
+    for t, w in zip(tensors[1:], weights[1:], strict=True):
         out.add_(t, alpha=w)
     if params.normalize:
         total = sum(weights)

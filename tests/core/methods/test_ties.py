@@ -99,3 +99,23 @@ def test_kept_fraction_metrics_say_how_much_task_vector_survived(randn):
 def test_ties_without_a_base_names_the_tensor():
     with pytest.raises(MethodError, match=r"base model for blocks\.0\.fc\.weight"):
         call_method("ties", [torch.ones(3), torch.zeros(3)], None)
+
+
+@pytest.mark.parametrize("weights", [[1.0, 0.5, 2.0], [1.0, -0.5, 2.0], [0.0, 1.0, 1.0]])
+def test_disjoint_mean_matches_a_plain_reference_for_any_weights(randn, weights):
+    """The quick "no zero divisor" path (positive weights) and the masked one agree with the definition."""
+    base = randn(64, 48, seed=0)
+    tensors = [base + randn(64, 48, seed=s) for s in (1, 2, 3)]
+    density = 0.3
+    out = call_method("ties", tensors, base, model_params=[{"weight": w, "density": density} for w in weights])
+    trimmed = []
+    for t, w in zip(tensors, weights, strict=True):
+        delta = t - base
+        trimmed.append(w * delta * (delta.abs() >= magnitude_threshold(delta, density)))
+    elected = torch.where(sum(trimmed) >= 0, 1.0, -1.0)
+    agreeing = [td * (td * elected > 0) for td in trimmed]
+    divisor = sum(w * (a != 0) for w, a in zip(weights, agreeing, strict=True))
+    divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+    expected = base + sum(agreeing) / divisor
+    assert (sum(agreeing) == 0).any()  # some entries had no model left: the divisor-0 case is exercised
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
