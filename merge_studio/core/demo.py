@@ -3,9 +3,13 @@
 ``merge-studio --demo`` needs something to merge and look at without any download:
 three MLPs (the zoo's default 64-512-512-512-10, so re-basin can align them) and two
 ResNet-20s (BatchNorm, so the BN-reset curve has something to show), each trained
-from its own seed. Training takes seconds on two CPU cores and happens once; the
-files live in the user data folder under a version key, so a newer demo recipe
-retrains instead of reusing stale files.
+from its own seed. The ResNets are trained with SGD and weight decay, as in Git
+Re-Basin: weight matching compares weights, and after a short Adam run without decay
+a ResNet's conv weights are still mostly its random initialisation, so two seeds'
+weights share too little for the matching to find (see :class:`DemoRecipe`).
+Training takes about 20 s on one CPU thread and happens once; the files live in the
+user data folder under a version key, so a newer demo recipe retrains instead of
+reusing stale files.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -23,13 +28,23 @@ from torch import nn
 from merge_studio.core.progress import CancelToken, Progress, check_cancel, drive
 from merge_studio.errors import OutputError
 
-DEMO_VERSION = "digits-v1"
+DEMO_VERSION = "digits-v2"  # v2: ResNets trained with SGD + weight decay
 MANIFEST = "demo.json"
 
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    """How one demo model is trained."""
+    """How one demo model is trained (one-cycle schedule to ``lr``).
+
+    ``optimizer`` is ``"adam"`` or ``"sgd"`` (Nesterov momentum 0.9); ``weight_decay``
+    applies to every parameter. Decay matters for re-basin on BatchNorm networks: a
+    conv followed by BN computes the same function at any scale, so decay shrinks the
+    random initial weights away while training rewrites them. Measured on the demo
+    ResNet-20 after 8 Adam epochs without decay, ‖W − W_init‖/‖W‖ was only 0.3-0.5 and
+    weight matching agreed with activation matching on ~5% of units (barrier 62% of
+    naive, while activation matching reached 19%: the width was not the limit); with
+    SGD and decay it is ~1.2 and the weight-matched barrier is 7% of naive.
+    """
 
     name: str
     arch: str
@@ -37,14 +52,18 @@ class DemoRecipe:
     epochs: int
     lr: float
     batch_size: int = 64
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = 0.0
 
 
 DEMO_RECIPES: tuple[DemoRecipe, ...] = (
     DemoRecipe("mlp_seed0", "zoo:mlp", 0, epochs=12, lr=1e-3),
     DemoRecipe("mlp_seed1", "zoo:mlp", 1, epochs=12, lr=1e-3),
     DemoRecipe("mlp_seed2", "zoo:mlp", 2, epochs=12, lr=1e-3),
-    DemoRecipe("resnet20_seed0", "zoo:resnet20?width=1", 0, epochs=8, lr=3e-3),
-    DemoRecipe("resnet20_seed1", "zoo:resnet20?width=1", 1, epochs=8, lr=3e-3),
+    DemoRecipe("resnet20_seed0", "zoo:resnet20?width=1", 0, epochs=12, lr=0.1,
+               optimizer="sgd", weight_decay=1e-2),
+    DemoRecipe("resnet20_seed1", "zoo:resnet20?width=1", 1, epochs=12, lr=0.1,
+               optimizer="sgd", weight_decay=1e-2),
 )
 
 
@@ -111,7 +130,7 @@ def train_demo_model(recipe: DemoRecipe, cancel: CancelToken | None = None) -> G
     data = load_data({"source": "digits"}, for_module=module)  # same split for every model
     gen = torch.Generator().manual_seed(1000 + recipe.seed)
     steps_per_epoch = -(-len(data.train) // recipe.batch_size)
-    opt = torch.optim.Adam(module.parameters(), lr=recipe.lr)
+    opt = _optimizer(module, recipe)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
     for epoch in range(recipe.epochs):
         module.train()
@@ -129,6 +148,15 @@ def train_demo_model(recipe: DemoRecipe, cancel: CancelToken | None = None) -> G
         yield Progress("train", epoch + 1, recipe.epochs, current=recipe.name, unit="epochs")
     module.eval()
     return module, evaluate(module, data.test, device="cpu").accuracy or 0.0
+
+
+def _optimizer(module: nn.Module, recipe: DemoRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,
+                               weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r} (expected 'adam' or 'sgd')")
 
 
 def _save(module: nn.Module, path: Path, recipe: DemoRecipe, accuracy: float) -> None:
