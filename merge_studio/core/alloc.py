@@ -20,7 +20,7 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 # Blocks up to this size come from the heap and are reused; larger ones (a whole
 # embedding matrix in float32) still get their own mapping and are returned at once.
-MMAP_THRESHOLD = 32 << 20
+MMAP_THRESHOLD = 64 << 20
 TRIM_THRESHOLD = 128 << 20
 
 _done = False

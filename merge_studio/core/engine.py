@@ -35,6 +35,9 @@ from merge_studio.errors import MethodError
 # in cache between its passes (3x faster than 4M chunks), large enough that per-chunk
 # Python overhead is negligible.
 CHUNK_ELEMENTS = 1 << 20
+# A method with whole-tensor statistics (TIES) reads each large tensor twice unless its
+# inputs, converted, fit in this much memory; then the chunks are cut from them.
+HELD_BYTES = 192 << 20
 _PREFETCH = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
 
 
@@ -245,16 +248,30 @@ def _merge_tensor(plan: MergePlan, planned: PlannedTensor, stats: dict[str, dict
         base_ck.info(name).dtype.itemsize if base_ck is not None else 0
     )
     stat_values: tuple[Any, ...] = ()
+    # Whole tensors read for the statistics pass, kept for the chunks when they are small
+    # enough, so the merge pass slices them instead of reading and converting again.
+    held: tuple[list[torch.Tensor], torch.Tensor | None] | None = None
     if spec.statistics is not None and not whole:
+        n_inputs = len(plan.models) + (base_ck is not None)
+        keep = n_inputs * planned.numel * cdt.itemsize <= HELD_BYTES
         base_full = load(base_ck, None) if base_ck is not None else None
-        values = []
+        values, kept = [], []
         for ck, mp in zip(plan.models, model_params, strict=True):
             check_cancel(cancel)
-            values.append(spec.statistics(load(ck, None), base_full, params, mp, TensorContext(**ctx_args)))
+            full = load(ck, None)
+            values.append(spec.statistics(full, base_full, params, mp, TensorContext(**ctx_args)))
+            if keep:
+                kept.append(full.reshape(-1))
+            del full
         stat_values = tuple(values)
+        if keep:
+            held = (kept, base_full.reshape(-1) if base_full is not None else None)
         del base_full
 
     def load_chunk(rng: tuple[int, int] | None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        if held is not None and rng is not None:
+            s, e = rng
+            return [t[s:e] for t in held[0]], (held[1][s:e] if held[1] is not None else None)
         return [load(ck, rng) for ck in plan.models], (load(base_ck, rng) if base_ck is not None else None)
 
     acc = stats.setdefault(_layer_of(name), {})

@@ -80,7 +80,8 @@ def test_three_chunks_equal_the_whole_tensor(method):
         torch.testing.assert_close(joined, out, rtol=1e-6, atol=1e-6)
 
 
-def test_ties_streamed_by_the_engine_equals_ties_on_whole_tensors(make_checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("held_bytes", [0, 1 << 20], ids=["chunks re-read", "chunks cut from held tensors"])
+def test_ties_streamed_by_the_engine_equals_ties_on_whole_tensors(make_checkpoint, tmp_path, monkeypatch, held_bytes):
     g = torch.Generator().manual_seed(1)
     base_state = {"w": torch.randn(300, 7, generator=g), "b": torch.randn(7, generator=g)}
     states = [{k: v + torch.randn(v.shape, generator=g) for k, v in base_state.items()} for _ in range(3)]
@@ -95,6 +96,7 @@ def test_ties_streamed_by_the_engine_equals_ties_on_whole_tensors(make_checkpoin
         output=str(tmp_path / "ties.safetensors"),
     )
     monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 500)  # "w" (2100 elements) goes through in 5 chunks
+    monkeypatch.setattr(engine, "HELD_BYTES", held_bytes)
     steps = [p.current for p in _progress(engine.iter_merge(recipe)) if p.stage == "merge"]
     assert steps.count("w") == 5 and steps.count("b") == 1
     merged = load_file(tmp_path / "ties.safetensors")
