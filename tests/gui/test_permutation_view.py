@@ -109,3 +109,25 @@ def test_clearing_the_report_returns_to_the_empty_state(qtbot, resnet_alignment)
     view.set_report(result.report, provider)
     view.set_report(None)
     assert view.stack.currentWidget() is view.empty and view.groups.topLevelItemCount() == 0
+
+
+def test_group_pictures_are_refitted_when_the_canvas_gets_narrower(qtbot, resnet_alignment):
+    """The screenshot of the demo ResNet showed overlapping titles: they were fitted to the
+    canvas width at the first draw, before the window had its final size."""
+    result, provider = resnet_alignment
+    view = PermutationView()
+    qtbot.addWidget(view)
+    view.resize(1600, 500)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_report(result.report, provider)
+
+    def pictures():
+        return [ax for ax in view.figure("group").axes if ax.images]
+
+    assert not any("\n" in ax.title.get_text() for ax in pictures())
+    assert [ax.get_subplotspec().rowspan.start for ax in pictures()] == [0, 0, 0]  # wide: side by side
+    view.resize(800, 700)
+    qtbot.waitUntil(lambda: all("\n" in ax.title.get_text() for ax in pictures()))
+    # tall: the permutation above, the similarity matrices below
+    assert [ax.get_subplotspec().rowspan.start for ax in pictures()] == [0, 1, 1]

@@ -51,6 +51,7 @@ MatricesProvider = Callable[[str], Any]  # group name -> similarity matrix (n ×
 GROUP_ROLE = Qt.ItemDataRole.UserRole
 OVERLAY_NAME = "units permuted"
 NARROW_WIDTH = 760  # below this the pictures go under the group list
+STACK_RATIO = 0.55  # a group canvas taller than this times its width stacks its pictures in two rows
 
 
 def layer_overlay(report: Mapping[str, Any]) -> dict[str, float]:
@@ -79,11 +80,16 @@ def group_for_layer(report: Mapping[str, Any], layer: str) -> str | None:
     return fallback
 
 
+def _fit_chars(axes_width_px: float) -> int | None:
+    """Characters per title line for pictures this wide; ``None``: they have room as drawn."""
+    return None if axes_width_px >= 330 else max(14, int(axes_width_px / 8.5))
+
+
 def _fit_text(fig: Figure, axes_width_px: float) -> None:
     """Smaller, wrapped titles and labels when each picture gets little room (the tab beside the list)."""
-    if axes_width_px >= 330:
+    chars = _fit_chars(axes_width_px)
+    if chars is None:
         return
-    chars = max(14, int(axes_width_px / 8.5))
     for ax in fig.axes:
         legend = ax.get_legend()
         title = ax.title.get_text()
@@ -139,6 +145,8 @@ class PermutationView(QWidget):
         left_layout.addWidget(self.members, 1)
 
         self.group_canvas = _Canvas((9, 3.2))
+        self.group_canvas.mpl_connect("resize_event", self._on_group_canvas_resized)
+        self._fitted: tuple[bool, int, int | None] | None = None  # the layout the group pictures were drawn for
         self.convergence_canvas = _Canvas((6, 3.5))
         self.overview_canvas = _Canvas((6, 4))
         self.tabs = QTabWidget(self)
@@ -299,14 +307,32 @@ class PermutationView(QWidget):
             ax.text(0.5, 0.5, "nothing was permuted", ha="center", va="center")
         else:
             sim = self._similarity(group["name"])
-            axes = fig.subplots(1, 3 if sim is not None else 1, squeeze=False)[0]
+            layout = self._group_layout(sim is not None)
+            stacked, columns, _chars = layout
+            if stacked:  # the permutation above, the two similarity matrices below
+                grid = fig.subplot_mosaic([["perm", "perm"], ["before", "after"]])
+                axes = [grid["perm"], grid["before"], grid["after"]]
+            else:
+                axes = list(fig.subplots(1, 3 if sim is not None else 1, squeeze=False)[0])
             plot_permutation_matrix(axes[0], group["perm"])
             if sim is not None:
                 plot_similarity(axes[1], sim, colorbar=False)
                 plot_similarity(axes[2], sim, group["perm"])
             fig.suptitle(f"{group['name']}: {group['moved_fraction']:.0%} of {group['size']} units moved", fontsize=10)
-            _fit_text(fig, self.group_canvas.width() / max(1, len(axes)))
+            _fit_text(fig, self.group_canvas.width() / columns)
+            self._fitted = layout
         self.group_canvas.draw_idle()
+
+    def _group_layout(self, with_similarity: bool) -> tuple[bool, int, int | None]:
+        """(stacked, columns, title characters per line) for the canvas's current size.
+
+        A canvas taller than about half its width (the tab beside the model list) puts
+        the permutation above the similarity matrices, so each picture is twice as large.
+        """
+        width, height = self.group_canvas.width(), self.group_canvas.height()
+        stacked = with_similarity and height > STACK_RATIO * width
+        columns = 2 if stacked else (3 if with_similarity else 1)
+        return stacked, columns, _fit_chars(width / columns)
 
     def _draw_convergence(self, report: Mapping[str, Any]) -> None:
         fig = self.convergence_canvas.figure
@@ -329,6 +355,15 @@ class PermutationView(QWidget):
         name = items[0].data(0, GROUP_ROLE) if items else None
         if name and name != self._current:
             self._show_group(name)
+
+    def _on_group_canvas_resized(self, _event: object) -> None:
+        """Re-fit the titles when the canvas width changes how they wrap: the first draw often
+        happens before the window has its final size, and stale titles overlap."""
+        if self._report is None or self._current is None:
+            return
+        with_similarity = sum(1 for ax in self.group_canvas.figure.axes if ax.images) > 1
+        if self._group_layout(with_similarity) != self._fitted:
+            self._draw_group(next(g for g in self._report.get("groups", []) if g["name"] == self._current))
 
     @Slot()
     def _on_save_button_clicked(self) -> None:
