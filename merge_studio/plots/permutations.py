@@ -140,10 +140,12 @@ def plot_moved_fraction(ax: Axes, report: Mapping[str, Any]) -> Axes:
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("units moved")
     ax.set_title("share of units permuted per group", fontsize=9)
-    handles = [Patch(color=MOVED_COLOUR, label="permuted group")]
-    if blocked:
-        handles.append(Patch(facecolor=BLOCKED_COLOUR, alpha=0.35, hatch="//", label="could not be permuted"))
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    if blocked:  # under the figure: bars of nearly 100% reach every corner of the axes
+        handles = [
+            Patch(color=MOVED_COLOUR, label="permuted group"),
+            Patch(facecolor=BLOCKED_COLOUR, alpha=0.35, hatch="//", label="could not be permuted"),
+        ]
+        ax.figure.legend(handles=handles, loc="outside lower center", fontsize=8, ncol=2, frameon=False)
     if not labels:
         ax.text(0.5, 0.5, "no permutation groups", ha="center", va="center", transform=ax.transAxes)
     return ax
