@@ -5,8 +5,9 @@ bf16, like TinyLlama), then for 2 and 3 models and for simple_average and ties
 measures, each in a fresh subprocess:
 
 * plain read  — reading every input byte once (the floor for any merge's input);
-* read + write — the same, plus writing one model's worth of bytes with fsync
-  (the floor for any merge that writes its output);
+* read + write — the same, plus writing one model's worth of bytes on a second
+  thread as the engine writes (direct I/O where possible, fsync): a merge that
+  computes nothing, the floor for any merge that writes its output;
 * naive torch — ``torch.load``-style: all models in memory, averaged with torch;
 * merge-studio — the streaming engine.
 
@@ -75,19 +76,43 @@ def job_plain_read(folders: list[str]) -> None:
 
 
 def job_read_write(folders: list[str], out: str) -> None:
-    """Read every input byte and write one model's worth of bytes (what any merge must do)."""
-    buf = bytearray(16 << 20)
+    """Read every input byte and write one model's worth of bytes: a merge that computes nothing.
+
+    Written the way the engine writes (direct I/O where the file system allows it, from a
+    second thread while the reading goes on, fsync at the end), so this is the floor for
+    any merge that writes its output here.
+    """
+    import queue
+    import threading
+
+    from merge_studio.core.direct_io import AppendOnlyFile
+
     out_bytes = sum(p.stat().st_size for p in Path(folders[0]).glob("*.safetensors"))
-    with open(out, "wb") as dst:
-        for f in folders:
-            for p in sorted(Path(f).glob("*.safetensors")):
-                with p.open("rb", buffering=0) as fh:
-                    while n := fh.readinto(buf):
-                        if out_bytes > 0:
-                            dst.write(memoryview(buf)[: min(n, out_bytes)])
-                            out_bytes -= min(n, out_bytes)
-        dst.flush()
-        os.fsync(dst.fileno())
+    Path(out).write_bytes(b"")
+    sink = AppendOnlyFile(Path(out), 0)
+    pending: queue.Queue[memoryview | None] = queue.Queue(maxsize=8)
+    ring = [bytearray(16 << 20) for _ in range(10)]  # more than can be queued or in the writer's hands
+
+    def drain() -> None:
+        while (block := pending.get()) is not None:
+            sink.write(block)
+
+    writer = threading.Thread(target=drain)
+    writer.start()
+    turn = 0
+    for f in folders:
+        for p in sorted(Path(f).glob("*.safetensors")):
+            with p.open("rb", buffering=0) as fh:
+                while n := fh.readinto(ring[turn % len(ring)]):
+                    if out_bytes > 0:
+                        pending.put(memoryview(ring[turn % len(ring)])[: min(n, out_bytes)])
+                        out_bytes -= min(n, out_bytes)
+                        turn += 1
+    pending.put(None)
+    writer.join()
+    sink.close()
+    with open(out, "rb+") as fh:
+        os.fsync(fh.fileno())
     os.remove(out)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from merge_studio.core.checkpoints.base import TensorInfo
+from merge_studio.core.direct_io import BLOCK, AppendOnlyFile
 from merge_studio.core.dtypes import SAFETENSORS_CODES
 from merge_studio.errors import OutputError
 
@@ -108,13 +109,18 @@ class SafetensorsStreamWriter:
         if len(set(names)) != len(names):
             raise OutputError("two output tensors have the same name")
         header = _header_bytes(self.tensors, metadata)
-        # Room for metadata known only at the end; keep data 8-byte aligned.
-        self._header_len = (len(header) + reserve + 8 + 7) // 8 * 8
+        # Room for metadata known only at the end; the data starts on a block boundary
+        # (so it can be written with direct I/O), which also keeps it 8-byte aligned.
+        data_start = (8 + len(header) + reserve + BLOCK - 1) // BLOCK * BLOCK
+        self._header_len = data_start - 8
         try:
             self._file = self.path.open("wb")
             self._file.write(struct.pack("<Q", self._header_len))
             self._file.write(header.ljust(self._header_len, b" "))
+            self._file.flush()
+            self._data = AppendOnlyFile(self.path, data_start)
         except OSError as exc:
+            self.close()
             raise _write_failed(self.path, exc) from exc
         self._index = 0
         self._written = 0
@@ -147,7 +153,7 @@ class SafetensorsStreamWriter:
     def _write_bytes(self, data: torch.Tensor, dtype: torch.dtype) -> None:
         flat = data.detach().to(device="cpu", dtype=dtype).contiguous().reshape(-1)
         try:
-            self._file.write(memoryview(flat.view(torch.uint8).numpy()))
+            self._data.write(memoryview(flat.view(torch.uint8).numpy()))
         except OSError as exc:
             raise _write_failed(self.path, exc) from exc
 
@@ -163,6 +169,7 @@ class SafetensorsStreamWriter:
         if self._background is not None:
             self._background.drain()
         try:
+            self._data.close()
             self._file.seek(8)
             self._file.write(header.ljust(self._header_len, b" "))
             self._file.flush()
@@ -172,8 +179,13 @@ class SafetensorsStreamWriter:
         self._file.close()
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        """Release the file without finishing it (the caller deletes it)."""
+        data = getattr(self, "_data", None)
+        if data is not None:
+            data.abort()
+        file = getattr(self, "_file", None)
+        if file is not None and not file.closed:
+            file.close()
 
 
 def _shard_plan(tensors: Sequence[PlannedTensor], shard_bytes: int | None) -> list[list[PlannedTensor]]:

@@ -217,38 +217,28 @@ def test_whole_model_methods_write_their_report_into_the_output(tmp_path):
     assert set(load_file(out)) == set(load_file(paths[0]))
 
 
-class _FullDisk:
-    """A file that takes ``room`` bytes and then fails like a full disk."""
+@pytest.mark.parametrize("direct", [True, False], ids=["direct I/O", "page cache"])
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing(make_checkpoint, tmp_path, monkeypatch, direct):
+    import errno
+    import os
 
-    def __init__(self, file, room: int) -> None:
-        self._file, self._room = file, room
-
-    def write(self, data) -> int:
-        size = memoryview(data).nbytes
-        if size > self._room:
-            import errno
-
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self._room -= size
-        return self._file.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._file, name)
-
-
-def test_a_full_disk_is_a_clear_error_and_leaves_nothing(make_checkpoint, tmp_path, monkeypatch):
-    from merge_studio.core import writer
+    from merge_studio.core import direct_io
 
     big = [{"w": torch.randn(1000, 37, generator=torch.Generator().manual_seed(i))} for i in range(2)]
     paths = [make_checkpoint(f"b{i}.safetensors", big[i]) for i in range(2)]
     monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 1000)  # many writes, made on the background thread
-    real_init = writer.SafetensorsStreamWriter.__init__
+    monkeypatch.setattr(direct_io, "USE_DIRECT", direct)
+    monkeypatch.setattr(direct_io, "STAGING_BYTES", 8192)  # several direct writes before the disk fills
+    real_pwrite, room = os.pwrite, [20_000]
 
-    def init(self, *args, **kwargs):
-        real_init(self, *args, **kwargs)
-        self._file = _FullDisk(self._file, room=20_000)
+    def pwrite(fd, data, offset):  # a disk with room for 20 kB of tensor data
+        size = memoryview(data).nbytes
+        if size > room[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        room[0] -= size
+        return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr(writer.SafetensorsStreamWriter, "__init__", init)
+    monkeypatch.setattr(os, "pwrite", pwrite)
     out = tmp_path / "out" / "merged.safetensors"
     with pytest.raises(OutputError, match="cannot write .*No space left on device") as caught:
         run_merge(_recipe(paths, out, method="simple_average"))

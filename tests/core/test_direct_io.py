@@ -1,0 +1,50 @@
+"""Output bytes written past the page cache arrive exactly as given, whatever their alignment."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from merge_studio.core import direct_io
+from merge_studio.core.direct_io import BLOCK, AppendOnlyFile
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct I/O", "page cache"])
+@pytest.mark.parametrize("sizes", [[1], [BLOCK], [BLOCK * 3 + 5, 7, 10_000], [70_000, 1, 65_536, 12_345]])
+def test_appended_bytes_match_at_any_alignment(tmp_path, monkeypatch, direct, sizes):
+    monkeypatch.setattr(direct_io, "USE_DIRECT", direct)
+    monkeypatch.setattr(direct_io, "STAGING_BYTES", 4 * BLOCK)  # pieces cross the staging buffer
+    path = tmp_path / "f.bin"
+    header = b"H" * BLOCK
+    path.write_bytes(header)
+    pieces = [os.urandom(n) for n in sizes]
+    out = AppendOnlyFile(path, BLOCK)
+    for piece in pieces:
+        out.write(memoryview(piece))
+    out.close()
+    assert path.read_bytes() == header + b"".join(pieces)
+
+
+def test_direct_io_is_used_where_the_file_system_allows_it(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"")
+    out = AppendOnlyFile(path, 0)
+    try:
+        fd = os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | getattr(os, "O_DIRECT", 0))
+        os.close(fd)
+        supported = hasattr(os, "O_DIRECT")
+    except OSError:
+        supported = False
+    assert out.direct == supported
+    out.close()
+
+
+def test_an_unaligned_start_falls_back_to_the_page_cache(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    out = AppendOnlyFile(path, 10)
+    assert not out.direct
+    out.write(memoryview(b"abc"))
+    out.close()
+    assert path.read_bytes() == b"x" * 10 + b"abc"
