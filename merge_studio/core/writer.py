@@ -111,17 +111,17 @@ class SafetensorsStreamWriter:
         header = _header_bytes(self.tensors, metadata)
         # Room for metadata known only at the end; the data starts on a block boundary
         # (so it can be written with direct I/O), which also keeps it 8-byte aligned.
-        data_start = (8 + len(header) + reserve + BLOCK - 1) // BLOCK * BLOCK
-        self._header_len = data_start - 8
+        self._data_start = (8 + len(header) + reserve + BLOCK - 1) // BLOCK * BLOCK
+        self._header_len = self._data_start - 8
         try:
-            self._file = self.path.open("wb")
-            self._file.write(struct.pack("<Q", self._header_len))
-            self._file.write(header.ljust(self._header_len, b" "))
-            self._file.flush()
-            self._data = AppendOnlyFile(self.path, data_start)
+            with self.path.open("wb") as file:
+                file.write(struct.pack("<Q", self._header_len))
+                file.write(header.ljust(self._header_len, b" "))
         except OSError as exc:
-            self.close()
             raise _write_failed(self.path, exc) from exc
+        # Opened at the first byte and closed after the last, so a folder of many shards
+        # holds file descriptors only for the one being written.
+        self._data: AppendOnlyFile | None = None
         self._index = 0
         self._written = 0
 
@@ -149,11 +149,27 @@ class SafetensorsStreamWriter:
             self._written = 0
             while self.current is not None and self.current.nbytes == 0:  # empty tensors
                 self._index += 1
+            if self.current is None:  # the last byte of this file is on its way
+                if self._background is not None:
+                    self._background.submit(self._close_data)
+                else:
+                    self._close_data()
 
     def _write_bytes(self, data: torch.Tensor, dtype: torch.dtype) -> None:
         flat = data.detach().to(device="cpu", dtype=dtype).contiguous().reshape(-1)
         try:
+            if self._data is None:
+                self._data = AppendOnlyFile(self.path, self._data_start)
             self._data.write(memoryview(flat.view(torch.uint8).numpy()))
+        except OSError as exc:
+            raise _write_failed(self.path, exc) from exc
+
+    def _close_data(self) -> None:
+        if self._data is None:
+            return
+        data, self._data = self._data, None
+        try:
+            data.close()
         except OSError as exc:
             raise _write_failed(self.path, exc) from exc
 
@@ -168,24 +184,21 @@ class SafetensorsStreamWriter:
             raise OutputError("metadata grew beyond the space reserved for it (please report this)")
         if self._background is not None:
             self._background.drain()
+        self._close_data()
         try:
-            self._data.close()
-            self._file.seek(8)
-            self._file.write(header.ljust(self._header_len, b" "))
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            with self.path.open("r+b") as file:
+                file.seek(8)
+                file.write(header.ljust(self._header_len, b" "))
+                file.flush()
+                os.fsync(file.fileno())
         except OSError as exc:
             raise _write_failed(self.path, exc) from exc
-        self._file.close()
 
     def close(self) -> None:
         """Release the file without finishing it (the caller deletes it)."""
-        data = getattr(self, "_data", None)
-        if data is not None:
-            data.abort()
-        file = getattr(self, "_file", None)
-        if file is not None and not file.closed:
-            file.close()
+        if self._data is not None:
+            self._data.abort()
+            self._data = None
 
 
 def _shard_plan(tensors: Sequence[PlannedTensor], shard_bytes: int | None) -> list[list[PlannedTensor]]:

@@ -48,3 +48,26 @@ def test_an_unaligned_start_falls_back_to_the_page_cache(tmp_path):
     out.write(memoryview(b"abc"))
     out.close()
     assert path.read_bytes() == b"x" * 10 + b"abc"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_folder_of_many_shards_keeps_few_files_open(tmp_path):
+    import torch
+
+    from merge_studio.core.writer import OutputSet, PlannedTensor
+
+    tensors = {f"layers.{i}.weight": torch.full((64,), float(i)) for i in range(300)}
+    planned = [PlannedTensor(n, tuple(t.shape), t.dtype) for n, t in tensors.items()]
+    before = len(os.listdir("/proc/self/fd"))
+    out = OutputSet(tmp_path / "out", planned, shard_bytes=256, metadata={})  # one shard per tensor
+    peak = len(os.listdir("/proc/self/fd"))
+    for name, t in tensors.items():
+        out.write(name, t)
+        peak = max(peak, len(os.listdir("/proc/self/fd")))
+    out.commit({})
+    assert peak - before < 20  # not three descriptors per shard for 300 shards
+    assert len(list((tmp_path / "out").glob("model-*.safetensors"))) == 300
+    from merge_studio.core.checkpoints import open_checkpoint
+
+    with open_checkpoint(tmp_path / "out") as ck:
+        assert torch.equal(ck.get_tensor("layers.299.weight"), tensors["layers.299.weight"])
