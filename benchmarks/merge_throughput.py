@@ -56,12 +56,14 @@ def llama_shapes(params_b: float) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def generate(folder: Path, shapes: dict[str, tuple[int, ...]], seed: int, shard_bytes: int = 1 << 30) -> None:
-    """A sharded HF-layout folder of random bf16 tensors."""
+def generate(
+    folder: Path, shapes: dict[str, tuple[int, ...]], seed: int, shard_bytes: int = 1 << 30, dtype: torch.dtype = torch.bfloat16
+) -> None:
+    """A sharded HF-layout folder of random tensors (bf16 unless asked)."""
     from merge_studio.core.writer import write_state_dict
 
     g = torch.Generator().manual_seed(seed)
-    tensors = {n: (torch.randn(s, generator=g) * 0.02).to(torch.bfloat16) for n, s in shapes.items()}
+    tensors = {n: (torch.randn(s, generator=g) * 0.02).to(dtype) for n, s in shapes.items()}
     write_state_dict(folder, tensors, {"format": "pt"}, shard_bytes=shard_bytes)
 
 

@@ -28,10 +28,9 @@ def task_vector(tensor: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
 
 
 def keep_count(numel: int, density: float) -> int:
-    """How many entries a magnitude trim keeps: ``int(density·n)`` as in mergekit, but at least one.
+    """How many entries a magnitude trim keeps: ``int(density·n)``, but at least one (as mergekit).
 
-    mergekit refuses a tensor where the count rounds to zero; keeping the single
-    largest entry lets a low density still merge tiny tensors such as biases.
+    Keeping the single largest entry lets a low density still merge tiny tensors such as biases.
     """
     if numel == 0:
         return 0
