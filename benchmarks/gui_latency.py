@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         paths = write_models(folder, args.size_gb)
+        size = sum(p.stat().st_size for p in paths) / 2 / 2**30  # before the folder goes
         print(f"models ready in {time.perf_counter() - t0:.1f} s: {', '.join(p.name for p in paths)}")
         window = MainWindow(remember_layout=False)
         window.resize(1280, 800)
@@ -163,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         p99 = statistics.quantiles(gaps, n=100)[98] if len(gaps) > 100 else max(gaps)
         return f"| {name:<22} | {len(gaps):>7} | {statistics.median(gaps):>8.1f} | {p99:>8.1f} | {max(gaps):>8.1f} | {max(gaps) / 100:>9.2f} |"
 
-    size = sum(p.stat().st_size for p in paths) / 2 / 2**30
     print()
     print(f"GUI latency, {size:.2f} GiB per model, 2 models, weighted average, {TICK_MS} ms timer, "
           f"{torch.get_num_threads()} torch threads, hash_sources={not args.no_hash}")
