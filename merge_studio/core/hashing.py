@@ -6,16 +6,27 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from merge_studio.core import hash_cache
+
 _BLOCK = 8 * 2**20
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of one file, read in blocks (hashlib releases the GIL on large blocks)."""
+def file_sha256(path: Path, *, use_cache: bool = True) -> str:
+    """SHA-256 of one file, read in blocks (hashlib releases the GIL on large blocks).
+
+    A digest computed before for the unchanged file is reused (see :mod:`hash_cache`).
+    """
+    key = hash_cache.file_key(path) if use_cache else None
+    if key is not None and (known := hash_cache.remembered(key)) is not None:
+        return known
     h = hashlib.sha256()
     with Path(path).open("rb") as f:
         while block := f.read(_BLOCK):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if key is not None and hash_cache.file_key(path) == key:  # unchanged while it was read
+        hash_cache.remember(key, digest)
+    return digest
 
 
 def files_sha256(paths: Sequence[Path]) -> str:
