@@ -23,6 +23,9 @@ from pathlib import Path
 BLOCK = 4096
 STAGING_BYTES = 8 << 20
 _DIRECT_FLAG = getattr(os, "O_DIRECT", 0)
+# What a file system that takes the flag at open but not at write answers (overlay,
+# FUSE and network mounts differ); such a file continues through the page cache.
+_REFUSED = {errno.EINVAL, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
 # Set to False to always go through the page cache (tests; unusual file systems).
 USE_DIRECT = True
 
@@ -59,6 +62,10 @@ class AppendOnlyFile:
             self._stage = mmap.mmap(-1, STAGING_BYTES)
         pos = 0
         while pos < len(data):
+            if self._direct_fd is None:  # direct writes were refused part-way: the rest goes cached
+                self._pwrite_all(self._fd, data[pos:], self._offset)
+                self._offset += len(data) - pos
+                return
             take = min(len(data) - pos, STAGING_BYTES - self._filled)
             self._stage[self._filled : self._filled + take] = data[pos : pos + take]
             self._filled += take
@@ -70,7 +77,7 @@ class AppendOnlyFile:
         """Write what is staged (the aligned part directly, the tail buffered) and close."""
         try:
             aligned = self._filled // BLOCK * BLOCK
-            if aligned:
+            if aligned and self._direct_fd is not None:
                 self._flush(aligned)
             if self._filled:
                 self._write_staged_buffered()
@@ -98,7 +105,7 @@ class AppendOnlyFile:
             try:
                 written = self._pwrite_all(self._direct_fd, view, self._offset, direct=True)
             except OSError as exc:
-                if exc.errno != errno.EINVAL:
+                if exc.errno not in _REFUSED:
                     raise
                 # the file system took the flag but not the write: go through the cache from here
                 os.close(self._direct_fd)

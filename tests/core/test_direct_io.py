@@ -71,3 +71,27 @@ def test_a_folder_of_many_shards_keeps_few_files_open(tmp_path):
 
     with open_checkpoint(tmp_path / "out") as ck:
         assert torch.equal(ck.get_tensor("layers.299.weight"), tensors["layers.299.weight"])
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no direct I/O here")
+def test_a_file_system_that_refuses_direct_writes_gets_the_bytes_through_the_cache(tmp_path, monkeypatch):
+    import errno
+
+    monkeypatch.setattr(direct_io, "STAGING_BYTES", 2 * BLOCK)
+    real_pwrite = os.pwrite
+    out_holder: list[AppendOnlyFile] = []
+
+    def pwrite(fd, data, offset):
+        if out_holder and fd == out_holder[0]._direct_fd:  # noqa: SLF001 - the direct descriptor
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"")
+    out = AppendOnlyFile(path, 0)
+    out_holder.append(out)
+    data = os.urandom(5 * BLOCK + 123)
+    out.write(memoryview(data))
+    out.close()
+    assert path.read_bytes() == data
