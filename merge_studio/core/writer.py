@@ -8,8 +8,9 @@ statistics), which the spec allows to be padded with spaces.
 
 Everything is written under a temporary name next to the target and renamed into
 place by :meth:`OutputSet.commit`; :meth:`OutputSet.abort` removes it. The bytes
-go to disk on a background thread (:class:`WriteBehind`), so a merge computes the
-next chunk while the kernel copies and throttles the last one.
+go to disk on a background thread (:class:`WriteBehind`), past the page cache where
+the file system allows it (:mod:`merge_studio.core.direct_io`), so a merge computes
+the next chunk while the last one is written.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ class WriteBehind:
     """Run writes on one background thread, in order, at most ``depth`` behind the caller.
 
     The caller hands over a tensor it will not touch again; the conversion to the
-    output dtype and the ``write`` system call (which copies into the page cache and
-    may sleep while the kernel flushes) then overlap with the caller's next chunk. A
-    failed write is raised at the next :meth:`submit` or at :meth:`drain`.
+    output dtype and the write itself (which waits for the disk) then overlap with the
+    caller's next chunk. A failed write is raised at the next :meth:`submit` or at
+    :meth:`drain`.
     """
 
     def __init__(self, depth: int = 8) -> None:
