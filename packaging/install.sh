@@ -8,7 +8,8 @@
 # TORCH_SPEC overrides the torch requirement (default: torch==2.13.0). Without an NVIDIA
 # GPU the CPU build is preferred (PyTorch's CPU index is added when it can be reached;
 # TORCH_INDEX_URL names another index), so no CUDA libraries are downloaded.
-# VENV picks the environment folder (default .venv), PYTHON the interpreter (python3).
+# VENV picks the environment folder (default .venv), PYTHON the interpreter (python3),
+# EXTRAS the optional parts (default test,hf,lora,search; EXTRAS=test leaves them out).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +18,7 @@ launch=1
 for arg in "$@"; do
   case "$arg" in
     --no-launch) launch=0 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown option: $arg" >&2; exit 2 ;;
   esac
 done
@@ -25,6 +26,8 @@ done
 venv="${VENV:-$here/.venv}"
 torch_spec="${TORCH_SPEC:-torch==2.13.0}"
 python="${PYTHON:-python3}"
+# Optional families: Hugging Face folders (hf), PEFT adapters (lora), coefficient search (search).
+extras="${EXTRAS:-test,hf,lora,search}"
 cpu_index="https://download.pytorch.org/whl/cpu"
 
 can_be_root() { [ "$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1; }
@@ -72,7 +75,7 @@ elif ! has_nvidia_gpu && command -v curl >/dev/null 2>&1 && curl -sfI --max-time
 fi
 echo "== torch ($torch_spec${torch_index[*]:+, also from ${torch_index[1]}})"
 "${pip[@]}" install -q "${torch_index[@]}" "$torch_spec"
-"${pip[@]}" install -q -e "$here[test]"
+"${pip[@]}" install -q -e "$here[$extras]"
 echo "== installed: $("$venv/bin/merge-studio" --version), torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
 
 # A quick proof that the window can start here (offscreen, so it works without a display).
