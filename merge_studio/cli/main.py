@@ -58,6 +58,19 @@ def _is_subcommand(parser: argparse.ArgumentParser, argv: Sequence[str]) -> bool
     return argv[0] in choices or argv[0] in ("-h", "--help", "--version")
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise Cancelled("terminated")
+
+
+def _cancel_on_terminate() -> None:
+    """``kill`` (SIGTERM) cancels like Ctrl+C does, so a job removes its temporary files."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``merge-studio`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -70,10 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    _cancel_on_terminate()
     try:
         return int(args.func(args) or 0)
     except MergeStudioError as exc:
         print(f"merge-studio: error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, RuntimeError) as exc:
+        # The last resort for a file-system failure no command turned into words: one
+        # line naming the path, never a traceback (symlink loops surface as RuntimeError).
+        from merge_studio.core.fs_errors import user_facing
+
+        error = user_facing(exc)
+        if error is None:
+            raise
+        print(f"merge-studio: error: {error}", file=sys.stderr)
         return 1
     except (Cancelled, KeyboardInterrupt):
         print("merge-studio: cancelled; nothing was written", file=sys.stderr)

@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--arch", help="architecture spec (needed by data-aware and re-basin methods)")
     parser.add_argument("--seed", type=int, help="random seed for randomised methods")
     parser.add_argument("--no-hash", action="store_true", help="don't record the sources' SHA-256 in the output")
+    parser.add_argument("--allow-non-finite", action="store_true",
+                        help="merge inputs holding NaN or infinite values (default: stop, naming the tensor)")
     parser.add_argument("--save-recipe", metavar="PATH", help="also save the recipe that was run")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -57,7 +59,7 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     """The recipe a command line describes (a file with overrides, or flags alone)."""
     overrides: dict[str, Any] = {}
     for key, value in (
-        ("output", args.output and str(Path(args.output).resolve())),
+        ("output", args.output and str(Path(args.output).expanduser().absolute())),
         ("device", args.device),
         ("dtype", args.dtype),
         ("shard_size", args.shard_size),
@@ -69,6 +71,8 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
             overrides[key] = value
     if args.no_hash:
         overrides["hash_sources"] = False
+    if args.allow_non_finite:
+        overrides["allow_non_finite"] = True
     if args.method:
         paths = [*args.inputs, *args.model]
         if not paths:
@@ -76,12 +80,12 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
         per_model = parse_model_params(args.model_param, len(paths))
         data: dict[str, Any] = {
             "method": args.method,
-            "models": [{"path": str(Path(p).resolve()), "params": mp} for p, mp in zip(paths, per_model, strict=True)],
+            "models": [{"path": str(Path(p).expanduser().absolute()), "params": mp} for p, mp in zip(paths, per_model, strict=True)],
             "params": parse_assignments(args.param),
             **overrides,
         }
         if args.base:
-            data["base"] = str(Path(args.base).resolve())
+            data["base"] = str(Path(args.base).expanduser().absolute())
         return Recipe.from_mapping(data, source="command line")
     if len(args.inputs) != 1 or args.model:
         raise RecipeError("give one recipe file, or --method NAME with the models")
@@ -89,7 +93,7 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     data = recipe.model_dump()
     data.update(overrides)
     if args.base:
-        data["base"] = str(Path(args.base).resolve())
+        data["base"] = str(Path(args.base).expanduser().absolute())
     if args.param:
         data["params"] = {**data["params"], **parse_assignments(args.param)}
     return Recipe.from_mapping(data, source=args.inputs[0])

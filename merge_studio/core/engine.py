@@ -22,7 +22,8 @@ import torch
 import merge_studio
 from merge_studio.core.alloc import keep_freed_memory
 from merge_studio.core.checkpoints import Checkpoint
-from merge_studio.core.hashing import files_sha256
+from merge_studio.core.finite import all_finite, fits_dtype, holders_of_non_finite, non_finite_error
+from merge_studio.core.hashing import HashingStopped, files_sha256
 from merge_studio.core.merge_plan import MergePlan, plan_merge
 from merge_studio.core.methods.layered import resolve_params
 from merge_studio.core.methods.spec import ModelJobContext, TensorContext
@@ -76,6 +77,8 @@ def iter_merge(recipe: Recipe, cancel: CancelToken | None = None) -> Generator[A
     keep_freed_memory()
     yield Progress("open", 0, None, message="opening checkpoints")
     plan = plan_merge(recipe)
+    for ck in plan.all_checkpoints:
+        ck.watch(cancel)  # reads of huge tensors stop when the job is cancelled
     try:
         if plan.spec.streaming:
             result = yield from _stream(plan, cancel, start)
@@ -101,7 +104,10 @@ class _SourceHashes:
     def _hash(self, files: list[Path]) -> str:
         if self._stop.is_set():
             return ""
-        return files_sha256(files)
+        try:
+            return files_sha256(files, stop=self._stop)
+        except HashingStopped:
+            return ""
 
     def sources(self) -> list[dict[str, Any]]:
         out = []
@@ -179,6 +185,8 @@ def _stream(plan: MergePlan, cancel: CancelToken | None, start: float) -> Genera
             if action.kind == "copy":
                 for s, e in _chunks(planned.numel):
                     chunk = action.source.get_flat(name, s, e)
+                    if not recipe.allow_non_finite:
+                        _require_finite(name, chunk, planned.dtype, [action.source.name], [chunk], "copied")
                     bytes_read += chunk.numel() * chunk.element_size()
                     for out in outputs:
                         out.write(name, chunk.to(planned.dtype))
@@ -219,6 +227,21 @@ def _stream(plan: MergePlan, cancel: CancelToken | None, start: float) -> Genera
         bytes_written=sum(p.nbytes for p in plan.planned) * len(written),
         layer_stats=layer_stats,
     )
+
+
+def _require_finite(
+    name: str, out: torch.Tensor, out_dtype: torch.dtype, input_names: list[str],
+    inputs: list[torch.Tensor | None], made_by: str,
+) -> None:
+    """Stop before writing NaN/inf (or values the output dtype cannot hold), naming who holds them."""
+    if not all_finite(out):
+        raise non_finite_error(name, holders_of_non_finite(input_names, inputs), produced_by=made_by)
+    if not fits_dtype(out, out_dtype):
+        limit = torch.finfo(out_dtype).max
+        raise non_finite_error(
+            name, [], produced_by=f"values beyond {str(out_dtype).removeprefix('torch.')}'s range of ±{limit:g}; "
+            "they would be written as infinity",
+        )
 
 
 def _chunks(numel: int, size: int | None = None) -> list[tuple[int, int]]:
@@ -295,6 +318,11 @@ def _merge_tensor(plan: MergePlan, planned: PlannedTensor, stats: dict[str, dict
         expected = len(plan.models) if spec.outputs == "per_model" else 1
         if len(merged) != expected:
             raise MethodError(f"{spec.label} returned {len(merged)} tensors for {name}, expected {expected}")
+        if not recipe.allow_non_finite:
+            names = [ck.name for ck in plan.models] + ([base_ck.name] if base_t is not None else [])
+            inputs = [*tensors, *([base_t] if base_t is not None else [])]
+            for m in merged:
+                _require_finite(name, m, planned.dtype, names, inputs, spec.label)
         ref = base_t if base_t is not None else tensors[0]
         out0 = merged[0].reshape(ref.shape)
         if out0.shape != ref.shape:
@@ -332,6 +360,12 @@ def _whole_model(plan: MergePlan, cancel: CancelToken | None, start: float) -> G
                 PlannedTensor(n, tuple(t.shape), out_dtype if (out_dtype and t.is_floating_point()) else t.dtype)
                 for n, t in sd.items()
             ]
+            if not recipe.allow_non_finite:
+                for p in planned:
+                    t = sd[p.name]
+                    if not all_finite(t) or not fits_dtype(t, p.dtype):  # find who holds them only then
+                        inputs = [ck.get_tensor(p.name) if p.name in ck else None for ck in plan.all_checkpoints]
+                        _require_finite(p.name, t, p.dtype, [ck.name for ck in plan.all_checkpoints], inputs, spec.label)
             out = OutputSet(target, planned, shard_bytes=recipe.shard_bytes, metadata=metadata, reserve=_reserve(plan, 0))
             sets.append(out)
             for n, t in sd.items():

@@ -36,12 +36,21 @@ class KeyAction:
     reason: str = ""
 
 
+def _resolved(path: str | Path) -> Path:
+    """The real path, or the absolute one where it cannot be resolved (a link loop)."""
+    p = Path(path).expanduser()
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):
+        return p.absolute()
+
+
 def _same_path(a: str | Path, b: str | Path) -> bool:
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     try:
         return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
     except OSError:
-        return pa.resolve() == pb.resolve()
+        return _resolved(pa) == _resolved(pb)
 
 
 @dataclass
@@ -130,9 +139,9 @@ def _order_models(recipe: Recipe, spec: MethodSpec) -> tuple[list[ModelEntry], b
 def _check_output(recipe: Recipe, inputs: Sequence[Checkpoint]) -> None:
     if not recipe.output:
         raise OutputError("no output path given", hint="set output in the recipe or pass -o OUT")
-    target = Path(recipe.output).expanduser().resolve()
+    target = _resolved(recipe.output)
     for ck in inputs:
-        paths = [ck.path.resolve(), *[p.resolve() for p in ck.source_files()]]
+        paths = [_resolved(ck.path), *[_resolved(p) for p in ck.source_files()]]
         for p in paths:
             if target == p or (p.is_dir() and p in target.parents) or (target.exists() and _same_path(target, p)):
                 raise OutputError(
@@ -155,7 +164,7 @@ def plan_merge(recipe: Recipe) -> MergePlan:
     opened: dict[str, Checkpoint] = {}
 
     def open_once(path: str) -> Checkpoint:
-        key = str(Path(path).expanduser().resolve())
+        key = str(_resolved(path))
         if key not in opened:
             opened[key] = open_checkpoint(path)
         return opened[key]
@@ -233,6 +242,13 @@ def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
             hint="set on_mismatch to copy_base (copy them from the base or first model) or skip (leave them out)",
         )
     plan.keys = [k for k in keys if k in plan.actions]
+    if not plan.keys:
+        held = ", ".join(f"{ck.name} ({len(ck)} tensors)" for ck in [*models, *([base] if base else [])])
+        raise IncompatibleCheckpointsError(
+            f"nothing to merge: no tensor is left to write ({held})"
+            + (f"; {len(plan.skipped)} left out as mismatched" if plan.skipped else ""),
+            hint="check that these are the model files you meant",
+        )
     plan.depths = layer_depths(plan.keys)
     for key in plan.keys:
         action = plan.actions[key]

@@ -68,6 +68,10 @@ class Recipe(BaseModel):
         "stop with a report (error), copy them from the base or first model that has them "
         "(copy_base), or leave them out (skip).",
     )
+    allow_non_finite: bool = Field(
+        False,
+        description="Merge inputs holding NaN or infinite values instead of stopping with an error.",
+    )
     seed: int = 0
     arch: str | None = None
     data: dict[str, Any] | None = None

@@ -30,6 +30,7 @@ import torch
 from merge_studio.core.checkpoints.base import TensorInfo
 from merge_studio.core.direct_io import BLOCK, AppendOnlyFile
 from merge_studio.core.dtypes import SAFETENSORS_CODES
+from merge_studio.core.fs_errors import output_error, shown_path
 from merge_studio.errors import OutputError
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -56,8 +57,7 @@ def _header_bytes(tensors: Sequence[PlannedTensor], metadata: Mapping[str, str])
 
 
 def _write_failed(path: Path, exc: OSError) -> OutputError:
-    hint = "free some disk space or choose another place" if exc.errno == 28 else None
-    return OutputError(f"cannot write {path}: {exc.strerror or exc}", hint=hint)
+    return output_error(exc, path)
 
 
 class WriteBehind:
@@ -102,8 +102,11 @@ class SafetensorsStreamWriter:
         metadata: Mapping[str, str],
         reserve: int = 0,
         background: WriteBehind | None = None,
+        label: Path | None = None,
     ) -> None:
         self.path = Path(path)
+        # Messages name the file the user asked for, not the temporary one being written.
+        self.label = Path(label) if label is not None else self.path
         self._background = background
         self.tensors = list(tensors)
         names = [t.name for t in self.tensors]
@@ -119,7 +122,7 @@ class SafetensorsStreamWriter:
                 file.write(struct.pack("<Q", self._header_len))
                 file.write(header.ljust(self._header_len, b" "))
         except OSError as exc:
-            raise _write_failed(self.path, exc) from exc
+            raise _write_failed(self.label, exc) from exc
         # Opened at the first byte and closed after the last, so a folder of many shards
         # holds file descriptors only for the one being written.
         self._data: AppendOnlyFile | None = None
@@ -163,7 +166,7 @@ class SafetensorsStreamWriter:
                 self._data = AppendOnlyFile(self.path, self._data_start)
             self._data.write(memoryview(flat.view(torch.uint8).numpy()))
         except OSError as exc:
-            raise _write_failed(self.path, exc) from exc
+            raise _write_failed(self.label, exc) from exc
 
     def _close_data(self) -> None:
         if self._data is None:
@@ -172,7 +175,7 @@ class SafetensorsStreamWriter:
         try:
             data.close()
         except OSError as exc:
-            raise _write_failed(self.path, exc) from exc
+            raise _write_failed(self.label, exc) from exc
 
     def finish(self, metadata: Mapping[str, str]) -> None:
         """Check everything arrived, write the final header and flush to disk."""
@@ -193,7 +196,7 @@ class SafetensorsStreamWriter:
                 file.flush()
                 os.fsync(file.fileno())
         except OSError as exc:
-            raise _write_failed(self.path, exc) from exc
+            raise _write_failed(self.label, exc) from exc
 
     def close(self) -> None:
         """Release the file without finishing it (the caller deletes it)."""
@@ -240,11 +243,14 @@ class OutputSet:
                 f"the output ({sum(t.nbytes for t in tensors) / 1e9:.2f} GB) is larger than the shard size",
                 hint="give a folder as output to write shards, or raise the shard size",
             )
-        _check_target(self.target, self.is_file)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.target.parent / f".{self.target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        if not self.is_file:
-            self.tmp.mkdir()
+        try:
+            _check_target(self.target, self.is_file)
+            _make_parent(self.target)
+            if not self.is_file:
+                self.tmp.mkdir()
+        except OSError as exc:
+            raise output_error(exc, self.target) from exc
         self._names: list[str] = []
         self._background = WriteBehind()
         self._writers: list[SafetensorsStreamWriter] = []
@@ -258,7 +264,10 @@ class OutputSet:
                     name = SINGLE_NAME if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
                     path = self.tmp / name
                 # Full metadata lives in a single file, or in the index (and the first shard).
-                writer = SafetensorsStreamWriter(path, shard, metadata, reserve if i == 0 else 0, self._background)
+                label = self.target if self.is_file else self.target / name
+                writer = SafetensorsStreamWriter(
+                    path, shard, metadata, reserve if i == 0 else 0, self._background, label=label
+                )
                 self._names.append(name)
                 self._writers.append(writer)
                 for t in shard:
@@ -283,8 +292,14 @@ class OutputSet:
                     "metadata": {"total_size": sum(t.nbytes for w in self._writers for t in w.tensors), **metadata},
                     "weight_map": weight_map,
                 }
-                (self.tmp / INDEX_NAME).write_text(json.dumps(index, indent=2), encoding="utf-8")
-            _move_into_place(self.tmp, self.target)
+                try:
+                    (self.tmp / INDEX_NAME).write_text(json.dumps(index, indent=2), encoding="utf-8")
+                except OSError as exc:
+                    raise output_error(exc, self.target / INDEX_NAME) from exc
+            try:
+                _move_into_place(self.tmp, self.target)
+            except OSError as exc:
+                raise output_error(exc, self.target, "move the finished output to") from exc
         except BaseException:
             self.abort()
             raise
@@ -300,6 +315,19 @@ class OutputSet:
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def _make_parent(target: Path) -> None:
+    """Create the output's folder; a file where a folder should be is named as such."""
+    for ancestor in target.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise OutputError(
+                    f"cannot write {shown_path(target)}: {shown_path(ancestor)} is a file, not a folder",
+                    hint="choose an output inside a folder",
+                )
+            break
+    target.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _check_target(target: Path, is_file: bool) -> None:

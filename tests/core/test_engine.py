@@ -240,7 +240,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(make_checkpoint, tmp_pa
 
     monkeypatch.setattr(os, "pwrite", pwrite)
     out = tmp_path / "out" / "merged.safetensors"
-    with pytest.raises(OutputError, match="cannot write .*No space left on device") as caught:
+    with pytest.raises(OutputError, match=r"cannot write .*merged\.safetensors: the disk is full") as caught:
         run_merge(_recipe(paths, out, method="simple_average"))
     assert "disk space" in (caught.value.hint or "")
     assert list((tmp_path / "out").iterdir()) == []  # no output, no temporary file

@@ -17,6 +17,7 @@ from merge_studio.core.dtypes import dtype_name, element_size
 
 if TYPE_CHECKING:
     from merge_studio.core.checkpoints.keys import KeyNode
+    from merge_studio.core.progress import CancelToken
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ class Checkpoint(ABC):
         self._infos: dict[str, TensorInfo] = {}
         self.metadata: dict[str, str] = {}
         self.skipped: list[str] = []  # entries found but not read as tensors, "name (what)"
+        self.cancel: CancelToken | None = None  # checked while reading very large tensors
+
+    def watch(self, cancel: CancelToken | None) -> None:
+        """Let ``cancel`` stop reads in progress (a job sets it on the checkpoints it opened)."""
+        self.cancel = cancel
 
     # --- what is inside -------------------------------------------------------
     @property

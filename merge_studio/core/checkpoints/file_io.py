@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from merge_studio.core.progress import CancelToken
 from merge_studio.errors import CheckpointError
 
 
@@ -61,16 +62,25 @@ def sniff_not_a_checkpoint(head: bytes) -> str | None:
     return None
 
 
-def pread_bytes(fd: int, offset: int, nbytes: int, label: str) -> torch.Tensor:
-    """Read ``nbytes`` at ``offset`` into a new ``uint8`` tensor."""
+READ_SLICE = 64 << 20  # bytes per read call: a huge tensor is read in pieces a cancel can stop between
+
+
+def pread_bytes(fd: int, offset: int, nbytes: int, label: str, cancel: CancelToken | None = None) -> torch.Tensor:
+    """Read ``nbytes`` at ``offset`` into a new ``uint8`` tensor.
+
+    Reads at most :data:`READ_SLICE` bytes per call and checks ``cancel`` between
+    them, so reading a many-gigabyte tensor (or a sparse file of zeros) can be stopped.
+    """
     buf = torch.empty(nbytes, dtype=torch.uint8)
     if nbytes == 0:
         return buf
     view = memoryview(buf.numpy())
     got = 0
     while got < nbytes:
+        if cancel is not None and got:
+            cancel.raise_if_cancelled()
         try:
-            n = os.preadv(fd, [view[got:]], offset + got)
+            n = os.preadv(fd, [view[got:got + READ_SLICE]], offset + got)
         except OSError as exc:
             raise CheckpointError(f"{label}: read failed ({exc.strerror or exc})") from exc
         if n <= 0:
@@ -80,10 +90,11 @@ def pread_bytes(fd: int, offset: int, nbytes: int, label: str) -> torch.Tensor:
 
 
 def pread_tensor(
-    fd: int, offset: int, nbytes: int, dtype: torch.dtype, shape: tuple[int, ...], label: str
+    fd: int, offset: int, nbytes: int, dtype: torch.dtype, shape: tuple[int, ...], label: str,
+    cancel: CancelToken | None = None,
 ) -> torch.Tensor:
     """Read ``nbytes`` at ``offset`` into a new tensor of ``dtype`` and ``shape``."""
-    return pread_bytes(fd, offset, nbytes, label).view(dtype).reshape(shape)
+    return pread_bytes(fd, offset, nbytes, label, cancel).view(dtype).reshape(shape)
 
 
 class LazyFile:
@@ -137,6 +148,7 @@ def read_strided(
     flat_range: tuple[int, int] | None,
     label: str,
     swap_bytes: bool = False,
+    cancel: CancelToken | None = None,
 ) -> torch.Tensor:
     """Read a tensor stored as a strided view of a storage starting at byte ``storage_at``.
 
@@ -153,12 +165,12 @@ def read_strided(
     if flat_range is not None and is_c_contiguous(shape, stride):
         start, stop = flat_range
         count = max(0, stop - start)
-        return typed(pread_bytes(fd, storage_at + (storage_offset + start) * size, count * size, label))
+        return typed(pread_bytes(fd, storage_at + (storage_offset + start) * size, count * size, label, cancel))
     span = strided_extent(shape, stride)
     if span == 0:
         whole = torch.empty(shape, dtype=dtype)
     else:
-        flat = typed(pread_bytes(fd, storage_at + storage_offset * size, span * size, label))
+        flat = typed(pread_bytes(fd, storage_at + storage_offset * size, span * size, label, cancel))
         whole = flat.as_strided(shape, stride).contiguous()
     if flat_range is None:
         return whole

@@ -16,6 +16,7 @@ from merge_studio.core.checkpoints.file_io import read_head, require_regular_fil
 from merge_studio.core.checkpoints.safetensors_reader import MAX_HEADER_BYTES, SafetensorsCheckpoint
 from merge_studio.core.checkpoints.sharded_reader import open_folder, open_index
 from merge_studio.core.checkpoints.torch_reader import ZIP_MAGIC, TorchCheckpoint
+from merge_studio.core.fs_errors import input_error, missing_path_error
 from merge_studio.errors import CheckpointError
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -82,9 +83,14 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         is_dir = p.is_dir()
         exists = is_dir or p.exists()
     except OSError as exc:  # a name too long, a permission problem on the way
-        raise CheckpointError(f"cannot open {p}: {exc.strerror or exc}") from exc
+        raise input_error(exc, path) from exc
     if not exists:
-        raise CheckpointError(f"{p} does not exist")
-    if is_dir:
-        return open_folder(p)
-    return _open_file(p)
+        raise missing_path_error(p)
+    try:
+        if is_dir:
+            return open_folder(p)
+        return _open_file(p)
+    except (OSError, RuntimeError) as exc:  # a folder we may not list, a link loop inside it
+        if isinstance(exc, RuntimeError) and "symlink loop" not in str(exc).lower():
+            raise
+        raise input_error(exc, path) from exc

@@ -109,9 +109,20 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
     if data_start + expected != size:
         missing = data_start + expected - size
         if missing > 0:
+            declared, held = expected, size - data_start
+            if declared > 100 * max(held, 1) and missing > 1 << 30:
+                # Not what an interrupted copy looks like: the offsets themselves are wrong.
+                raise CheckpointError(
+                    f"{path.name}: its header places {declared:,} bytes of tensor data in a file that "
+                    f"holds {held:,}; the tensor offsets are out of range (a damaged or crafted header)",
+                    hint="do not use this file; fetch or export it again",
+                )
+            last = max(spans)[2] if spans else "?"
             raise CheckpointError(
-                f"{path.name} is truncated: {missing} bytes of tensor data are missing",
-                hint="the download or copy was interrupted; fetch the file again",
+                f"{path.name} is {missing:,} bytes shorter than its header says (tensor data up to "
+                f"{last!r} should end at byte {data_start + declared:,}; the file ends at {size:,}): "
+                "it is truncated, or its header is wrong",
+                hint="if the download or copy was interrupted, fetch the file again",
             )
         raise CheckpointError(f"{path.name}: {-missing} unexpected bytes after the tensor data")
     ranges = {name: (data_start + b, data_start + e) for b, e, name in spans}
@@ -159,11 +170,11 @@ class SafetensorsCheckpoint(Checkpoint):
         begin, _end = self._ranges[name]
         label = f"{self.name}:{name}"
         if flat_range is None:
-            return pread_tensor(self._file.fd(), begin, info.nbytes, info.dtype, info.shape, label)
+            return pread_tensor(self._file.fd(), begin, info.nbytes, info.dtype, info.shape, label, self.cancel)
         start, stop = flat_range
         size = element_size(info.dtype)
         count = max(0, stop - start)
-        return pread_tensor(self._file.fd(), begin + start * size, count * size, info.dtype, (count,), label)
+        return pread_tensor(self._file.fd(), begin + start * size, count * size, info.dtype, (count,), label, self.cancel)
 
     def close(self) -> None:
         self._file.close()

@@ -20,6 +20,7 @@ from merge_studio.core.checkpoints.base import Checkpoint
 from merge_studio.core.checkpoints.file_io import require_regular_file
 from merge_studio.core.checkpoints.safetensors_reader import SafetensorsCheckpoint
 from merge_studio.core.checkpoints.torch_reader import TorchCheckpoint
+from merge_studio.core.progress import CancelToken
 from merge_studio.errors import CheckpointError
 
 MAX_INDEX_BYTES = 64_000_000
@@ -106,22 +107,25 @@ class ShardedCheckpoint(Checkpoint):
 
     def _open_shards(self, shard_of: dict[str, str] | None, shard_files: list[str]) -> None:
         label = self.index_path.name if self.index_path else self.path.name
-        missing_files = [s for s in shard_files if not (self.path / s).is_file()]
+        # A FIFO or a device "exists" but is no file: the shard opener names it for what it is.
+        missing_files = [s for s in shard_files if not (self.path / s).exists()]
         if missing_files:
             raise CheckpointError(
                 f"{label} names shard {_listed(missing_files)}, which is not in {self.path}",
                 hint="download every shard of the model into the same folder",
             )
-        wanted: dict[str, list[str]] = {s: [] for s in shard_files}
-        if shard_of is not None:
-            for tensor, shard in shard_of.items():
-                wanted[shard].append(tensor)
-        unindexed: list[str] = []
         for shard_name in shard_files:
             shard = _shard_opener(shard_name)(self.path / shard_name)
             self._shards[shard_name] = shard
             if not self.metadata:
                 self.metadata = dict(shard.metadata)
+        _refuse_names_in_two_shards(self._shards, label)
+        wanted: dict[str, list[str]] = {s: [] for s in shard_files}
+        if shard_of is not None:
+            for tensor, shard in shard_of.items():
+                wanted[shard].append(tensor)
+        unindexed: list[str] = []
+        for shard_name, shard in self._shards.items():
             if shard_of is None:
                 names = shard.keys()
             else:
@@ -135,12 +139,15 @@ class ShardedCheckpoint(Checkpoint):
                 names = [n for n in shard.keys() if shard_of.get(n) == shard_name]
                 unindexed += [n for n in shard.keys() if n not in shard_of]
             for name in names:
-                if name in self._where:
-                    raise CheckpointError(f"{label}: tensor {name!r} is in more than one shard")
                 self._where[name] = shard
                 self._infos[name] = shard.info(name)
         if unindexed:
             self.metadata["unindexed_tensors"] = _listed(unindexed)
+
+    def watch(self, cancel: CancelToken | None) -> None:
+        super().watch(cancel)
+        for shard in self._shards.values():
+            shard.watch(cancel)
 
     def source_files(self) -> list[Path]:
         files = [s.path for s in self._shards.values()]
@@ -159,6 +166,23 @@ class ShardedCheckpoint(Checkpoint):
     def close(self) -> None:
         for shard in self._shards.values():
             shard.close()
+
+
+def _refuse_names_in_two_shards(shards: dict[str, Checkpoint], label: str) -> None:
+    """No tensor name may be held by two shards: which copy a loader uses would be an accident."""
+    holder: dict[str, str] = {}
+    clashes: list[str] = []
+    for shard_name, shard in shards.items():
+        for name in shard.keys():
+            first = holder.setdefault(name, shard_name)
+            if first != shard_name:
+                clashes.append(f"{name!r} is in both {first} and {shard_name}")
+    if clashes:
+        more = f" … and {len(clashes) - MAX_LISTED} more" if len(clashes) > MAX_LISTED else ""
+        raise CheckpointError(
+            f"{label}: tensor {'; '.join(clashes[:MAX_LISTED])}{more}; a tensor must be in one shard only",
+            hint="the folder mixes shards of different saves or revisions; fetch the model again",
+        )
 
 
 def open_index(index: Path) -> ShardedCheckpoint:

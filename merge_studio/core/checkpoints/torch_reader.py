@@ -66,23 +66,31 @@ _PREAMBLES = ("Weights only load failed", "Please file an issue", "Check the doc
 def _detail(exc: BaseException) -> str:
     """The informative line of an exception (PyTorch wraps it in a long preamble)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(_PREAMBLES)]
+    # Drop PyTorch's preamble and its advice to load with weights_only=False.
+    useful = [line for line in lines if not line.startswith(_PREAMBLES) and "weights_only" not in line
+              and not line.startswith(("(1)", "(2)"))]
     text = (useful or lines or [type(exc).__name__])[0]
     return text.removeprefix("WeightsUnpickler error:").strip()[:300]
 
 
 def describe_load_failure(exc: BaseException, path: Path, source: Any = None) -> CheckpointError:
-    """Turn whatever ``torch.load`` raised into an error a person can act on."""
+    """Turn whatever ``torch.load`` raised into an error a person can act on.
+
+    PyTorch's own text suggests re-running with ``weights_only=False``; that advice is
+    never passed on (it is how a crafted file runs its code).
+    """
     first_line = _detail(exc)
     if isinstance(exc, pickle.UnpicklingError):
-        unsafe: list[str] = []
-        try:
-            scan = io.BytesIO(source) if isinstance(source, bytes) else str(path)
-            unsafe = list(torch.serialization.get_unsafe_globals_in_checkpoint(scan))
-        except Exception:  # noqa: BLE001 - only used to word the message
-            unsafe = []
+        unsafe = _foreign_globals(path, source)
+        shown = ", ".join(unsafe[:5]) + (f" … and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
+        dangerous = [g for g in unsafe if runs_code(g)]
+        if dangerous:
+            return UnsafeCheckpointError(
+                f"{path.name} would run code when loaded: its pickle calls {', '.join(dangerous[:3])}; "
+                "Merge Studio refuses it and did not run anything",
+                hint=UNSAFE_HINT,
+            )
         if unsafe:
-            shown = ", ".join(unsafe[:5]) + (f" … and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
             return UnsafeCheckpointError(
                 f"{path.name} refers to Python objects other than tensors ({shown}); loading it "
                 "could run code from the file, so Merge Studio refuses it",
@@ -254,7 +262,7 @@ class TorchCheckpoint(Checkpoint):
         stored = self._stored[name]
         return read_strided(
             self._file.fd(), stored.offset, info.dtype, info.shape, stored.stride,
-            stored.storage_offset, flat_range, f"{self.name}:{name}", self._swap_bytes,
+            stored.storage_offset, flat_range, f"{self.name}:{name}", self._swap_bytes, self.cancel,
         )
 
     def close(self) -> None:
@@ -276,29 +284,86 @@ def checkpoint_offset(t: torch.Tensor) -> int | None:
     return offset if isinstance(offset, int) else None
 
 
+def pickle_globals(stream: BinaryIO, pickles: int) -> list[str]:
+    """The ``module.name`` globals ``pickles`` consecutive pickles would import, in order.
+
+    Read with :mod:`pickletools` (nothing is imported or called). ``STACK_GLOBAL``
+    takes its names from the two strings pushed before it, which is how every
+    pickler writes them; a malformed stream ends the scan where it breaks.
+    """
+    found: list[str] = []
+    try:
+        for _ in range(pickles):
+            strings: list[str] = []
+            memo: dict[int, str] = {}
+            for opcode, arg, _pos in pickletools.genops(stream):
+                name = opcode.name
+                if name in ("GLOBAL", "INST") and isinstance(arg, str):
+                    found.append(arg.replace(" ", ".").replace("__builtin__.", "builtins."))
+                elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+                              "BINSTRING", "STRING") and isinstance(arg, str):
+                    strings.append(arg)
+                elif name == "MEMOIZE" and strings:
+                    memo[len(memo)] = strings[-1]
+                elif name in ("BINPUT", "LONG_BINPUT", "PUT") and strings and isinstance(arg, int):
+                    memo[arg] = strings[-1]
+                elif name in ("BINGET", "LONG_BINGET", "GET") and isinstance(arg, int) and arg in memo:
+                    strings.append(memo[arg])
+                elif name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}".replace("__builtin__.", "builtins."))
+    except Exception:  # noqa: BLE001 - a malformed pickle is torch.load's to refuse
+        pass
+    return list(dict.fromkeys(found))
+
+
+# Globals that exist to run code: a file naming one is an attack, and the message says so.
+CODE_RUNNING = ("builtins.exec", "builtins.eval", "builtins.compile", "builtins.__import__",
+                "builtins.getattr", "builtins.open", "os.", "posix.", "nt.", "subprocess.", "runpy.",
+                "importlib.", "pty.", "socket.", "shutil.", "sys.", "code.", "pickle.", "marshal.")
+
+
+def runs_code(name: str) -> bool:
+    return any(name == g or (g.endswith(".") and name.startswith(g)) for g in CODE_RUNNING)
+
+
 def refuse_allocating_globals(stream: BinaryIO, pickles: int, label: str) -> None:
     """Refuse pickles that call ``bytearray`` (allowed by the weights-only unpickler).
 
     ``bytearray(2**36)`` in a ten-byte pickle allocates and zero-fills 64 GB:
     the process is killed for memory before any error can be shown. PyTorch
-    never writes it for a state dict. The weights-only unpickler resolves
-    globals only through the ``GLOBAL`` opcode, so scanning those is complete.
+    never writes it for a state dict.
     """
-    found: set[str] = set()
-    try:
-        for _ in range(pickles):
-            for opcode, arg, _pos in pickletools.genops(stream):
-                if opcode.name == "GLOBAL" and isinstance(arg, str):
-                    found.add(arg.replace(" ", ".").replace("__builtin__.", "builtins."))
-    except Exception:  # noqa: BLE001 - a malformed pickle is torch.load's to refuse
-        pass
-    bombs = sorted(found & ALLOCATING_GLOBALS)
+    bombs = sorted(set(pickle_globals(stream, pickles)) & ALLOCATING_GLOBALS)
     if bombs:
         raise UnsafeCheckpointError(
             f"{label} asks to build {', '.join(bombs)} while loading, which PyTorch never writes for "
             "weights; a crafted file uses it to exhaust memory",
             hint=UNSAFE_HINT,
         )
+
+
+def _foreign_globals(path: Path, source: Any) -> list[str]:
+    """Globals a refused pickle names that a weights-only load does not allow."""
+    try:
+        scan = io.BytesIO(source) if isinstance(source, bytes) else str(path)
+        unsafe = list(torch.serialization.get_unsafe_globals_in_checkpoint(scan))
+    except Exception:  # noqa: BLE001 - not a zip archive (legacy pickles), or damaged
+        unsafe = []
+    if unsafe:
+        return unsafe
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except Exception:  # noqa: BLE001 - a private helper; without it, name everything not torch's
+        allowed = set()
+    try:
+        stream: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else path.open("rb")
+    except OSError:
+        return []
+    with stream:
+        names = pickle_globals(stream, LEGACY_PICKLES)
+    return [n for n in names if n not in allowed and not n.startswith("torch.") and n != "collections.OrderedDict"]
 
 
 def _archive_root(records: dict[str, ZipRecord], path: Path) -> str:

@@ -81,10 +81,16 @@ def _flatten(value: Mapping[Any, Any], prefix: str, out: Unwrapped, depth: int) 
 def unwrap_state_dict(obj: Any, label: str) -> Unwrapped:
     """Return the tensors of a loaded object, or raise :class:`CheckpointError` saying why not."""
     if isinstance(obj, torch.Tensor):
-        return Unwrapped({"tensor": obj}, wrapper="(a single tensor)")
+        # A name-less tensor is not a model: merging it as "tensor" would silently pair
+        # unrelated files (#16).
+        raise CheckpointError(
+            f"{label} holds a single tensor (shape {list(obj.shape)}, {str(obj.dtype).removeprefix('torch.')}), "
+            "not a checkpoint: a checkpoint maps tensor names to tensors",
+            hint="save model.state_dict() with torch.save, or convert the file to safetensors",
+        )
     if not isinstance(obj, Mapping):
         raise CheckpointError(
-            f"{label} holds a {_describe(obj)}, not a state dict of named tensors",
+            f"{label} holds a {_describe(obj)}, not a checkpoint: a checkpoint maps tensor names to tensors",
             hint="save model.state_dict() with torch.save, or convert the file to safetensors",
         )
     path: list[str] = []

@@ -54,7 +54,7 @@ def test_opening_a_pt_file_reads_no_tensor_data(tmp_path: Path, state_dict, monk
     torch.save(state_dict, path)
     reads: list[int] = []
     real = file_io.pread_bytes
-    monkeypatch.setattr(file_io, "pread_bytes", lambda fd, off, n, label: reads.append(n) or real(fd, off, n, label))
+    monkeypatch.setattr(file_io, "pread_bytes", lambda fd, off, n, label, cancel=None: reads.append(n) or real(fd, off, n, label, cancel))
     with open_checkpoint(path) as ck:
         assert reads == []
         assert ck.info("head.weight").shape == (3, 4)
@@ -127,18 +127,19 @@ def test_legacy_torch_save_format_opens(tmp_path: Path, state_dict) -> None:
         assert_same_tensors(ck, state_dict)
 
 
-def test_a_bare_tensor_is_read_as_one_tensor(tmp_path: Path) -> None:
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_a_bare_tensor_is_refused_saying_what_the_file_holds(tmp_path: Path, legacy: bool) -> None:
     path = tmp_path / "t.pt"
-    torch.save(torch.ones(3), path)
-    with open_checkpoint(path) as ck:
-        assert ck.keys() == ["tensor"]
-        assert torch.equal(ck.get_tensor("tensor"), torch.ones(3))
+    torch.save(torch.ones(3), path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError, match=r"t.pt holds a single tensor \(shape \[3\], float32\), "
+                       r"not a checkpoint: a checkpoint maps tensor names to tensors"):
+        open_checkpoint(path)
 
 
 def test_a_list_is_refused_with_a_clear_reason(tmp_path: Path) -> None:
     path = tmp_path / "list.pt"
     torch.save([torch.ones(3), torch.zeros(2)], path)
-    with pytest.raises(CheckpointError, match=r"list.pt holds a list of 2, not a state dict"):
+    with pytest.raises(CheckpointError, match=r"list.pt holds a list of 2, not a checkpoint: a checkpoint maps"):
         open_checkpoint(path)
 
 

@@ -53,9 +53,24 @@ def test_raw_pickle_planting_a_file_is_refused(tmp_path: Path, marker: Path, suf
 def test_legacy_torch_save_with_a_shell_command_is_refused(tmp_path: Path, marker: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"w": torch.ones(2), "x": RunShell(marker)}, path, _use_new_zipfile_serialization=False)
-    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pt cannot be loaded safely.*posix\.system"):
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pt would run code when loaded: its pickle calls posix\.system") as err:
         open_checkpoint(path)
     assert not marker.exists()
+    assert "weights_only" not in str(err.value)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_raw_pickle_calling_exec_is_refused_saying_it_would_run_code(tmp_path: Path, marker: Path, protocol: int) -> None:
+    class CallsExec:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').close()",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"w": CallsExec()}, protocol=protocol))
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pt would run code when loaded: its pickle calls builtins\.exec") as err:
+        open_checkpoint(path)
+    assert not marker.exists()
+    assert "weights_only" not in str(err.value)  # PyTorch's advice to turn the protection off is never passed on
 
 
 def test_pickle_planting_a_file_inside_a_sharded_bin_folder_is_refused(tmp_path: Path, state_dict, marker: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -82,16 +83,39 @@ def test_a_folder_prefers_safetensors_over_bin(tmp_path: Path, state_dict) -> No
         assert "other" not in ck and len(ck) == len(state_dict)
 
 
-def test_a_tensor_in_two_shards_is_refused(tmp_path: Path, state_dict) -> None:
-    folder = tmp_path / "dup"
+def test_a_stray_shard_file_the_index_does_not_name_is_not_read(tmp_path: Path, state_dict) -> None:
+    folder = tmp_path / "stray"
     folder.mkdir()
     write_safetensors(folder / "a.safetensors", state_dict)
-    write_safetensors(folder / "b.safetensors", state_dict)
+    write_safetensors(folder / "b.safetensors", state_dict)  # e.g. left over from an older save
     index = {"weight_map": {k: "a.safetensors" for k in state_dict}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
-    with open_checkpoint(folder) as ck:  # the index decides: b's copies are not used
+    with open_checkpoint(folder) as ck:
         assert ck.shard_of("head.weight").name == "a.safetensors"
-        assert "unindexed_tensors" not in ck.metadata
+        assert [p.name for p in ck.source_files()] == ["model.safetensors.index.json", "a.safetensors"]
+
+
+def test_a_tensor_held_by_two_shards_of_the_index_is_refused_naming_both(tmp_path: Path, state_dict) -> None:
+    folder = tmp_path / "dup"
+    folder.mkdir()
+    names = list(state_dict)
+    write_safetensors(folder / "s1.safetensors", {n: state_dict[n] for n in names[:2]})
+    # s2 holds the rest and, again, the first tensor (with other values)
+    write_safetensors(folder / "s2.safetensors", {**{n: state_dict[n] for n in names[2:]}, names[0]: state_dict[names[0]] + 1})
+    weight_map = {n: ("s1.safetensors" if i < 2 else "s2.safetensors") for i, n in enumerate(names)}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError, match=rf"'{names[0]}' is in both s1.safetensors and s2.safetensors"):
+        open_checkpoint(folder)
+
+
+def test_a_shard_that_is_a_pipe_is_named_as_one(tmp_path: Path, state_dict) -> None:
+    folder = write_sharded(tmp_path / "m", state_dict)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shard = sorted(set(index["weight_map"].values()))[0]
+    (folder / shard).unlink()
+    os.mkfifo(folder / shard)
+    with pytest.raises(CheckpointError, match=rf"{shard} is not a regular file \(a pipe or a device\?\)"):
+        open_checkpoint(folder)
 
 
 def test_tensors_a_shard_holds_but_the_index_omits_are_listed(tmp_path: Path, state_dict) -> None:
