@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files or folders")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--tensors", action="store_true", help="list every tensor")
+    parser.add_argument("--scan", action="store_true",
+                        help="also read every value and report tensors holding NaN or infinity (reads the whole file)")
     parser.set_defaults(func=run)
 
 
@@ -32,14 +34,33 @@ def human_count(n: int) -> str:
     return str(n)
 
 
+def _scan(checkpoints: list, quiet: bool) -> dict[str, list]:
+    """NaN/infinity per checkpoint, with a progress bar (Ctrl+C stops it)."""
+    from merge_studio.cli.progress_bar import ProgressBar
+    from merge_studio.core.finite import scan_checkpoint
+    from merge_studio.core.progress import drive
+
+    found = {}
+    for ck in checkpoints:
+        bar = ProgressBar(enabled=not quiet)
+        try:
+            found[ck.name] = drive(scan_checkpoint(ck), on_progress=bar)
+        finally:
+            bar.close()
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
-    checkpoints = [open_checkpoint(p) for p in args.paths]
+    checkpoints = []
     try:
+        for p in args.paths:
+            checkpoints.append(open_checkpoint(p))
+        non_finite = _scan(checkpoints, args.json) if args.scan else {}
         report = None
         if len(checkpoints) > 1:
             from merge_studio.core.checkpoints.compat import check_compatibility
 
-            report = check_compatibility(checkpoints)
+            report = check_compatibility(checkpoints, non_finite=non_finite)
         if args.json:
             out = []
             for ck in checkpoints:
@@ -49,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
                         {"name": i.name, "shape": list(i.shape), "dtype": i.dtype_name, "numel": i.numel}
                         for i in ck.infos.values()
                     ]
+                if args.scan:
+                    entry["non_finite"] = [{"name": b.name, "nan": b.nan, "inf": b.inf} for b in non_finite[ck.name]]
                 out.append(entry)
             doc = {"checkpoints": out}
             if report is not None:
@@ -65,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
             for key, value in s.metadata.items():
                 short = value if len(value) < 70 else value[:67].replace("\n", " ") + "…"
                 print(f"  meta        {key}: {short}")
+            if args.scan:
+                bad = non_finite[ck.name]
+                print(f"  values      {'all finite' if not bad else 'NaN or infinite in ' + ', '.join(b.describe() for b in bad[:8])}")
             if args.tensors:
                 for info in ck.infos.values():
                     print(f"    {info.name}  {list(info.shape)}  {info.dtype_name}")

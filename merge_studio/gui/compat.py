@@ -42,12 +42,13 @@ def check_models(models: Sequence[LoadedModel]) -> CompatSummary:
     except ImportError:
         return _compare_headers(ready)
     names = unique_names([m.name for m in ready])
-    report = check_compatibility([m.checkpoint for m in ready], names)
+    non_finite = {m.checkpoint.name: m.non_finite for m in ready if m.non_finite}  # type: ignore[union-attr]
+    report = check_compatibility([m.checkpoint for m in ready], names, non_finite=non_finite)
     issues: dict[int, list[str]] = {}
     for m, name in zip(ready, names, strict=True):
         blocking = bool(report.missing.get(name)) or bool(report.extra_keys(name)) or any(
             name in per_model for per_model in report.shape_mismatches.values()
-        )
+        ) or bool(report.non_finite.get(name))
         issues[m.id] = list(report.issues_for(name)) if blocking else []
     return CompatSummary(issues, list(report.lines()))
 

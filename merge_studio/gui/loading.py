@@ -26,6 +26,19 @@ class Loaded:
 
 
 @dataclass(frozen=True)
+class Scanned:
+    """A model's values were read: the tensors holding NaN or infinity (empty: all finite)."""
+
+    model_id: int
+    non_finite: list[Any]
+
+
+# Models up to this size have their values checked for NaN/infinity in the background
+# after loading; larger ones only when a merge reads them (the engine checks every chunk).
+AUTO_SCAN_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
 class LoadFailed:
     model_id: int
     path: Path
@@ -60,3 +73,14 @@ def load_checkpoints(items: Sequence[tuple[int, Path]], cancel: CancelToken | No
         yield Loaded(model_id, checkpoint, summary)
     yield Progress("open", len(items), len(items), unit="files")
     return ok
+
+
+def scan_values(items: Sequence[tuple[int, Checkpoint]], cancel: CancelToken | None = None) -> Generator[Any, None, int]:
+    """Read each ``(model_id, checkpoint)``'s values and yield a :class:`Scanned` per model."""
+    from merge_studio.core.finite import scan_checkpoint
+
+    for model_id, checkpoint in items:
+        check_cancel(cancel)
+        found = yield from scan_checkpoint(checkpoint, cancel)
+        yield Scanned(model_id, found)
+    return len(items)

@@ -40,6 +40,7 @@ class LoadedModel:
     params: dict[str, Any] = field(default_factory=dict)  # raw per-model params, by recipe key
     in_models: bool = True  # False: only the recipe's base, not one of its models
     arch: str | None = None  # chosen by the user (Graph view, align strip); "" = module tree on purpose
+    non_finite: list[Any] | None = None  # tensors holding NaN/inf once the values were scanned; None: not yet
     id: int = field(default_factory=lambda: next(_ids))
 
     @property

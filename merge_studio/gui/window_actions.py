@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QFileDialog
 from merge_studio.core.progress import Progress
 from merge_studio.core.recipe import load_recipe
 from merge_studio.errors import MergeStudioError
-from merge_studio.gui.loading import Loaded, LoadFailed, load_checkpoints
+from merge_studio.gui.loading import AUTO_SCAN_BYTES, Loaded, LoadFailed, Scanned, load_checkpoints, scan_values
 from merge_studio.gui.workers import JobError, JobWorker
 
 if TYPE_CHECKING:
@@ -79,7 +79,35 @@ class WindowActions:
                 self.session.set_failed(model.id, "loading stopped before this file was read")
         self._on_session_changed()
         if not self.session.loading:
+            self._start_value_scan()
             self.sig_models_loaded.emit()
+
+    def _start_value_scan(self) -> None:
+        """Check the values of small models for NaN/infinity in the background (flags, report)."""
+        scanning = getattr(self, "_scanning", set())
+        items = [
+            (m.id, m.checkpoint) for m in self.session.ready_models
+            if m.non_finite is None and m.id not in scanning and m.checkpoint is not None
+            and m.summary is not None and m.summary.total_bytes <= AUTO_SCAN_BYTES
+        ]
+        if not items:
+            return
+        self._scanning = scanning | {model_id for model_id, _ in items}
+        worker = self.runner.start(lambda token, items=items: scan_values(items, token), "scan values")
+        worker.sig_partial.connect(self._on_scan_partial)
+
+    def _on_scan_partial(self, item: object) -> None:
+        if not isinstance(item, Scanned):
+            return
+        self._scanning = getattr(self, "_scanning", set()) - {item.model_id}
+        model = self.session.find(item.model_id)
+        if model is None:
+            return
+        model.non_finite = list(item.non_finite)
+        if model.non_finite:
+            shown = ", ".join(b.describe() for b in model.non_finite[:3])
+            self.log_panel.log(f"{model.name} holds NaN or infinite values: {shown}", "error")
+        self._on_session_changed()
 
     def open_any(self, path: str | Path) -> None:
         """A recipe (``.yaml``) restores the window; anything else is loaded as a model."""

@@ -2,7 +2,9 @@
 
 Computed from headers only (names, shapes, dtypes), so it is instant even for
 huge models; the checkpoint list shows it as badges and tooltips, the CLI and
-the inspector print :meth:`CompatibilityReport.lines`.
+the inspector print :meth:`CompatibilityReport.lines`. Findings that need the data
+(NaN or infinite values, from :func:`merge_studio.core.finite.scan_checkpoint`) are
+passed in when a caller has scanned.
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ class CompatibilityReport:
     missing: dict[str, list[str]]  # model -> keys others have but it lacks (every model listed)
     shape_mismatches: dict[str, dict[str, tuple[int, ...]]]  # key -> model -> shape
     dtype_mismatches: dict[str, dict[str, str]]  # key -> model -> dtype name
+    non_finite: dict[str, list[Any]] = field(default_factory=dict)  # model -> [NonFinite] (scanned ones)
     ok: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        ok = not self.shape_mismatches and not any(self.missing.values())
+        ok = not self.shape_mismatches and not any(self.missing.values()) and not any(self.non_finite.values())
         object.__setattr__(self, "ok", ok)
 
     def extra_keys(self, model: str) -> list[str]:
@@ -90,6 +93,9 @@ class CompatibilityReport:
             more = f" … and {len(shapes) - MAX_LISTED} more" if len(shapes) > MAX_LISTED else ""
             issues.append(f"shape differs for {len(shapes)} tensor{'s' * (len(shapes) != 1)}: "
                           + "; ".join(parts) + more)
+        bad = self.non_finite.get(model) or []
+        if bad:
+            issues.append(_non_finite_line(model, bad))
         dtypes = [(k, d) for k, d in self.dtype_mismatches.items() if model in d]
         if dtypes:
             parts = [f"{k!r} is {d[model]} here" for k, d in dtypes[:MAX_LISTED]]
@@ -116,6 +122,9 @@ class CompatibilityReport:
                        + " (cast when merged)")
         if len(self.dtype_mismatches) > 20:
             out.append(f"  … and {len(self.dtype_mismatches) - 20} more dtype differences")
+        for model, bad in self.non_finite.items():
+            if bad:
+                out.append(f"  {_non_finite_line(model, bad)}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,14 +137,27 @@ class CompatibilityReport:
             "missing": {m: list(k) for m, k in self.missing.items()},
             "shape_mismatches": {k: {m: list(s) for m, s in v.items()} for k, v in self.shape_mismatches.items()},
             "dtype_mismatches": {k: dict(v) for k, v in self.dtype_mismatches.items()},
+            "non_finite": {m: [{"name": b.name, "nan": b.nan, "inf": b.inf} for b in v]
+                           for m, v in self.non_finite.items() if v},
         }
 
 
-def check_compatibility(checkpoints: Sequence[Checkpoint], names: Sequence[str] | None = None) -> CompatibilityReport:
+def _non_finite_line(model: str, bad: Sequence[Any]) -> str:
+    shown = ", ".join(b.describe() for b in bad[:MAX_LISTED])
+    more = f" … and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+    return f"{model} holds NaN or infinite values: {shown}{more}"
+
+
+def check_compatibility(
+    checkpoints: Sequence[Checkpoint],
+    names: Sequence[str] | None = None,
+    non_finite: dict[str, list[Any]] | None = None,
+) -> CompatibilityReport:
     """Compare the tensor names, shapes and dtypes of ``checkpoints`` (headers only).
 
     ``names`` label the models in the report (default: the checkpoints' names),
-    made unique when two are equal.
+    made unique when two are equal. ``non_finite`` maps a checkpoint's name to the
+    tensors a value scan found holding NaN or infinity.
     """
     if names is not None and len(names) != len(checkpoints):
         raise ValueError(f"{len(names)} names given for {len(checkpoints)} checkpoints")
@@ -154,4 +176,6 @@ def check_compatibility(checkpoints: Sequence[Checkpoint], names: Sequence[str] 
             shapes[key] = {label: info.shape for label, info in present}
         if len({info.dtype for _, info in present}) > 1:
             dtypes[key] = {label: info.dtype_name for label, info in present}
-    return CompatibilityReport(labels, list(all_keys), common, missing, shapes, dtypes)
+    by_label = {label: (non_finite or {}).get(ck.name, []) for label, ck in zip(labels, checkpoints)}
+    return CompatibilityReport(labels, list(all_keys), common, missing, shapes, dtypes,
+                               {m: list(v) for m, v in by_label.items() if v})

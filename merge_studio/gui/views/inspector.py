@@ -98,7 +98,7 @@ class Inspector(QWidget):
         self.facts.setHorizontalSpacing(24)
         self.facts.setVerticalSpacing(2)
         self._fact_labels: dict[str, QLabel] = {}
-        for i, key in enumerate(("Format", "Tensors", "Parameters", "Size on disk", "Dtypes", "Metadata")):
+        for i, key in enumerate(("Format", "Tensors", "Parameters", "Size on disk", "Dtypes", "Metadata", "Values")):
             name = QLabel(key, self)
             name.setObjectName("fact_name")
             value = QLabel("–", self)
@@ -204,10 +204,25 @@ class Inspector(QWidget):
         meta = s.metadata
         self._fact_labels["Metadata"].setText(f"{len(meta)} entr{'y' if len(meta) == 1 else 'ies'}" if meta else "none")
         self._fact_labels["Metadata"].setToolTip("\n".join(f"{k}: {v[:120]}" for k, v in list(meta.items())[:30]))
+        self._show_values_check(model)
         infos = list(model.checkpoint.infos.values())
         self.tensor_model.set_infos(infos)
         self._fill_tree(infos)
         self._update_count()
+
+    def _show_values_check(self, model: LoadedModel) -> None:
+        """NaN/infinity found by the background value scan (or why it has not run)."""
+        label = self._fact_labels["Values"]
+        bad = model.non_finite
+        if bad is None:
+            label.setText("not checked yet" if model.summary and model.summary.total_bytes <= (1 << 30)
+                          else "checked when merged")
+            label.setToolTip("Merges stop on NaN or infinite values and name the tensor.")
+        elif not bad:
+            label.setText("all finite")
+        else:
+            label.setText(f"⚠ NaN or infinite in {len(bad)} tensor{'s' * (len(bad) != 1)}")
+            label.setToolTip("\n".join(b.describe() for b in bad[:30]))
 
     def _fill_tree(self, infos: Sequence[TensorInfo]) -> None:
         from merge_studio.core.checkpoints.keys import build_key_tree  # the package imports torch
