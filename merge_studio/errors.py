@@ -46,5 +46,14 @@ class ArchitectureError(MergeStudioError):
     """A model architecture cannot be built or does not fit a checkpoint."""
 
 
+class MissingExtraError(MergeStudioError):
+    """An optional library a feature needs is not installed; the hint names the extra."""
+
+    def __init__(self, feature: str, module: str, extra: str) -> None:
+        super().__init__(f"{feature} needs {module}, which is not installed", hint=f"pip install 'merge-studio[{extra}]'")
+        self.module = module
+        self.extra = extra
+
+
 class Cancelled(Exception):  # noqa: N818 - a state, not a failure
     """Raised inside a job when the user cancelled it. Not an error for people."""

@@ -21,6 +21,9 @@ EPILOG = """examples:
   merge-studio merge --method slerp a.safetensors b.safetensors --param t=0.3 -o out.safetensors
   merge-studio merge --method ties --base base.safetensors ft1.safetensors ft2.safetensors \\
       --model-param weight=1,0.5 --model-param density=0.5 --param lambda=1.0 -o out/
+  merge-studio merge --method simple_average llama-a/ llama-chat/ --tokenizer-source union -o merged/
+
+Hugging Face folders in give a model folder out (config, tokenizer, README model card).
 
 per-layer values: --param "t=[0, 0.5, 1]" fades t from the first to the last layer;
 --param 't=[{filter: attn, value: 0.3}, {value: 0.7}]' sets it by tensor name."""
@@ -46,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--on-mismatch", choices=["error", "copy_base", "skip"], help="what to do with tensors not shared by all models")
     parser.add_argument("--arch", help="architecture spec (needed by data-aware and re-basin methods)")
     parser.add_argument("--seed", type=int, help="random seed for randomised methods")
+    parser.add_argument("--tokenizer-source", metavar="base|union|MODEL",
+                        help="Hugging Face folders: the output's vocabulary and tokenizer (default: base)")
+    parser.add_argument("--chat-template", metavar="NAME|JINJA",
+                        help="chat template for the output tokenizer: chatml, llama3, mistral, alpaca, auto, or Jinja text")
     parser.add_argument("--no-hash", action="store_true", help="don't record the sources' SHA-256 in the output")
     parser.add_argument("--allow-non-finite", action="store_true",
                         help="merge inputs holding NaN or infinite values (default: stop, naming the tensor)")
@@ -73,6 +80,12 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
         overrides["hash_sources"] = False
     if args.allow_non_finite:
         overrides["allow_non_finite"] = True
+    tokenizer: dict[str, Any] = {}
+    if args.tokenizer_source:
+        source = args.tokenizer_source
+        tokenizer["source"] = source if source in ("base", "union") else str(Path(source).resolve())
+    if args.chat_template:
+        tokenizer["chat_template"] = args.chat_template
     if args.method:
         paths = [*args.inputs, *args.model]
         if not paths:
@@ -84,6 +97,8 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
             "params": parse_assignments(args.param),
             **overrides,
         }
+        if tokenizer:
+            data["tokenizer"] = tokenizer
         if args.base:
             data["base"] = str(Path(args.base).expanduser().absolute())
         return Recipe.from_mapping(data, source="command line")
@@ -92,6 +107,8 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
     recipe = load_recipe(args.inputs[0])
     data = recipe.model_dump()
     data.update(overrides)
+    if tokenizer:
+        data["tokenizer"] = {**(data.get("tokenizer") or {}), **tokenizer}
     if args.base:
         data["base"] = str(Path(args.base).expanduser().absolute())
     if args.param:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +136,12 @@ def _base_metadata(plan: MergePlan) -> dict[str, str]:
     return meta
 
 
+def _folder_files(plan: MergePlan, sources: list[dict[str, Any]]) -> Callable[[Path], None] | None:
+    """Writes a Hugging Face output's config, tokenizer and card into the temporary folder."""
+    folder = plan.output_folder
+    return None if folder is None else (lambda tmp: folder.write_into(tmp, sources))
+
+
 def _reserve(plan: MergePlan, layers: int) -> int:
     """Header space for metadata written at the end (hashes, per-layer statistics)."""
     sources = sum(len(str(ck.path)) + len(ck.name) + 160 for ck in plan.all_checkpoints)
@@ -204,12 +210,13 @@ def _stream(plan: MergePlan, cancel: CancelToken | None, start: float) -> Genera
                     yield Progress("merge", done, total, current=name, unit="elements")
         yield Progress("finish", done, total, message="writing metadata")
         layer_stats = _finish_stats(stats)
+        sources = hashes.sources()
         final = {
             **metadata,
-            "merge_studio.sources": json.dumps(hashes.sources(), separators=(",", ":")),
+            "merge_studio.sources": json.dumps(sources, separators=(",", ":")),
             "merge_studio.layer_stats": json.dumps(layer_stats, separators=(",", ":")),
         }
-        written = tuple(out.commit(final) for out in outputs)
+        written = tuple(out.commit(final, _folder_files(plan, sources)) for out in outputs)
     except BaseException:
         hashes.stop()
         for out in outputs:
@@ -371,8 +378,9 @@ def _whole_model(plan: MergePlan, cancel: CancelToken | None, start: float) -> G
             for n, t in sd.items():
                 out.write(n, t)
             yield Progress("write", len(sets), len(targets), current=str(target))
-        final = {**metadata, "merge_studio.sources": json.dumps(hashes.sources(), separators=(",", ":"))}
-        written = tuple(s.commit(final) for s in sets)
+        sources = hashes.sources()
+        final = {**metadata, "merge_studio.sources": json.dumps(sources, separators=(",", ":"))}
+        written = tuple(s.commit(final, _folder_files(plan, sources)) for s in sets)
     except BaseException:
         hashes.stop()
         for s in sets:

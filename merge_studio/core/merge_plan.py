@@ -18,6 +18,8 @@ import torch
 from merge_studio.core.checkpoints import Checkpoint, open_checkpoint
 from merge_studio.core.device import resolve_device
 from merge_studio.core.dtypes import parse_dtype
+from merge_studio.core.hf.merge_setup import prepare_hf_merge
+from merge_studio.core.hf.output_folder import OutputFolder
 from merge_studio.core.methods.layered import layer_depths, resolve_params
 from merge_studio.core.methods.spec import MethodSpec
 from merge_studio.core.recipe import ModelEntry, Recipe
@@ -71,6 +73,7 @@ class MergePlan:
     skipped: list[str] = field(default_factory=list)
     depths: dict[str, float] = field(default_factory=dict)
     arch: str | None = None
+    output_folder: OutputFolder | None = None  # config, tokenizer and card for a Hugging Face output
     _param_cache: dict[Any, Any] = field(default_factory=dict)
 
     @property
@@ -173,6 +176,9 @@ def plan_merge(recipe: Recipe) -> MergePlan:
         models = [open_once(e.path) for e in entries]
         base = open_once(recipe.base) if recipe.base else None
         _check_output(recipe, [*models, *([base] if base else [])])
+        hf = prepare_hf_merge(recipe, [e.path for e in entries], models, base, spec.label)
+        if hf is not None:  # vocabulary rows lined up by token; config, tokenizer and card planned
+            models, base = hf.models, hf.base
         arch = recipe.arch or next(
             (ck.metadata[ARCH_METADATA_KEY] for ck in [*([base] if base else []), *models] if ARCH_METADATA_KEY in ck.metadata),
             None,
@@ -189,6 +195,7 @@ def plan_merge(recipe: Recipe) -> MergePlan:
             compute_dtype=parse_dtype(recipe.compute_dtype) or torch.float32,
             out_dtype=parse_dtype(recipe.dtype),
             arch=arch,
+            output_folder=hf.output_folder if hf is not None else None,
         )
         if spec.streaming:
             _plan_keys(plan, uses_base)

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from merge_studio.core.hf.mergekit_tokenizer import tokenizer_from_mergekit, tokenizer_to_mergekit
 from merge_studio.core.recipe import ModelEntry, Recipe
 from merge_studio.errors import RecipeError
 
@@ -108,6 +109,9 @@ def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "config") -> 
         # mergekit tolerates the base among models; our task methods take it separately.
         recipe_data["models"] = [m for m in recipe_data["models"] if m["path"] != base_path]
         recipe_data["on_mismatch"] = "copy_base"
+    tokenizer = tokenizer_from_mergekit(data, source)
+    if tokenizer is not None:
+        recipe_data["tokenizer"] = tokenizer
     if ours == "weighted_average" and any("weight" not in m["params"] for m in recipe_data["models"]):
         raise RecipeError(f"{source}: mergekit's linear needs a weight for every model")
     return Recipe.from_mapping(recipe_data, source=source)
@@ -140,6 +144,7 @@ def mergekit_from_recipe(recipe: Recipe) -> dict[str, Any]:
         config["parameters"] = dict(recipe.params)
     if recipe.dtype:
         config["dtype"] = recipe.dtype
+    config.update(tokenizer_to_mergekit(recipe.tokenizer))
     return config
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from merge_studio.core.hf.settings import TokenizerSettings
 from merge_studio.core.methods.layered import format_validation_error, validate_layered
 from merge_studio.core.methods.registry import get_method
 from merge_studio.core.methods.spec import MethodSpec
@@ -76,6 +77,9 @@ class Recipe(BaseModel):
     arch: str | None = None
     data: dict[str, Any] | None = None
     hash_sources: bool = True
+    tokenizer: TokenizerSettings | None = Field(
+        None, description="Output vocabulary and tokenizer for Hugging Face folders: base (default), union or a model path."
+    )
 
     @field_validator("dtype", "compute_dtype")
     @classmethod
@@ -150,6 +154,7 @@ class Recipe(BaseModel):
                 "models": [e.model_copy(update={"path": fix(e.path)}) for e in self.models],
                 "base": fix(self.base),
                 "output": fix(self.output),
+                "tokenizer": self.tokenizer.with_paths(lambda p: fix(p) or p) if self.tokenizer else None,
             }
         )
 
@@ -157,9 +162,11 @@ class Recipe(BaseModel):
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_defaults=False)
         # Keep files short: drop empty optional sections but keep what a reader needs.
-        for key in ("arch", "data", "base", "output", "dtype", "shard_size"):
+        for key in ("arch", "data", "base", "output", "dtype", "shard_size", "tokenizer"):
             if data.get(key) is None:
                 data.pop(key, None)
+        if self.tokenizer is not None:
+            data["tokenizer"] = self.tokenizer.to_data()
         for entry in data["models"]:
             if not entry["params"]:
                 entry.pop("params")

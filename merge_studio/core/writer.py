@@ -42,9 +42,8 @@ PlannedTensor = TensorInfo
 
 
 def _header_bytes(tensors: Sequence[PlannedTensor], metadata: Mapping[str, str]) -> bytes:
-    header: dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = dict(metadata)
+    # transformers expects {"format": "pt"} in every file it loads.
+    header: dict[str, object] = {"__metadata__": {"format": "pt", **metadata}}
     offset = 0
     for t in tensors:
         header[t.name] = {
@@ -281,8 +280,13 @@ class OutputSet:
     def write(self, name: str, data: torch.Tensor) -> None:
         self._writer_of[name].write(name, data)
 
-    def commit(self, metadata: Mapping[str, str]) -> Path:
-        """Finish every file and move the output into place; returns the target."""
+    def commit(self, metadata: Mapping[str, str], before_move: Callable[[Path], None] | None = None) -> Path:
+        """Finish every file and move the output into place; returns the target.
+
+        ``before_move`` writes the other files of a folder output (a Hugging Face
+        config, tokenizer, model card) into the temporary folder, so they appear
+        with the weights, atomically.
+        """
         try:
             for i, w in enumerate(self._writers):
                 w.finish(metadata if i == 0 else self._metadata)
@@ -296,6 +300,11 @@ class OutputSet:
                     (self.tmp / INDEX_NAME).write_text(json.dumps(index, indent=2), encoding="utf-8")
                 except OSError as exc:
                     raise output_error(exc, self.target / INDEX_NAME) from exc
+            if before_move is not None and not self.is_file:
+                try:
+                    before_move(self.tmp)
+                except OSError as exc:
+                    raise output_error(exc, self.target, "write the model's files into") from exc
             try:
                 _move_into_place(self.tmp, self.target)
             except OSError as exc:
@@ -336,7 +345,9 @@ def _check_target(target: Path, is_file: bool) -> None:
     if not is_file and target.exists():
         if not target.is_dir():
             raise OutputError(f"{target} exists and is not a folder")
-        ours = {SINGLE_NAME, INDEX_NAME}
+        from merge_studio.core.hf.output_folder import FOLDER_FILES
+
+        ours = {SINGLE_NAME, INDEX_NAME, *FOLDER_FILES}
         foreign = [p.name for p in target.iterdir() if p.name not in ours and not p.name.startswith("model-")]
         if foreign:
             raise OutputError(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from merge_studio.core.checkpoints.base import Checkpoint
+from merge_studio.errors import MergeStudioError
 
 MAX_LISTED = 5
 
@@ -59,6 +60,8 @@ class CompatibilityReport:
     shape_mismatches: dict[str, dict[str, tuple[int, ...]]]  # key -> model -> shape
     dtype_mismatches: dict[str, dict[str, str]]  # key -> model -> dtype name
     non_finite: dict[str, list[Any]] = field(default_factory=dict)  # model -> [NonFinite] (scanned ones)
+    # key -> how the vocabularies differ, for embedding/output rows the merge can line up by token
+    vocabulary: dict[str, str] = field(default_factory=dict)
     ok: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +99,8 @@ class CompatibilityReport:
         bad = self.non_finite.get(model) or []
         if bad:
             issues.append(_non_finite_line(model, bad))
+        if self.vocabulary:
+            issues.append(f"vocabulary differs: {next(iter(self.vocabulary.values()))}")
         dtypes = [(k, d) for k, d in self.dtype_mismatches.items() if model in d]
         if dtypes:
             parts = [f"{k!r} is {d[model]} here" for k, d in dtypes[:MAX_LISTED]]
@@ -117,6 +122,8 @@ class CompatibilityReport:
             out.append(f"  shape of {key!r}: " + ", ".join(f"{m} {_shape(s)}" for m, s in per_model.items()))
         if len(self.shape_mismatches) > 20:
             out.append(f"  … and {len(self.shape_mismatches) - 20} more shape mismatches")
+        if self.vocabulary:
+            out.append(f"  vocabulary ({', '.join(self.vocabulary)}): {next(iter(self.vocabulary.values()))}")
         for key, per_model in list(self.dtype_mismatches.items())[:20]:
             out.append(f"  dtype of {key!r}: " + ", ".join(f"{m} {d}" for m, d in per_model.items())
                        + " (cast when merged)")
@@ -139,6 +146,7 @@ class CompatibilityReport:
             "dtype_mismatches": {k: dict(v) for k, v in self.dtype_mismatches.items()},
             "non_finite": {m: [{"name": b.name, "nan": b.nan, "inf": b.inf} for b in v]
                            for m, v in self.non_finite.items() if v},
+            "vocabulary": dict(self.vocabulary),
         }
 
 
@@ -176,6 +184,28 @@ def check_compatibility(
             shapes[key] = {label: info.shape for label, info in present}
         if len({info.dtype for _, info in present}) > 1:
             dtypes[key] = {label: info.dtype_name for label, info in present}
+    vocabulary = _vocabulary_differences(checkpoints, labels, shapes)
+    for key in vocabulary:
+        shapes.pop(key, None)
     by_label = {label: (non_finite or {}).get(ck.name, []) for label, ck in zip(labels, checkpoints)}
     return CompatibilityReport(labels, list(all_keys), common, missing, shapes, dtypes,
-                               {m: list(v) for m, v in by_label.items() if v})
+                               {m: list(v) for m, v in by_label.items() if v}, vocabulary)
+
+
+def _vocabulary_differences(
+    checkpoints: Sequence[Checkpoint], labels: Sequence[str], shapes: dict[str, dict[str, tuple[int, ...]]]
+) -> dict[str, str]:
+    """Embedding/output rows that differ only in number (added tokens), said in words.
+
+    Only for Hugging Face folders, whose config says which tensors are indexed by the
+    vocabulary; the merge lines them up by token (base vocabulary or union).
+    """
+    if not shapes or not any(len({s[1:] for s in per.values()}) == 1 for per in shapes.values()):
+        return {}
+    from merge_studio.core.hf.vocabulary import vocabulary_differences
+
+    try:
+        found = vocabulary_differences([str(ck.path) for ck in checkpoints], checkpoints, labels)
+    except MergeStudioError:  # an unreadable config or tokenizer: the plain shape report stands
+        return {}
+    return {k: v for k, v in found.items() if k in shapes}
