@@ -13,7 +13,7 @@ from merge_studio.core.engine import iter_merge, run_merge
 from merge_studio.core.hf.output_folder import OutputFolder
 from merge_studio.core.progress import CancelToken
 from merge_studio.core.recipe import Recipe
-from merge_studio.errors import Cancelled
+from merge_studio.errors import Cancelled, OutputError
 from tests.hf_models import FAMILIES
 
 
@@ -85,7 +85,7 @@ def test_a_failure_while_writing_the_folder_files_leaves_nothing(hf_folder, tmp_
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(OutputFolder, "write_into", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="merged: the disk is full"):
         run_merge(_recipe(tmp_path / "merged", a, b))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
