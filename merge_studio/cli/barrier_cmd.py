@@ -8,9 +8,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from merge_studio.core.evaluate.barrier import CURVE_KINDS
-from merge_studio.core.evaluate.data import DataSpec
+from typing import TYPE_CHECKING
+
+from merge_studio.core.evaluate.curve_kinds import CURVE_KINDS
 from merge_studio.errors import MergeStudioError
+
+if TYPE_CHECKING:
+    from merge_studio.core.evaluate.data import DataSpec
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +53,8 @@ def torch_threads(args: argparse.Namespace) -> Iterator[None]:
 
 
 def data_spec(args: argparse.Namespace) -> DataSpec:
+    from merge_studio.core.evaluate.data import DataSpec  # imports torch
+
     try:
         return DataSpec(source=args.data, task=args.task, layout=args.layout, batch_size=args.batch_size,
                         max_examples=args.max_examples, seed=args.seed)

@@ -14,20 +14,26 @@ from collections.abc import Sequence
 import merge_studio
 from merge_studio.errors import Cancelled, MergeStudioError
 
-# Modules that add a subcommand, in the order ``--help`` lists them.
-SUBCOMMAND_MODULES = (
-    "merge_studio.cli.merge_cmd",
-    "merge_studio.cli.inspect_cmd",
-    "merge_studio.cli.methods_cmd",
-    "merge_studio.cli.export_cmd",
-    "merge_studio.cli.graph_cmd",
-    "merge_studio.cli.evaluate_cmd",
-    "merge_studio.cli.barrier_cmd",
-    "merge_studio.cli.align_cmd",
-)
+# Each subcommand: the module that registers it, and the line ``--help`` shows for it.
+# Only the module of the command being run is imported, so ``--help`` and light
+# commands start at once (a test keeps these lines equal to the modules' own).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "merge": ("merge_studio.cli.merge_cmd", "merge checkpoints from a recipe or from flags"),
+    "inspect": ("merge_studio.cli.inspect_cmd", "summarise checkpoints (and check that several are compatible)"),
+    "methods": ("merge_studio.cli.methods_cmd", "list merge methods or describe one"),
+    "export-mergekit": ("merge_studio.cli.export_cmd", "write the mergekit config equivalent to a recipe"),
+    "graph": ("merge_studio.cli.graph_cmd", "draw a model graph (or a checkpoint's module tree) to .svg or .png"),
+    "evaluate": ("merge_studio.cli.evaluate_cmd",
+                 "evaluate checkpoints (e.g. the inputs and the merged model) on data"),
+    "barrier": ("merge_studio.cli.barrier_cmd", "loss/accuracy barrier along the interpolation between two models"),
+    "align": ("merge_studio.cli.align_cmd", "permute model B's hidden units to match model A (weight matching)"),
+}
+SUBCOMMAND_MODULES = tuple(module for module, _ in SUBCOMMANDS.values())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser; with ``only``, just that subcommand is fully registered
+    (the others are listed by name and help line without importing their modules)."""
     parser = argparse.ArgumentParser(
         prog="merge-studio",
         description="Merge neural-network checkpoints and see whether the merge worked. "
@@ -39,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"merge-studio {merge_studio.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
+    for command, (name, help_line) in SUBCOMMANDS.items():
+        if only is not None and command != only:
+            sub.add_parser(command, help=help_line)
+            continue
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -74,7 +83,10 @@ def _cancel_on_terminate() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``merge-studio`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    if argv == ["--version"]:  # answered before any subcommand module is imported
+        print(f"merge-studio {merge_studio.__version__}")
+        return 0
+    parser = build_parser(only=argv[0] if argv else "")
     if not _is_subcommand(parser, argv):
         from merge_studio.gui.app import main as gui_main  # Qt only here
 

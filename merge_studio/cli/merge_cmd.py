@@ -6,14 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from merge_studio.cli.inspect_cmd import human_bytes
 from merge_studio.cli.params import parse_assignments, parse_model_params
 from merge_studio.cli.progress_bar import ProgressBar
-from merge_studio.core.engine import run_merge
-from merge_studio.core.recipe import Recipe, load_recipe
 from merge_studio.errors import RecipeError
+
+if TYPE_CHECKING:
+    from merge_studio.core.recipe import Recipe
 
 EPILOG = """examples:
   merge-studio merge recipe.yaml
@@ -64,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
     """The recipe a command line describes (a file with overrides, or flags alone)."""
+    from merge_studio.core.recipe import Recipe, load_recipe  # pydantic: not needed for --help
     overrides: dict[str, Any] = {}
     for key, value in (
         ("output", args.output and str(Path(args.output).expanduser().absolute())),
@@ -117,6 +119,8 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
 
 
 def run(args: argparse.Namespace) -> int:
+    from merge_studio.core.engine import run_merge  # imports torch; --help must not wait for it
+
     recipe = build_recipe(args)
     if args.save_recipe:
         recipe.save(args.save_recipe)

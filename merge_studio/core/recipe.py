@@ -84,10 +84,10 @@ class Recipe(BaseModel):
     @field_validator("dtype", "compute_dtype")
     @classmethod
     def _known_dtype(cls, value: str | None) -> str | None:
-        from merge_studio.core.dtypes import parse_dtype  # imports torch; kept off the GUI's start-up path
+        from merge_studio.core.dtypes import canonical_dtype_name
 
         try:
-            parse_dtype(value)
+            canonical_dtype_name(value)
         except RecipeError as exc:
             raise ValueError(str(exc)) from None
         return value

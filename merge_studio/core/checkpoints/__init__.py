@@ -2,7 +2,6 @@
 
 from merge_studio.core.checkpoints.base import Checkpoint, CheckpointSummary, TensorInfo
 from merge_studio.core.checkpoints.compat import CompatibilityReport, check_compatibility
-from merge_studio.core.checkpoints.export_reader import load_exported_program
 from merge_studio.core.checkpoints.keys import KeyNode, build_key_tree
 from merge_studio.core.checkpoints.registry import SUPPORTED_SUFFIXES, open_checkpoint
 
@@ -21,3 +20,12 @@ __all__ = [
     "load_exported_program",
     "open_checkpoint",
 ]
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    """``load_exported_program`` imports torch, so it is loaded when first asked for."""
+    if name == "load_exported_program":
+        from merge_studio.core.checkpoints.export_reader import load_exported_program
+
+        return load_exported_program
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

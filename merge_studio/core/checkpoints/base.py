@@ -11,22 +11,44 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-import torch
-
-from merge_studio.core.dtypes import dtype_name, element_size
+from merge_studio.core.dtypes import dtype_name, element_size, is_float
 
 if TYPE_CHECKING:
+    import torch
+
     from merge_studio.core.checkpoints.keys import KeyNode
     from merge_studio.core.progress import CancelToken
 
 
-@dataclass(frozen=True)
 class TensorInfo:
-    """What is known about a tensor without reading it."""
+    """What is known about a tensor without reading it.
 
+    ``dtype`` may be given as a torch dtype or as its name (``"bfloat16"``); readers
+    of headers give names, so listing a checkpoint never imports torch. The torch
+    dtype is made on first use of :attr:`dtype`. Immutable and compared by value.
+    """
+
+    __slots__ = ("name", "shape", "_dtype")
     name: str
     shape: tuple[int, ...]
-    dtype: torch.dtype
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: torch.dtype | str) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "shape", tuple(shape))
+        object.__setattr__(self, "_dtype", dtype)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("TensorInfo is immutable")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        dtype = self._dtype
+        if isinstance(dtype, str):
+            import torch
+
+            dtype = getattr(torch, dtype)
+            object.__setattr__(self, "_dtype", dtype)
+        return dtype
 
     @property
     def numel(self) -> int:
@@ -34,11 +56,31 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * element_size(self.dtype)
+        return self.numel * element_size(self._dtype)
 
     @property
     def dtype_name(self) -> str:
-        return dtype_name(self.dtype)
+        return dtype_name(self._dtype)
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the tensor is merged (floats) rather than copied (ints, bools)."""
+        return is_float(self._dtype)
+
+    def _key(self) -> tuple[str, tuple[int, ...], str]:
+        return (self.name, self.shape, self.dtype_name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TensorInfo) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"TensorInfo(name={self.name!r}, shape={self.shape}, dtype={self.dtype_name})"
+
+    def __reduce__(self) -> tuple[type, tuple[str, tuple[int, ...], str]]:
+        return (TensorInfo, (self.name, self.shape, self.dtype_name))
 
 
 @dataclass(frozen=True)

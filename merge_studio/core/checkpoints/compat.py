@@ -182,7 +182,7 @@ def check_compatibility(
         present = [(label, table[key]) for label, table in zip(labels, infos) if key in table]
         if len({info.shape for _, info in present}) > 1:
             shapes[key] = {label: info.shape for label, info in present}
-        if len({info.dtype for _, info in present}) > 1:
+        if len({info.dtype_name for _, info in present}) > 1:
             dtypes[key] = {label: info.dtype_name for label, info in present}
     vocabulary = _vocabulary_differences(checkpoints, labels, shapes)
     for key in vocabulary:

@@ -13,8 +13,7 @@ import stat
 import threading
 from pathlib import Path
 
-import torch
-
+from merge_studio.core.lazy_torch import torch
 from merge_studio.core.progress import CancelToken
 from merge_studio.errors import CheckpointError
 

@@ -11,14 +11,13 @@ import struct
 from pathlib import Path
 
 from merge_studio.core.checkpoints.base import Checkpoint
-from merge_studio.core.checkpoints.export_reader import ExportedProgramCheckpoint
 from merge_studio.core.checkpoints.file_io import read_head, require_regular_file, sniff_not_a_checkpoint
 from merge_studio.core.checkpoints.safetensors_reader import MAX_HEADER_BYTES, SafetensorsCheckpoint
 from merge_studio.core.checkpoints.sharded_reader import open_folder, open_index
-from merge_studio.core.checkpoints.torch_reader import ZIP_MAGIC, TorchCheckpoint
 from merge_studio.core.fs_errors import input_error, missing_path_error
 from merge_studio.errors import CheckpointError
 
+ZIP_MAGIC = b"PK\x03\x04"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 SUPPORTED_SUFFIXES = (".safetensors", *TORCH_SUFFIXES, ".pt2", ".index.json")
 PICKLE_PROTOCOL_MARK = 0x80
@@ -43,9 +42,15 @@ def _open_file(p: Path) -> Checkpoint:
         raise CheckpointError(f"{p.name} is not a checkpoint: {why}", hint="fetch the real file")
     if looks_like_safetensors(head):
         return SafetensorsCheckpoint(p)
+    # The torch-based readers are imported only for their files: listing a safetensors
+    # checkpoint never loads torch.
     if head.startswith(ZIP_MAGIC):
         if p.suffix.lower() == ".pt2":
+            from merge_studio.core.checkpoints.export_reader import ExportedProgramCheckpoint
+
             return ExportedProgramCheckpoint(p)
+        from merge_studio.core.checkpoints.torch_reader import TorchCheckpoint
+
         return TorchCheckpoint(p)
     if p.suffix.lower() == ".safetensors":
         return SafetensorsCheckpoint(p)  # its own checks word the error precisely
@@ -56,6 +61,8 @@ def _open_file(p: Path) -> Checkpoint:
                 "(corrupt, or another format)",
                 hint="re-download the file, or check which program wrote it",
             )
+        from merge_studio.core.checkpoints.torch_reader import TorchCheckpoint
+
         return TorchCheckpoint(p)
     if p.suffix.lower() == ".pt2":
         raise CheckpointError(f"{p.name} is not a torch.export program (not a zip archive; corrupt?)")

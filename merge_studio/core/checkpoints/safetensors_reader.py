@@ -16,8 +16,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from merge_studio.core.checkpoints.base import Checkpoint, TensorInfo
 from merge_studio.core.checkpoints.file_io import (
     LazyFile,
@@ -25,7 +23,7 @@ from merge_studio.core.checkpoints.file_io import (
     require_regular_file,
     sniff_not_a_checkpoint,
 )
-from merge_studio.core.dtypes import SAFETENSORS_DTYPES, element_size
+from merge_studio.core.dtypes import SAFETENSORS_NAMES, element_size
 from merge_studio.errors import CheckpointError
 
 MAX_HEADER_BYTES = 100_000_000  # the reference reader's cap
@@ -133,7 +131,7 @@ def _parse_entry(path: Path, name: str, entry: Any) -> tuple[TensorInfo, tuple[i
     where = f"{path.name}: tensor {name!r}"
     if not isinstance(entry, dict):
         raise CheckpointError(f"{where}: header entry is not an object")
-    dtype = SAFETENSORS_DTYPES.get(entry.get("dtype"))  # type: ignore[arg-type]
+    dtype = SAFETENSORS_NAMES.get(entry.get("dtype"))  # type: ignore[arg-type]
     if dtype is None:
         raise CheckpointError(f"{where}: unsupported dtype {entry.get('dtype')!r}")
     shape, offsets = entry.get("shape"), entry.get("data_offsets")

@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
-
-import torch
+from typing import TYPE_CHECKING
 
 from merge_studio.core.checkpoints.base import Checkpoint
 from merge_studio.core.checkpoints.file_io import require_regular_file
 from merge_studio.core.checkpoints.safetensors_reader import SafetensorsCheckpoint
-from merge_studio.core.checkpoints.torch_reader import TorchCheckpoint
 from merge_studio.core.progress import CancelToken
 from merge_studio.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_INDEX_BYTES = 64_000_000
 SHARD_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -32,7 +33,11 @@ MAX_LISTED = 5
 
 
 def _shard_opener(name: str) -> Callable[[Path], Checkpoint]:
-    return SafetensorsCheckpoint if name.endswith(".safetensors") else TorchCheckpoint
+    if name.endswith(".safetensors"):
+        return SafetensorsCheckpoint
+    from merge_studio.core.checkpoints.torch_reader import TorchCheckpoint  # imports torch
+
+    return TorchCheckpoint
 
 
 def check_shard_name(value: object, index: Path) -> str:

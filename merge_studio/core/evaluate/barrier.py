@@ -32,8 +32,7 @@ from merge_studio.core.evaluate.loop import has_batchnorm
 from merge_studio.core.progress import CancelToken, Progress
 from merge_studio.errors import MergeStudioError, OutputError
 
-CURVE_KINDS = ("naive", "bn_reset", "aligned", "merged")
-CURVE_LABELS = {"naive": "naive", "bn_reset": "BN reset", "aligned": "aligned", "merged": "via merged"}
+from merge_studio.core.evaluate.curve_kinds import CURVE_KINDS, CURVE_LABELS  # noqa: E402 - re-exported
 
 
 @dataclass(frozen=True)
