@@ -185,6 +185,11 @@ def take_screenshot(window: MainWindow, out: str | Path) -> Path:
     out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     _settle()
+    if "matplotlib" in sys.modules:  # plots draw on a helper thread: wait for their last frame
+        from merge_studio.gui.plot_canvas import wait_for_plots
+
+        wait_for_plots(30)
+        _settle(50)
     pixmap = window.grab()
     if not pixmap.save(str(out), "PNG"):
         raise OSError(f"could not write {out}")

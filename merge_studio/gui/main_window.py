@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QSplitter,
     QStackedWidget,
-    QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -41,9 +40,11 @@ from merge_studio.gui.views.empty_state import EmptyState
 from merge_studio.gui.views.inspector import Inspector
 from merge_studio.gui.views.log_panel import LogPanel
 from merge_studio.gui.views.method_picker import MethodPicker
+from merge_studio.gui.views.scrolling_tabs import ScrollingTabs
 from merge_studio.gui.views.status_panel import JobStatus
 from merge_studio.gui.view_wiring import ViewWiring
 from merge_studio.gui.window_actions import WindowActions
+from merge_studio.gui.window_layout import PanelLayout
 from merge_studio.gui.workers import JobError, JobRunner, JobWorker
 
 
@@ -95,7 +96,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.inspector_stack.setObjectName("inspector_stack")
         self.inspector_stack.addWidget(self.welcome)
         self.inspector_stack.addWidget(self.inspector)
-        self.tabs = QTabWidget(self)
+        self.tabs = ScrollingTabs(self)
         self.tabs.setObjectName("central_tabs")
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.inspector_stack, icon("inspector"), "Inspector")
@@ -108,6 +109,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
 
         self._build_layout()
         self.actions_by_name = build_menus(self)
+        self.panel_layout = PanelLayout(self)
         self._connect()
         self.wiring = ViewWiring(self)
         if not defer_startup:
@@ -199,21 +201,14 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.h_split.setStretchFactor(0, 3)
         self.h_split.setStretchFactor(1, 4)
         self.h_split.setStretchFactor(2, 0)
-        self.h_split.setChildrenCollapsible(False)
-        left.setMinimumWidth(320)
-        self.tabs.setMinimumWidth(360)
         self.v_split = QSplitter(Qt.Orientation.Vertical, self)
         self.v_split.setObjectName("v_split")
         self.v_split.addWidget(self.h_split)
         self.v_split.addWidget(self.log_panel)
         self.v_split.setStretchFactor(0, 5)
         self.v_split.setStretchFactor(1, 1)
-        self.v_split.setChildrenCollapsible(False)
-        self.log_panel.setMinimumHeight(80)
         self.setCentralWidget(self.v_split)
         self.h_split.splitterMoved.connect(self._on_h_split_moved)
-        self.tabs.tabBar().setUsesScrollButtons(False)
-        self.tabs.tabBar().setElideMode(Qt.TextElideMode.ElideRight)
         status = self.statusBar()
         status.setSizeGripEnabled(True)
         status.addWidget(self.job_status, 1)
@@ -256,6 +251,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         for name, split in (("h", self.h_split), ("v", self.v_split)):
             if (value := self.settings.splitter_state(name)) is not None:
                 split.restoreState(value)
+        self.panel_layout.restore()
 
     # --- refresh ----------------------------------------------------------------------
     def _on_session_changed(self) -> None:
@@ -331,20 +327,10 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
                 self._user_sized = True  # restored from the last session
 
     def fit_panels(self) -> None:
-        """Default widths: an empty list gives the welcome page room; a full one gets room for its columns."""
-        width = self.h_split.width() or self.width()
-        right = 330 if width < 1600 else 400
-        if not self.session.models:
-            left = 300 if width < 1600 else 420
-        elif self.tabs.currentWidget() is not self.inspector_stack:
-            left = 300 if width < 1600 else 400  # graph, plots and matrices want the width
-        elif width < 1600:
-            left = max(490, int((width - right) * 0.5))
-        else:
-            left = int((width - right) * 0.45)
-        self.h_split.setSizes([left, max(width - left - right, 360), right])
-        height = self.v_split.height() or self.height()
-        self.v_split.setSizes([height - 150, 150])
+        """Default sizes for this window size (see :mod:`merge_studio.gui.window_layout`): the list gets
+        room for its columns while the Inspector shows, otherwise the tabs get the width."""
+        wide_list = bool(self.session.models) and self.tabs.currentWidget() is self.inspector_stack
+        self.panel_layout.fit(wide_list=wide_list)
         self._fitted_for_models = bool(self.session.models)
 
     def _on_tabs_current_changed(self, _index: int) -> None:

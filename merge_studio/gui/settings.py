@@ -45,6 +45,20 @@ class AppSettings:
     def set_splitter_state(self, name: str, value: QByteArray) -> None:
         self._s.setValue(f"window/splitter_{name}", value)
 
+    def panel_hidden(self, name: str) -> bool:
+        """Whether the user hid a panel (``models``, ``method``, ``log``)."""
+        return str(self._s.value(f"window/hidden_{name}", "false")).lower() == "true"
+
+    def set_panel_hidden(self, name: str, hidden: bool) -> None:
+        self._s.setValue(f"window/hidden_{name}", "true" if hidden else "false")
+
+    @property
+    def log_folded(self) -> bool:
+        return str(self._s.value("window/log_folded", "false")).lower() == "true"
+
+    def set_log_folded(self, folded: bool) -> None:
+        self._s.setValue("window/log_folded", "true" if folded else "false")
+
     # --- recent files -----------------------------------------------------------------
     def _list(self, key: str) -> list[str]:
         value = self._s.value(key, [])

@@ -211,11 +211,14 @@ class BarrierPlotter:
 
 
 def draw_barrier_report(fig: Figure, curves: Sequence[BarrierCurve], *, splits: Sequence[str] = ("test", "train"),
-                        title: str | None = None, compact: bool = False) -> list[Axes]:
-    """Loss and (when there is one) accuracy side by side on ``fig``; returns the axes."""
+                        title: str | None = None, compact: bool = False, rows: int = 1) -> list[Axes]:
+    """Loss and (when there is one) accuracy on ``fig``, side by side or (``rows=2``) one above the other;
+    returns the axes."""
     fig.clear()
     has_accuracy = any(c.accuracies for c in curves)
-    axes = fig.subplots(1, 2 if has_accuracy else 1, squeeze=False)[0]
+    n = 2 if has_accuracy else 1
+    rows = min(rows, n)
+    axes = list(fig.subplots(rows, n // rows, squeeze=False).flat)
     shown = [s for s in splits if any(s in c.losses for c in curves)] or list(splits)
     plot_barrier(axes[0], curves, metric="loss", split=shown, compact=compact)
     if has_accuracy:

@@ -76,6 +76,7 @@ def test_points_appear_live_and_the_result_fills_the_table(panel, tmp_path):
     for point in _points("naive", 1.2)[:4]:
         panel.add_point(point)
     assert panel.barrier_page.plot_visible
+    panel.barrier_page.canvas.flush()
     assert panel.loss_plotter.line_count == 2
     panel.set_result(_report())
     table = panel.barrier_page.table

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg, NavigationToolbar2QT
+from matplotlib.backends.backend_qtagg import NavigationToolbar2QT
 from matplotlib.figure import Figure
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -28,10 +28,12 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -43,6 +45,9 @@ from merge_studio.core.evaluate.jobs import BarrierRequest, EvaluateRequest
 from merge_studio.core.evaluate.loop import ModelScores
 from merge_studio.core.progress import Progress
 from merge_studio.errors import MergeStudioError
+from merge_studio.gui.flow_layout import FlowLayout
+from merge_studio.gui.plot_canvas import BackgroundCanvas
+from merge_studio.gui.views.status_panel import EtaClock
 from merge_studio.plots.barrier import BarrierPlotter, draw_barrier_report
 from merge_studio.plots.evaluation import draw_model_scores
 
@@ -53,6 +58,9 @@ NO_MERGED = "(none)"
 
 
 NARROW_PLOT_WIDTH = 760  # beside the model list at 1280 px the plots get ~600 px
+FOLD_OPTIONS_BELOW = 900  # window height under which the options start folded
+STACK_WIDTH = 640  # narrower than this, loss and accuracy are drawn one above the other
+MIN_AXES_SIZE = (260, 150)  # the smallest plot (pixels) whose labels, ticks and legend stay readable
 
 
 def _compact_bars(figure: Any) -> None:
@@ -67,6 +75,23 @@ def _compact_bars(figure: Any) -> None:
             ax.get_legend().remove()
             ax.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(labels),
                       fontsize=7, frameon=False)
+
+
+def _row_widget(layout: QHBoxLayout, parent: QWidget) -> QWidget:
+    """A few widgets kept together on one line of a :class:`FlowLayout` (a label and its field)."""
+    holder = QWidget(parent)
+    layout.setContentsMargins(0, 0, 0, 0)
+    holder.setLayout(layout)
+    return holder
+
+
+def _flow_widget(layout: FlowLayout, parent: QWidget) -> QWidget:
+    holder = QWidget(parent)
+    holder.setLayout(layout)
+    policy = holder.sizePolicy()
+    policy.setHeightForWidth(True)
+    holder.setSizePolicy(policy)
+    return holder
 
 
 def _short_name(name: str) -> str:
@@ -87,13 +112,20 @@ def _number_item(value: float | None, fmt: str = "{:.4f}") -> QTableWidgetItem:
 
 class _PlotPage(QWidget):
     """A figure with matplotlib's navigation toolbar (zoom, pan, save as PNG/SVG/PDF) over a table,
-    and an empty-state sentence until there is something to draw."""
+    and an empty-state sentence until there is something to draw.
+
+    The figure draws on a helper thread (:class:`BackgroundCanvas`); the table sits
+    under a splitter handle so the plot can take the height, and its columns are as
+    wide as their headers (a horizontal scroll bar rather than cut words).
+    """
 
     def __init__(self, empty_text: str, columns: Sequence[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.figure = Figure(figsize=(9, 3.6), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas = BackgroundCanvas(self.figure)
+        self.canvas.setMinimumSize(*MIN_AXES_SIZE)
         self.toolbar = NavigationToolbar2QT(self.canvas, self)
+        self.toolbar.setIconSize(QSize(18, 18))
         self.empty = QLabel(empty_text, self)
         self.empty.setObjectName("empty_text")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -103,22 +135,31 @@ class _PlotPage(QWidget):
         self.stack.addWidget(self.canvas)
         self.table = QTableWidget(0, len(columns), self)
         self.table.setHorizontalHeaderLabels(list(columns))
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSortingEnabled(False)
-        self.table.setMaximumHeight(130)
+        self.table.setMinimumHeight(60)
         self.save_button = QPushButton("Save numbers…", self)
         self.save_button.setToolTip("Write the numbers behind the plot as CSV or JSON")
         self.save_button.setEnabled(False)
         top = QHBoxLayout()
         top.addWidget(self.toolbar, 1)
         top.addWidget(self.save_button)
+        self.splitter = QSplitter(Qt.Orientation.Vertical, self)
+        self.splitter.setObjectName("plot_table_split")
+        self.splitter.addWidget(self.stack)
+        self.splitter.addWidget(self.table)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 0)
+        self.splitter.setCollapsible(0, False)
+        self.splitter.setSizes([400, 110])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
-        layout.addWidget(self.stack, 1)
-        layout.addWidget(self.table)
+        layout.addWidget(self.splitter, 1)
 
     def show_plot(self, shown: bool = True) -> None:
         self.stack.setCurrentIndex(1 if shown else 0)
@@ -154,12 +195,10 @@ class BarrierPanel(QWidget):
         self._models_provider = models_provider
         self._data_file: str | None = None
         self._running = False
-        self._dirty: set[FigureCanvasQTAgg] = set()
-        # our own timer (a child, so it dies with the panel) coalesces redraws to ~20 per second
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(50)
-        self._redraw_timer.timeout.connect(self._on_redraw_timer_timeout)
+        self._live_points: list[BarrierPoint] = []  # replayed when the plots change between side by side and stacked
+        self._rows = 1  # 2: loss above accuracy (a narrow tab)
+        self._options_folded: bool | None = None
+        self.eta = EtaClock()
         self._build_ui()
         self._connect()
         self._adopt_window(parent, runner)
@@ -214,22 +253,40 @@ class BarrierPanel(QWidget):
         pair.addWidget(self.model_b, 1)
         form.addRow("Models A ↔ B", pair)
         form.addRow("Merged model", self.merged)
-        options = QHBoxLayout()
-        options.addWidget(self.data_source)
-        options.addWidget(QLabel("Steps", self))
-        options.addWidget(self.steps)
-        options.addWidget(self.split_train)
-        options.addWidget(self.split_test)
-        options.addWidget(QLabel("Arch", self))
-        options.addWidget(self.arch, 1)
-        form.addRow("Data", options)
-        curves = QHBoxLayout()
+        options = FlowLayout()
+        steps = QHBoxLayout()
+        steps.addWidget(QLabel("Steps", self))
+        steps.addWidget(self.steps)
+        arch = QHBoxLayout()
+        arch.addWidget(QLabel("Arch", self))
+        arch.addWidget(self.arch, 1)
+        self.arch.setMinimumWidth(140)
+        for widget in (self.data_source, _row_widget(steps, self), self.split_train, self.split_test, _row_widget(arch, self)):
+            options.addWidget(widget)
+        curves = FlowLayout()
         for box in self.curve_checks.values():
             curves.addWidget(box)
-        curves.addSpacing(12)
         curves.addWidget(self.reset_bn)
-        curves.addStretch(1)
-        form.addRow("Curves", curves)
+        # data and curve options fold into one summary line, so a laptop screen keeps room for the plots
+        self.options_toggle = QToolButton(self)
+        self.options_toggle.setObjectName("barrier_options_toggle")
+        self.options_toggle.setCheckable(True)
+        self.options_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.options_toggle.setAutoRaise(True)
+        self.options_summary = QLabel(self)
+        self.options_summary.setObjectName("barrier_options_summary")
+        self.options_summary.setWordWrap(True)
+        self.options_summary.setStyleSheet("color:#5a6470;")
+        summary_row = QHBoxLayout()
+        summary_row.addWidget(self.options_toggle)
+        summary_row.addWidget(self.options_summary, 1)
+        self.options_box = QWidget(self)
+        options_form = QFormLayout(self.options_box)
+        options_form.setContentsMargins(0, 0, 0, 0)
+        options_form.addRow("Data", _flow_widget(options, self.options_box))
+        options_form.addRow("Curves", _flow_widget(curves, self.options_box))
+        form.addRow("Options", summary_row)
+        form.addRow(self.options_box)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.evaluate_button)
@@ -243,6 +300,7 @@ class BarrierPanel(QWidget):
         figure = self.barrier_page.figure
         self.loss_plotter = BarrierPlotter(figure.add_subplot(1, 2, 1), metric="loss", splits=("test", "train"))
         self.accuracy_plotter = BarrierPlotter(figure.add_subplot(1, 2, 2), metric="accuracy", splits=("test", "train"))
+        self.scores_page.canvas.setMinimumSize(MIN_AXES_SIZE[0], 2 * MIN_AXES_SIZE[1])
         self.pages = QTabWidget(self)
         self.pages.setDocumentMode(True)
         self.pages.addTab(self.barrier_page, "Barrier")
@@ -259,6 +317,11 @@ class BarrierPanel(QWidget):
         self.barrier_page.save_button.clicked.connect(self._on_save_barrier_clicked)
         self.scores_page.save_button.clicked.connect(self._on_save_scores_clicked)
         self.data_source.activated.connect(self._on_data_source_activated)
+        self.options_toggle.toggled.connect(lambda shown: self.set_options_folded(not shown))
+        for box in (*self.curve_checks.values(), self.reset_bn, self.split_train, self.split_test):
+            box.toggled.connect(self._refresh_options_summary)
+        self.steps.valueChanged.connect(self._refresh_options_summary)
+        self.data_source.currentIndexChanged.connect(self._refresh_options_summary)
         for combo in (self.model_a, self.model_b):
             combo.currentIndexChanged.connect(self._refresh_buttons)
 
@@ -354,18 +417,39 @@ class BarrierPanel(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
         self._refresh_models()
+        if self._options_folded is None:  # first show: fold on laptop screens
+            self.set_options_folded(self.window().height() < FOLD_OPTIONS_BELOW)
         super().showEvent(event)
 
-    def _redraw(self, canvas: FigureCanvasQTAgg) -> None:
-        """Ask for a redraw soon; many points arriving together cost one draw."""
-        self._dirty.add(canvas)
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+    def set_options_folded(self, folded: bool) -> None:
+        """Show the data and curve options, or only a line that sums them up."""
+        self._options_folded = folded
+        self.options_box.setVisible(not folded)
+        self.options_toggle.blockSignals(True)
+        self.options_toggle.setChecked(not folded)
+        self.options_toggle.blockSignals(False)
+        self.options_toggle.setArrowType(Qt.ArrowType.RightArrow if folded else Qt.ArrowType.DownArrow)
+        self._refresh_options_summary()
 
-    def _on_redraw_timer_timeout(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for canvas in dirty:
-            canvas.draw()
+    def _refresh_options_summary(self) -> None:
+        curves = [box.text() for box in self.curve_checks.values() if box.isChecked()]
+        text = f"{self.data_source.currentText()} · {self.steps.value()} steps · {' + '.join(self.splits())}"
+        text += f" · curves: {', '.join(curves) or 'none'}"
+        self.options_toggle.setText("Show" if self._options_folded else "Hide")
+        self.options_toggle.setToolTip("Show or hide the data and curve options")
+        self.options_summary.setText(text if self._options_folded else "")
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
+        """Narrow: loss above accuracy, so each plot keeps a readable width."""
+        super().resizeEvent(event)
+        rows = 2 if self.barrier_page.width() < STACK_WIDTH else 1
+        if rows != self._rows:
+            self._rows = rows
+            self.barrier_page.canvas.setMinimumSize(MIN_AXES_SIZE[0], rows * MIN_AXES_SIZE[1])
+            if self.report is not None:
+                self._draw_report(self.report)
+            else:
+                self._reset_live_axes(replay=True)
 
     # --- requests -----------------------------------------------------------------------
     def data_spec(self) -> DataSpec:
@@ -422,16 +506,28 @@ class BarrierPanel(QWidget):
         self.pages.setCurrentWidget(self.barrier_page)
         self._emit(self.build_request())
 
-    def _reset_live_axes(self) -> None:
-        """Fresh loss and accuracy axes for live points (a finished report may have replaced them)."""
-        figure = self.barrier_page.figure
-        figure.clear()
-        self.loss_plotter.ax = figure.add_subplot(1, 2, 1)
-        self.accuracy_plotter.ax = figure.add_subplot(1, 2, 2)
-        splits = self.splits()
-        for plotter in (self.loss_plotter, self.accuracy_plotter):
-            plotter.splits = tuple(s for s in ("test", "train") if s in splits)
-            plotter.clear()
+    def _reset_live_axes(self, *, replay: bool = False) -> None:
+        """Fresh loss and accuracy axes for live points (a finished report may have replaced them).
+
+        ``replay`` draws the points already received again (after a change of layout).
+        """
+        if not replay:
+            self._live_points = []
+        points = list(self._live_points)
+        rows, splits = self._rows, tuple(s for s in ("test", "train") if s in self.splits())
+
+        def reset(figure: Figure) -> None:
+            figure.clear()
+            self.loss_plotter.ax = figure.add_subplot(rows, 3 - rows, 1)
+            self.accuracy_plotter.ax = figure.add_subplot(rows, 3 - rows, 2)
+            for plotter in (self.loss_plotter, self.accuracy_plotter):
+                plotter.splits = splits
+                plotter.clear()
+            for point in points:
+                self.loss_plotter.add_point(point)
+                self.accuracy_plotter.add_point(point)
+
+        self.barrier_page.canvas.edit(reset)
 
     def _on_evaluate_button_clicked(self) -> None:
         self._refresh_models()
@@ -543,6 +639,7 @@ class BarrierPanel(QWidget):
         for widget in (self.model_a, self.model_b, self.merged, self.data_source, self.steps, self.arch):
             widget.setEnabled(not running)
         if running:
+            self.eta.start()
             self.progress.setRange(0, 0)
             self.run_button.setEnabled(False)
             self.evaluate_button.setEnabled(False)
@@ -550,32 +647,31 @@ class BarrierPanel(QWidget):
             self._refresh_buttons()
 
     def set_progress(self, progress: Progress) -> None:
+        eta = self.eta.update(progress)
         if progress.total:
             self.progress.setRange(0, progress.total)
             self.progress.setValue(progress.done)
-            self.progress.setFormat(f"{progress.done}/{progress.total} {progress.unit}")
+            self.progress.setFormat(f"{progress.done}/{progress.total} {progress.unit}" + (f" · {eta}" if eta else ""))
         self.status.setText(progress.message or progress.current or progress.stage)
 
     def add_point(self, point: BarrierPoint) -> None:
         """Extend the live curves with one evaluated point."""
         if not self.barrier_page.plot_visible:
             self.barrier_page.show_plot(True)
-        self.loss_plotter.add_point(point)
-        self.accuracy_plotter.add_point(point)
-        self._redraw(self.barrier_page.canvas)
+        self._live_points.append(point)
+
+        def add(_figure: Figure) -> None:
+            self.loss_plotter.add_point(point)
+            self.accuracy_plotter.add_point(point)
+
+        self.barrier_page.canvas.edit(add)
 
     def set_result(self, report: BarrierReport) -> None:
         """Show the finished curves with their barriers, and their numbers in the table."""
         self.report = report
-        splits = tuple(s for s in ("test", "train") if s in report.splits) or report.splits
-        draw_barrier_report(self.barrier_page.figure, report.curves, splits=splits, compact=True)
-        axes = self.barrier_page.figure.axes
-        self.loss_plotter.ax = axes[0]
-        if len(axes) > 1:
-            self.accuracy_plotter.ax = axes[1]
+        self._draw_report(report)
         self.barrier_page.show_plot(True)
         self.barrier_page.save_button.setEnabled(True)
-        self._redraw(self.barrier_page.canvas)
         table = self.barrier_page.table
         rows = report.summary_rows()
         table.setRowCount(len(rows))
@@ -591,17 +687,33 @@ class BarrierPanel(QWidget):
                             + (f" Lowest loss barrier: {best['curve']} ({best['loss_barrier']:.3g})." if best else ""))
         self.sig_finished.emit(report)
 
+    def _draw_report(self, report: BarrierReport) -> None:
+        splits = tuple(s for s in ("test", "train") if s in report.splits) or report.splits
+        rows = self._rows
+
+        def draw(figure: Figure) -> None:
+            axes = draw_barrier_report(figure, report.curves, splits=splits, compact=True, rows=rows)
+            self.loss_plotter.ax = axes[0]
+            if len(axes) > 1:
+                self.accuracy_plotter.ax = axes[1]
+
+        self.barrier_page.canvas.edit(draw)
+
     def set_scores(self, scores: ModelScores) -> None:
         """Show per-model loss and accuracy (bar chart and table)."""
         self.scores = scores
         merged_name = self.merged.currentText() if self.merged.currentData() is not None else None
-        draw_model_scores(self.scores_page.figure, scores.names, scores.results,
-                          highlight=merged_name if merged_name in scores.names else None)
-        if self.width() < NARROW_PLOT_WIDTH:
-            _compact_bars(self.scores_page.figure)
+        narrow = self.width() < NARROW_PLOT_WIDTH
+
+        def draw(figure: Figure) -> None:
+            draw_model_scores(figure, scores.names, scores.results,
+                              highlight=merged_name if merged_name in scores.names else None)
+            if narrow:
+                _compact_bars(figure)
+
+        self.scores_page.canvas.edit(draw)
         self.scores_page.show_plot(True)
         self.scores_page.save_button.setEnabled(True)
-        self._redraw(self.scores_page.canvas)
         table = self.scores_page.table
         rows = [(name, split, scores.results[split][i]) for i, name in enumerate(scores.names) for split in scores.results]
         table.setRowCount(len(rows))

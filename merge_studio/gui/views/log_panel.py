@@ -19,6 +19,8 @@ class LogPanel(QWidget):
 
     sig_link_activated = Signal(str)
     """A local path whose link was clicked (after the file manager was asked to open it)."""
+    sig_logged = Signal(str, str)
+    """(level, text) of each new line (the folded log shows the latest)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -39,6 +41,7 @@ class LogPanel(QWidget):
         top.addWidget(title)
         top.addStretch(1)
         top.addWidget(clear)
+        self._header = top
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
@@ -61,6 +64,11 @@ class LogPanel(QWidget):
         self.view.append(f'<span style="color:#95a5a6">{stamp}</span>&nbsp; {body}{link}')
         bar = self.view.verticalScrollBar()
         bar.setValue(bar.maximum())
+        self.sig_logged.emit(level, text)
+
+    def add_header_widget(self, widget: QWidget, stretch: int = 0) -> None:
+        """Put a widget in the header line: a stretching one after the title, others before Clear."""
+        self._header.insertWidget(1 if stretch else self._header.count() - 1, widget, stretch)
 
     def text(self) -> str:
         return "\n".join(t for _, t in self.lines)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
@@ -37,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from merge_studio.core.rebasin.report import blocked_layers, layer_fractions, layer_of
+from merge_studio.gui.plot_canvas import BackgroundCanvas
 from merge_studio.gui.views.empty_state import EmptyState
 from merge_studio.plots.permutations import (
     BLOCKED_COLOUR,
@@ -51,6 +51,7 @@ MatricesProvider = Callable[[str], Any]  # group name -> similarity matrix (n ×
 GROUP_ROLE = Qt.ItemDataRole.UserRole
 OVERLAY_NAME = "units permuted"
 NARROW_WIDTH = 760  # below this the pictures go under the group list
+MIN_CANVAS_SIZE = (240, 220)  # smaller, the axes' labels no longer fit (the tab scrolls instead)
 STACK_RATIO = 0.55  # a group canvas taller than this times its width stacks its pictures in two rows
 
 
@@ -104,9 +105,12 @@ def _fit_text(fig: Figure, axes_width_px: float) -> None:
         ax.tick_params(labelsize=7)
 
 
-class _Canvas(FigureCanvasQTAgg):
+class _Canvas(BackgroundCanvas):
+    """Draws off the GUI thread; never smaller than a readable picture (the tab scrolls instead)."""
+
     def __init__(self, figsize: tuple[float, float]) -> None:
         super().__init__(Figure(figsize=figsize, layout="constrained"))
+        self.setMinimumSize(*MIN_CANVAS_SIZE)
 
 
 class PermutationView(QWidget):
@@ -145,6 +149,7 @@ class PermutationView(QWidget):
         left_layout.addWidget(self.members, 1)
 
         self.group_canvas = _Canvas((9, 3.2))
+        self.group_canvas.setMinimumHeight(300)  # narrow tabs stack the pictures (see _group_layout)
         self.group_canvas.mpl_connect("resize_event", self._on_group_canvas_resized)
         self._fitted: tuple[bool, int, int | None] | None = None  # the layout the group pictures were drawn for
         self.convergence_canvas = _Canvas((6, 3.5))
@@ -299,6 +304,11 @@ class PermutationView(QWidget):
         return self._matrices[name]
 
     def _draw_group(self, group: Mapping[str, Any] | None) -> None:
+        with self.group_canvas.hold():
+            self._draw_group_figure(group)
+        self.group_canvas.draw_idle()
+
+    def _draw_group_figure(self, group: Mapping[str, Any] | None) -> None:
         fig = self.group_canvas.figure
         fig.clear()
         if group is None:
@@ -321,7 +331,6 @@ class PermutationView(QWidget):
             fig.suptitle(f"{group['name']}: {group['moved_fraction']:.0%} of {group['size']} units moved", fontsize=10)
             _fit_text(fig, self.group_canvas.width() / columns)
             self._fitted = layout
-        self.group_canvas.draw_idle()
 
     def _group_layout(self, with_similarity: bool) -> tuple[bool, int, int | None]:
         """(stacked, columns, title characters per line) for the canvas's current size.
@@ -335,17 +344,17 @@ class PermutationView(QWidget):
         return stacked, columns, _fit_chars(width / columns)
 
     def _draw_convergence(self, report: Mapping[str, Any]) -> None:
-        fig = self.convergence_canvas.figure
-        fig.clear()
-        plot_objective(fig.add_subplot(), report.get("objective_per_sweep", []), initial=report.get("initial_objective"))
+        with self.convergence_canvas.hold() as fig:
+            fig.clear()
+            plot_objective(fig.add_subplot(), report.get("objective_per_sweep", []), initial=report.get("initial_objective"))
         self.convergence_canvas.draw_idle()
 
     def _draw_overview(self, report: Mapping[str, Any]) -> None:
-        fig = self.overview_canvas.figure
-        fig.clear()
-        n = len(report.get("groups", [])) + len(blocked_layers(report))
-        fig.set_figheight(max(3.0, min(12.0, 0.25 * n + 1)))
-        plot_moved_fraction(fig.add_subplot(), report)
+        with self.overview_canvas.hold() as fig:
+            fig.clear()
+            n = len(report.get("groups", [])) + len(blocked_layers(report))
+            fig.set_figheight(max(3.0, min(12.0, 0.25 * n + 1)))
+            plot_moved_fraction(fig.add_subplot(), report)
         self.overview_canvas.draw_idle()
 
     # -- slots ----------------------------------------------------------------------------

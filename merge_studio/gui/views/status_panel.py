@@ -20,6 +20,28 @@ def format_eta(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+class EtaClock:
+    """Time left for a job from its progress so far ("about 40 s left"), like the merge's status line.
+
+    The estimate is shown once 2 % is done and a second has passed: earlier ones
+    swing too much to be useful.
+    """
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+
+    def update(self, progress: Progress) -> str:
+        """``"about 12 s left"`` or ``""`` while no estimate is worth showing."""
+        fraction = progress.fraction
+        elapsed = time.monotonic() - self._started
+        if fraction is None or not 0.02 < fraction < 1 or elapsed <= 1:
+            return ""
+        return f"about {format_eta(elapsed * (1 - fraction) / fraction)} left"
+
+
 class JobStatus(QWidget):
     """Shows one job's progress; Cancel emits ``sig_cancel_requested``."""
 
@@ -45,13 +67,13 @@ class JobStatus(QWidget):
         layout.addWidget(self.label, 1)
         layout.addWidget(self.bar)
         layout.addWidget(self.cancel_button)
-        self._started = 0.0
+        self._clock = EtaClock()
         self._title = ""
         self.finish("Ready")
 
     def start(self, title: str) -> None:
         self._title = title
-        self._started = time.monotonic()
+        self._clock.start()
         self.label.setText(f"{title}…")
         self.bar.setRange(0, 0)  # busy until the first progress
         self.bar.show()
@@ -70,11 +92,8 @@ class JobStatus(QWidget):
         else:
             self.bar.setRange(0, 1000)
             self.bar.setValue(int(fraction * 1000))
-            elapsed = time.monotonic() - self._started
-            if 0.02 < fraction < 1 and elapsed > 1:
-                text += f" · {fraction:.0%}, about {format_eta(elapsed * (1 - fraction) / fraction)} left"
-            else:
-                text += f" · {fraction:.0%}"
+            eta = self._clock.update(progress)
+            text += f" · {fraction:.0%}" + (f", {eta}" if eta else "")
         self.label.setText(text)
         self.label.setToolTip(text)
 

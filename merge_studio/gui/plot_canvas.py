@@ -1,0 +1,310 @@
+"""A matplotlib canvas that draws on a helper thread, so plots never stall the window.
+
+A full redraw of a small figure with constrained layout takes 150-250 ms on a
+busy two-core machine; done on the GUI thread during a barrier sweep, the window
+froze that long at every point. :class:`BackgroundCanvas` keeps matplotlib's Qt
+canvas (toolbar, zoom, pan, save) but renders the figure on a short-lived Python
+thread, at most :data:`MIN_INTERVAL_S` apart, and paints the last finished frame.
+
+Two ways to change the figure safely while a render may be running:
+
+* ``canvas.edit(fn)`` queues ``fn(figure)``; the render thread applies queued
+  edits in order before it draws. Nothing waits: use it for live updates.
+* ``with canvas.hold(): ...`` waits for a render in flight, applies queued edits,
+  and lets the GUI thread change the figure directly (rare, user-driven changes).
+
+:func:`wait_for_plots` blocks until every canvas has drawn what it was asked to
+(screenshots and tests).
+
+A figure too small for its decorations makes constrained layout give up ("axes
+sizes collapsed to zero"). The canvas notices (:func:`_collapse_watch`), asks
+for more height (its tab then scrolls, see ``ScrollingTabs``) and draws again,
+instead of showing squashed axes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import shiboken6
+from matplotlib.backend_bases import ResizeEvent
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from PySide6.QtCore import QObject, QRect, Qt, QTimer, Signal
+from PySide6.QtGui import QImage, QPainter
+from PySide6.QtWidgets import QApplication, QWidget
+
+MIN_INTERVAL_S = 0.1  # at most ~10 redraws a second per canvas
+GROW_ON_COLLAPSE = 1.3  # the minimum height grows by this factor when the axes collapse
+MAX_MIN_HEIGHT = 1400
+Edit = Callable[[Figure], object]
+_canvases: weakref.WeakSet[BackgroundCanvas] = weakref.WeakSet()
+
+
+_watch = threading.local()
+
+
+class _CollapseWatch:
+    """Stands in for ``matplotlib._api`` inside constrained layout: a collapse reported while a
+    canvas of ours draws on this thread is noted for that canvas instead of warned about."""
+
+    def __init__(self, real: object) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    def warn_external(self, message: str, category: type[Warning] | None = None) -> None:
+        seen = getattr(_watch, "collapses", None)
+        if seen is not None and "collapsed" in str(message):
+            seen.append(str(message))
+            return
+        self._real.warn_external(message, category)
+
+
+def _install_collapse_watch() -> None:
+    try:
+        import matplotlib._constrained_layout as layout_module
+    except ImportError:  # pragma: no cover - a matplotlib without it: warnings stay as they are
+        return
+    if not isinstance(getattr(layout_module, "_api", None), _CollapseWatch) and hasattr(layout_module, "_api"):
+        layout_module._api = _CollapseWatch(layout_module._api)
+
+
+_install_collapse_watch()
+
+
+@contextmanager
+def _collapse_watch() -> Iterator[list[str]]:
+    """Collect constrained layout's "axes collapsed" reports made on this thread."""
+    _watch.collapses = seen = []
+    try:
+        yield seen
+    finally:
+        _watch.collapses = None
+
+
+class _FrameBridge(QObject):
+    """Carries finished frames from the render thread to the GUI thread (a queued signal)."""
+
+    sig_frame = Signal(object, int, bool)
+
+
+class BackgroundCanvas(FigureCanvasQTAgg):
+    """``FigureCanvasQTAgg`` whose renders run off the GUI thread, throttled to ~10 Hz."""
+
+    def __init__(self, figure: Figure | None = None, parent: QWidget | None = None) -> None:
+        self._lock = threading.RLock()
+        self._edits: list[Edit] = []
+        self._edits_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._rendering = False  # a render thread runs, or its frame is not delivered yet
+        self._generation = 0  # bumped by every request; a frame says which request it answers
+        self._drawn_generation = 0
+        self._last_start = 0.0
+        self._frame: QImage | None = None
+        self.render_count = 0
+        self.last_render_s = 0.0
+        self.collapse_count = 0  # draws whose axes did not fit (each one grew the canvas)
+        self.last_draw_collapsed = False
+        self.render_threads: set[str] = set()  # names of the threads that drew (tests)
+        super().__init__(figure if figure is not None else Figure())
+        if parent is not None:
+            self.setParent(parent)
+        self._bridge = _FrameBridge(self)
+        self._bridge.sig_frame.connect(self._on_frame, Qt.ConnectionType.QueuedConnection)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._start_render)
+        _canvases.add(self)
+
+    # --- changing the figure ---------------------------------------------------------
+    def edit(self, fn: Edit) -> None:
+        """Queue ``fn(figure)`` to run on the render thread before its next draw, and ask for one."""
+        with self._edits_lock:
+            self._edits.append(fn)
+        self.draw_idle()
+
+    @contextmanager
+    def hold(self) -> Iterator[Figure]:
+        """Change the figure on this thread: waits for a render in flight, applies queued edits first."""
+        with self._lock:
+            self._apply_edits()
+            yield self.figure
+
+    def _apply_edits(self) -> None:
+        with self._edits_lock:
+            edits, self._edits = self._edits, []
+        for fn in edits:
+            try:
+                fn(self.figure)
+            except Exception:  # noqa: BLE001 - a broken edit must not stop later ones or the drawing
+                traceback.print_exc()
+
+    # --- drawing -----------------------------------------------------------------------
+    def draw_idle(self) -> None:  # matplotlib API: called by the toolbar, resizes and our views
+        self._generation += 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Start a render soon, no sooner than MIN_INTERVAL_S after the last one started."""
+        if self._timer.isActive() or self._rendering:
+            return  # a render in flight schedules the next one when its frame arrives
+        wait = MIN_INTERVAL_S - (time.monotonic() - self._last_start)
+        self._timer.start(max(0, int(wait * 1000)))
+
+    def draw(self) -> None:
+        """Draw now, on this thread (exports, tests); later background draws continue as usual."""
+        if self._is_drawing:
+            return
+        with self._lock:
+            self._apply_edits()
+            self._is_drawing = True
+            try:
+                with _collapse_watch() as collapses:
+                    FigureCanvasAgg.draw(self)
+                image = self._snapshot()
+            finally:
+                self._is_drawing = False
+        self._frame = image
+        self._drawn_generation = max(self._drawn_generation, self._generation)
+        self.last_draw_collapsed = bool(collapses)
+        self.render_threads.add(threading.current_thread().name)
+        self.update()
+        if collapses:
+            self._grow()
+
+    def _start_render(self) -> None:
+        if self._rendering or self.width() <= 0 or self.height() <= 0:
+            return
+        self._rendering = True
+        self._last_start = time.monotonic()
+        generation = self._generation
+        self._thread = threading.Thread(target=self._render, args=(generation,), name="plot-render", daemon=True)
+        self._thread.start()
+
+    def _render(self, generation: int) -> None:
+        """On the render thread: queued edits, the Agg draw, a copy of the pixels."""
+        image = None
+        collapses: list[str] = []
+        started = time.perf_counter()
+        try:
+            with self._lock:
+                self._apply_edits()
+                self._is_drawing = True
+                try:
+                    with _collapse_watch() as collapses:
+                        FigureCanvasAgg.draw(self)
+                    image = self._snapshot()
+                finally:
+                    self._is_drawing = False
+        except Exception:  # noqa: BLE001 - report and keep the window alive, like matplotlib's own idle draw
+            traceback.print_exc()
+        self.last_render_s = time.perf_counter() - started
+        self.render_threads.add(threading.current_thread().name)
+        try:
+            self._bridge.sig_frame.emit(image, generation, bool(collapses))
+        except RuntimeError:  # the canvas was deleted while drawing
+            pass
+
+    def _snapshot(self) -> QImage:
+        buffer = self.buffer_rgba()
+        height, width = buffer.shape[0], buffer.shape[1]
+        image = QImage(bytes(buffer), width, height, QImage.Format.Format_RGBA8888).copy()
+        image.setDevicePixelRatio(self.device_pixel_ratio)
+        return image
+
+    def _on_frame(self, image: QImage | None, generation: int, collapsed: bool) -> None:
+        self._rendering = False
+        self.render_count += 1
+        self._drawn_generation = max(self._drawn_generation, generation)  # a failed draw is not retried
+        if image is not None:
+            self._frame = image
+            self.last_draw_collapsed = collapsed
+        self.update()
+        if collapsed:
+            self._grow()
+        if self._generation > self._drawn_generation:
+            self._schedule()  # asked again while drawing
+
+    def _grow(self) -> None:
+        """The axes did not fit: ask the layout for more height and draw again at the new size."""
+        self.collapse_count += 1
+        height = min(MAX_MIN_HEIGHT, int(max(self.minimumHeight(), self.height(), 100) * GROW_ON_COLLAPSE))
+        if height > self.minimumHeight():
+            self.setMinimumHeight(height)
+            self.draw_idle()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing drawing: the frame on screen shows every change asked for."""
+        return not self._rendering and not self._timer.isActive() and not self._edits and self._drawn_generation >= self._generation
+
+    # --- Qt events -----------------------------------------------------------------------
+    def paintEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override: paint the last finished frame
+        painter = QPainter(self)
+        try:
+            rect: QRect = event.rect()
+            painter.eraseRect(rect)
+            if self._frame is not None:
+                painter.drawImage(0, 0, self._frame)
+            self._draw_rect_callback(painter)
+        finally:
+            painter.end()
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override: resize under the figure's lock
+        if self._in_resize_event or self.figure is None:
+            return
+        self._in_resize_event = True
+        try:
+            ratio = self.device_pixel_ratio
+            with self.hold():
+                self.figure.set_size_inches(event.size().width() * ratio / self.figure.dpi,
+                                            event.size().height() * ratio / self.figure.dpi, forward=False)
+                QWidget.resizeEvent(self, event)
+                ResizeEvent("resize_event", self)._process()
+            self.draw_idle()
+        finally:
+            self._in_resize_event = False
+
+    def print_figure(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - save while no render runs
+        with self.hold():
+            super().print_figure(*args, **kwargs)
+
+    def flush(self) -> None:
+        """Apply queued edits now, on this thread (tests read the figure after it)."""
+        with self.hold():
+            pass
+
+    def wait(self, timeout_s: float = 10.0) -> bool:
+        """Let the event loop run until this canvas is idle (tests, screenshots)."""
+        return wait_for_plots(timeout_s, [self])
+
+
+def wait_for_plots(timeout_s: float = 10.0, canvases: list[BackgroundCanvas] | None = None) -> bool:
+    """Process events until every (visible) background canvas has drawn all it was asked to."""
+    from PySide6.QtCore import QEventLoop
+
+    deadline = time.monotonic() + timeout_s
+    chosen = list(_canvases) if canvases is None else canvases
+    while time.monotonic() < deadline:
+        chosen = [c for c in chosen if shiboken6.isValid(c)]  # widgets deleted since are forgotten
+        pending = [c for c in chosen if not c.idle and c.isVisible()]
+        if not pending:
+            return True
+        for canvas in pending:
+            if not canvas._rendering:  # noqa: SLF001
+                canvas._timer.stop()  # noqa: SLF001 - do not wait out the throttle
+                canvas._start_render()  # noqa: SLF001
+        QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
+        time.sleep(0.005)
+    return False
+
+
+__all__ = ["BackgroundCanvas", "MIN_INTERVAL_S", "wait_for_plots"]

@@ -1,0 +1,58 @@
+"""Plots draw off the GUI thread, at most ~10 times a second, and grow rather than collapse."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from matplotlib.figure import Figure
+
+from merge_studio.gui.plot_canvas import BackgroundCanvas, wait_for_plots
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture()
+def canvas(qtbot):
+    widget = BackgroundCanvas(Figure(layout="constrained"))
+    qtbot.addWidget(widget)
+    widget.resize(420, 300)
+    widget.show()
+    return widget
+
+
+def test_a_plot_is_drawn_on_a_helper_thread_and_then_shown(canvas):
+    canvas.edit(lambda fig: fig.add_subplot().plot([0, 1, 2], [1, 3, 2]))
+    assert wait_for_plots(10, [canvas])
+    assert canvas.figure.axes[0].lines
+    assert canvas.render_threads and threading.main_thread().name not in canvas.render_threads
+    image = canvas.grab().toImage()
+    colours = {image.pixel(x, y) for x in range(0, 420, 7) for y in range(0, 300, 7)}
+    assert len(colours) > 3, "the finished frame is painted, not a blank widget"
+
+
+def test_many_quick_changes_cost_few_draws(canvas):
+    canvas.edit(lambda fig: fig.add_subplot())
+    for i in range(40):
+        canvas.edit(lambda fig, i=i: fig.axes[0].plot([0, 1], [i, i + 1]))
+    assert wait_for_plots(10, [canvas])
+    assert len(canvas.figure.axes[0].lines) == 40
+    assert canvas.render_count <= 4
+
+
+def test_a_figure_too_small_for_its_axes_asks_for_more_room_instead_of_collapsing(canvas):
+    canvas.setMinimumSize(100, 60)
+    canvas.resize(300, 60)
+
+    def crowded(fig: Figure) -> None:
+        for i, ax in enumerate(fig.subplots(3, 1)):
+            ax.set_title(f"title {i}")
+            ax.set_xlabel("a label")
+
+    canvas.edit(crowded)
+    assert wait_for_plots(10, [canvas])
+    assert canvas.collapse_count >= 1
+    assert canvas.minimumHeight() > 60
+    canvas.resize(300, canvas.minimumHeight() * 3)
+    canvas.draw()
+    assert not canvas.last_draw_collapsed

@@ -1,0 +1,141 @@
+"""Readable at laptop sizes: panels give way to the tabs, titles stay whole, plots never collapse."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QTabWidget
+from safetensors.torch import save_file
+
+from merge_studio.gui import app as gui_app
+from merge_studio.gui.main_window import MainWindow
+from merge_studio.gui.settings import AppSettings
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def small_window(qtbot):
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1024, 768)
+    win.show()
+    qtbot.waitExposed(win)
+    win.fit_panels()
+    yield win
+    win.close()
+
+
+def test_the_window_shrinks_below_1008_pixels(small_window):
+    assert small_window.minimumSizeHint().width() < 1008
+    small_window.resize(900, 640)
+    assert small_window.width() == 900
+
+
+def test_at_1024x768_every_tab_title_is_whole(small_window):
+    bar = small_window.tabs.tabBar()
+    assert bar.elideMode().name == "ElideNone"
+    assert bar.sizeHint().width() <= small_window.tabs.width()
+
+
+def test_side_panels_and_log_hide_from_the_view_menu_and_stay_hidden_next_time(qtbot, small_window):
+    layout = small_window.panel_layout
+    tabs_before = small_window.tabs.width()
+    layout.actions["models"].trigger()
+    layout.actions["log"].trigger()
+    assert not layout.panel_shown("models") and not layout.panel_shown("log")
+    assert not layout.actions["models"].isChecked()
+    assert small_window.tabs.width() > tabs_before
+    small_window.close()
+
+    again = MainWindow(AppSettings())
+    qtbot.addWidget(again)
+    again.resize(1024, 768)
+    again.show()
+    assert not again.panel_layout.panel_shown("models") and not again.panel_layout.panel_shown("log")
+    assert again.panel_layout.panel_shown("method")
+    again.panel_layout.actions["models"].trigger()
+    assert again.panel_layout.panel_shown("models") and again.h_split.sizes()[0] > 100
+    again.close()
+
+
+def test_the_folded_log_shows_its_latest_line(small_window):
+    layout = small_window.panel_layout
+    layout.set_log_folded(True)
+    small_window.log_panel.log("Merged 8 tensors", "ok")
+    assert layout.log_folded
+    assert layout.log_preview.text() == "Merged 8 tensors"
+    assert small_window.v_split.sizes()[1] <= 40
+    layout.set_log_folded(False)
+    assert small_window.log_panel.view.isVisible() and small_window.v_split.sizes()[1] > 60
+
+
+@pytest.fixture
+def arch_models(tmp_path):
+    from merge_studio.core.arch import arch_metadata, build_module
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        state = build_module("zoo:mlp?hidden=16").state_dict()
+        path = tmp_path / f"mlp_seed{seed}.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=arch_metadata("zoo:mlp?hidden=16"))
+        paths.append(path)
+    return paths
+
+
+def _permutation_report() -> dict:
+    members = [{"tensor": "hidden.0.weight", "axis": 0, "offset": 0, "n": 16, "block": 1}]
+    return {"groups": [{"name": "hidden.0", "size": 16, "perm": list(reversed(range(16))), "moved_fraction": 1.0,
+                        "members": members}],
+            "objective_per_sweep": [1.0, 2.0, 2.5], "unpermuted": [], "max_output_difference": 1e-7}
+
+
+def test_every_tab_at_1024x768_draws_its_plots_without_collapsing(qtbot, small_window):
+    from merge_studio.gui.plot_canvas import BackgroundCanvas, wait_for_plots
+    from tests.gui.test_barrier_panel import _report
+
+    views = small_window.extra_views
+    views["Barrier"].set_result(_report())
+    views["Permutations"].set_report(_permutation_report())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for index in range(small_window.tabs.count()):
+            small_window.tabs.setCurrentIndex(index)
+            page = small_window.tabs.widget(index)
+            for sub_tabs in page.findChildren(QTabWidget):  # pages inside a tab (Barrier | Evaluate models, …)
+                for sub in range(sub_tabs.count()):
+                    sub_tabs.setCurrentIndex(sub)
+                    assert wait_for_plots(20)
+            assert wait_for_plots(20)
+            shown = [c for c in page.findChildren(BackgroundCanvas) if c.isVisible()]
+            assert not [c for c in shown if c.last_draw_collapsed], small_window.tabs.tabText(index)
+    assert not [w for w in caught if "collapsed" in str(w.message)]
+
+
+def test_a_narrow_barrier_tab_stacks_loss_above_accuracy(qtbot, small_window):
+    from tests.gui.test_barrier_panel import _report
+
+    panel = small_window.extra_views["Barrier"]
+    small_window.show_tab("Barrier")
+    panel.set_result(_report())
+    panel.barrier_page.canvas.flush()
+    loss, accuracy = panel.barrier_page.figure.axes[:2]
+    assert panel.barrier_page.width() < 640
+    assert loss.get_position().y0 > accuracy.get_position().y0  # one above the other
+
+
+@pytest.mark.slow
+def test_a_1024x768_screenshot_after_a_barrier_sweep_has_no_collapsed_plots(qtbot, arch_models, tmp_path, capsys):
+    out = tmp_path / "barrier.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = gui_app.main([*map(str, arch_models), "--screenshot", str(out), "--size", "1024x768", "--tab", "Barrier",
+                             "--run", "barrier"])
+    assert code == 0, capsys.readouterr().err
+    assert not [w for w in caught if "collapsed" in str(w.message)]
+    assert "collapsed" not in capsys.readouterr().err
+    assert QImage(str(out)).width() == 1024
