@@ -8,10 +8,12 @@ lambda, t, rescale); per-layer filters and gradients use the same shapes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from merge_studio.core.hf.hub_cache import resolve_model_reference
 from merge_studio.core.hf.mergekit_tokenizer import tokenizer_from_mergekit, tokenizer_to_mergekit
 from merge_studio.core.recipe import ModelEntry, Recipe
 from merge_studio.errors import RecipeError
@@ -38,7 +40,7 @@ def is_mergekit_config(data: Mapping[str, Any]) -> bool:
     return "merge_method" in data and "method" not in data
 
 
-def _model_path(item: Any, where: str) -> str:
+def _model_path(item: Any, where: str, base_dir: str | Path | None = None) -> str:
     model = item.get("model") if isinstance(item, Mapping) else item
     if isinstance(model, Mapping):  # {model: {model: {path: ...}}} long form
         model = model.get("model", {}).get("path") if isinstance(model.get("model"), Mapping) else model.get("path")
@@ -46,11 +48,15 @@ def _model_path(item: Any, where: str) -> str:
         raise RecipeError(f"{where}: expected a model path")
     if "+" in model:
         raise RecipeError(f"{where}: LoRA suffixes ({model}) are not supported", hint="merge the LoRA into its base first")
-    return model
+    return resolve_model_reference(model, base_dir)  # a hub id: its folder in the local cache
 
 
-def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "config") -> Recipe:
-    """Translate a mergekit config into a :class:`Recipe` (errors name the field)."""
+def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "config", base_dir: str | Path | None = None) -> Recipe:
+    """Translate a mergekit config into a :class:`Recipe` (errors name the field).
+
+    ``base_dir`` is the config's folder: relative model paths are looked for there
+    before a name like ``org/name`` is taken for a Hugging Face hub id.
+    """
     method = data.get("merge_method")
     if method not in FROM_MERGEKIT:
         raise RecipeError(
@@ -72,9 +78,9 @@ def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "config") -> 
                 hint="use one slice covering all layers, or a models: list",
             )
     base = data.get("base_model")
-    base_path = _model_path({"model": base}, f"{source}: base_model") if base else None
+    base_path = _model_path({"model": base}, f"{source}: base_model", base_dir) if base else None
     for i, item in enumerate(sources):
-        path = _model_path(item, f"{source}: models.{i}")
+        path = _model_path(item, f"{source}: models.{i}", base_dir)
         if path in seen:
             continue
         seen.add(path)
@@ -109,7 +115,7 @@ def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "config") -> 
         # mergekit tolerates the base among models; our task methods take it separately.
         recipe_data["models"] = [m for m in recipe_data["models"] if m["path"] != base_path]
         recipe_data["on_mismatch"] = "copy_base"
-    tokenizer = tokenizer_from_mergekit(data, source)
+    tokenizer = tokenizer_from_mergekit(data, source, lambda ref: resolve_model_reference(ref, base_dir))
     if tokenizer is not None:
         recipe_data["tokenizer"] = tokenizer
     if ours == "weighted_average" and any("weight" not in m["params"] for m in recipe_data["models"]):

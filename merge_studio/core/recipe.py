@@ -237,7 +237,7 @@ def load_recipe(path: str | Path) -> Recipe:
     p = Path(path).expanduser()
     data, lines = read_yaml(p)
     if is_mergekit_config(data):
-        recipe = recipe_from_mergekit(data, source=p.name)
+        recipe = recipe_from_mergekit(data, source=p.name, base_dir=p.resolve().parent)
     else:
         recipe = Recipe.from_mapping(data, source=p.name, lines=lines)
     return recipe.resolved(p.resolve().parent)

@@ -118,3 +118,25 @@ def test_a_safetensors_target_from_folders_is_one_file(hf_folder, tmp_path):
     a, b = hf_folder("a", seed=1), hf_folder("b", seed=2)
     out = run_merge(_recipe(tmp_path / "merged.safetensors", a, b)).output
     assert out.is_file() and not (tmp_path / "config.json").exists()
+
+
+def test_a_llava_merge_keeps_the_input_names_and_loads_as_llava(tmp_path):
+    import transformers
+    from safetensors import safe_open as open_st
+
+    def llava(folder: Path, seed: int) -> Path:
+        torch.manual_seed(seed)
+        vision = transformers.CLIPVisionConfig(image_size=16, patch_size=4, num_hidden_layers=1, num_attention_heads=2,
+                                               hidden_size=16, intermediate_size=32)
+        text = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                                        num_hidden_layers=1)
+        config = transformers.LlavaConfig(vision_config=vision, text_config=text, image_seq_length=16)
+        transformers.LlavaForConditionalGeneration(config).save_pretrained(folder)
+        return folder
+
+    a, b = llava(tmp_path / "a", 1), llava(tmp_path / "b", 2)
+    out = run_merge(_recipe(tmp_path / "merged", a, b)).output
+    with open_st(a / "model.safetensors", "pt") as fa, open_st(out / "model.safetensors", "pt") as fo:
+        assert sorted(fo.keys()) == sorted(fa.keys())
+    model, info = transformers.LlavaForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
