@@ -271,6 +271,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.inspector.set_model(self.session.find(current) if current is not None else None)
         self._update_extra_views()
         self.wiring.refresh_models()
+        self.method_panel.refresh_tokenizer_choices()
         self._schedule_problems()
         title = f"{self.recipe_path.name} — Merge Studio" if self.recipe_path else "Merge Studio"
         self.setWindowTitle(title)

@@ -85,6 +85,16 @@ class OutputSettings:
     hash_sources: bool = True
     arch: str | None = None
     data: dict[str, Any] | None = None
+    tokenizer: dict[str, Any] | None = None  # the recipe's tokenizer section (Hugging Face folders)
+
+    @property
+    def tokenizer_source(self) -> str | None:
+        return (self.tokenizer or {}).get("source")
+
+    @tokenizer_source.setter
+    def tokenizer_source(self, value: str | None) -> None:
+        rest = {k: v for k, v in (self.tokenizer or {}).items() if k != "source"}
+        self.tokenizer = {**rest, "source": value} if value is not None else (rest or None)
 
 
 class Session:
@@ -232,6 +242,7 @@ class Session:
             "arch": self.output.arch or next((m.arch for m in ready if m.arch), None),
             "data": self.output.data,
             "hash_sources": self.output.hash_sources,
+            "tokenizer": self.output.tokenizer,
         }
         return Recipe.from_mapping(data, source="window")
 
@@ -260,6 +271,7 @@ class Session:
             hash_sources=recipe.hash_sources,
             arch=recipe.arch,
             data=recipe.data,
+            tokenizer=recipe.tokenizer.model_dump(mode="json", exclude_defaults=True) if recipe.tokenizer else None,
         )
         return list(self.models)
 
@@ -268,10 +280,12 @@ class Session:
         first = next((m for m in self.models if m.status == "ready"), None)
         folder = first.path.parent if first is not None else Path.cwd()
         stem = f"merged-{self.method}"
-        candidate = folder / f"{stem}.safetensors"
+        # Hugging Face folders in, a model folder out (config, tokenizer, card); else one file.
+        suffix = "" if first is not None and (first.path / "config.json").is_file() else ".safetensors"
+        candidate = folder / f"{stem}{suffix}"
         n = 2
         while candidate.exists() or any(m.path == candidate for m in self.models):
-            candidate = folder / f"{stem}-{n}.safetensors"
+            candidate = folder / f"{stem}-{n}{suffix}"
             n += 1
         return str(candidate)
 

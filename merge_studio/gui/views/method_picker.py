@@ -154,11 +154,21 @@ class MethodPicker(QWidget):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(10)
         self.shard_edit.textChanged.connect(self._on_output_widgets_changed)
+        self.tokenizer_combo = QComboBox(self)
+        self.tokenizer_combo.setObjectName("tokenizer_combo")
+        self.tokenizer_combo.setToolTip("Hugging Face folders: the merged folder's tokenizer and vocabulary rows "
+                                        "(the base model's, the union of every model's tokens, or one model's)")
+        self.tokenizer_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.tokenizer_combo.setMinimumContentsLength(10)
+        self.tokenizer_combo.currentIndexChanged.connect(self._on_tokenizer_combo_changed)
         of.addRow("File", row)
         of.addRow("Dtype", self.dtype_combo)
         of.addRow("Shard size", self.shard_edit)
         of.addRow("Device", self.device_combo)
         of.addRow("Mismatched", self.mismatch_combo)
+        of.addRow("Tokenizer", self.tokenizer_combo)
+        self._output_form = of
+        of.setRowVisible(self.tokenizer_combo, False)
 
         # --- problems and merge ---
         self.problems_label = QLabel(self)
@@ -292,6 +302,31 @@ class MethodPicker(QWidget):
     def _on_changed(self) -> None:
         self.sig_changed.emit()
 
+    def refresh_tokenizer_choices(self) -> None:
+        """Offer the tokenizer sources for the models in the list (shown for Hugging Face folders only)."""
+        from merge_studio.core.hf.choices import tokenizer_choices
+
+        models = [(m.name, str(m.path)) for m in self.session.ready_models]
+        choices = tokenizer_choices(models)
+        current = self.session.output.tokenizer_source
+        self._updating, was_updating = True, self._updating
+        try:
+            self.tokenizer_combo.clear()
+            for label, value in choices:
+                self.tokenizer_combo.addItem(label, value)
+            if current is not None and self.tokenizer_combo.findData(current) < 0:
+                self.tokenizer_combo.addItem(f"From {Path(current).name}", current)
+            _combo_select(self.tokenizer_combo, current)
+        finally:
+            self._updating = was_updating
+        self._output_form.setRowVisible(self.tokenizer_combo, bool(choices))
+
+    def _on_tokenizer_combo_changed(self) -> None:
+        if self._updating or self.tokenizer_combo.count() == 0:
+            return
+        self.session.output.tokenizer_source = self.tokenizer_combo.currentData()
+        self._on_changed()
+
     # --- whole state ------------------------------------------------------------------
     def add_device_choices(self) -> None:
         """Add the GPUs torch finds to the device list (after ``probe_devices=False``)."""
@@ -315,6 +350,7 @@ class MethodPicker(QWidget):
             _combo_select(self.mismatch_combo, out.on_mismatch)
         finally:
             self._updating = False
+        self.refresh_tokenizer_choices()
         self._show_method(self.session.spec)
 
     def set_output_path(self, path: str | Path) -> None:
