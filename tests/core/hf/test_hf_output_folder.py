@@ -140,3 +140,17 @@ def test_a_llava_merge_keeps_the_input_names_and_loads_as_llava(tmp_path):
         assert sorted(fo.keys()) == sorted(fa.keys())
     model, info = transformers.LlavaForConditionalGeneration.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+def test_a_plan_that_reshapes_the_model_overrides_the_config_before_it_is_written(tmp_path):
+    from merge_studio.core.hf.model_card import ModelCard
+
+    card = ModelCard("out", "Passthrough", "passthrough", None, "no tokenizer", "method: passthrough\n")
+    folder = OutputFolder(config={"model_type": "llama", "num_hidden_layers": 2, "rope_parameters": {"rope_theta": 1e4}},
+                          card=card, dtype="bfloat16", vocab_size=322)
+    folder.override_config({"num_hidden_layers": 3, "rope_parameters": {"rope_type": "default"}})
+    folder.write_into(tmp_path, [{"name": "a", "size": 10}])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["num_hidden_layers"] == 3 and config["rope_parameters"] == {"rope_theta": 1e4, "rope_type": "default"}
+    assert config["dtype"] == "bfloat16" and config["vocab_size"] == 322
+    assert "| a | 10 B | `not recorded` |" in (tmp_path / "README.md").read_text()
