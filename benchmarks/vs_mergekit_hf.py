@@ -4,7 +4,9 @@ The cases are the ones mergekit's own tests check (tests/test_tokenizer.py,
 tests/test_chat_template.py, the LLaVA merge of tests/test_basic_merges.py), on
 folders built the same way: tiny Llama models whose vocabularies differ by added
 tokens (``chatml``: two chat markers with embedding rows; ``padded``: four tokenizer
-entries past the end of its embedding), a model without a tokenizer, and a tiny LLaVA.
+entries past the end of its embedding), a model without a tokenizer, and a tiny LLaVA;
+then a TIES merge of three folders of each family ``tests/hf_models.py`` builds
+(Llama, Mistral, Qwen2, Gemma, Phi-3, GPT-2).
 Each config goes through ``mergekit-yaml`` and ``merge-studio merge``; the table says
 whether the tokenizers agree (vocabulary, added tokens, chat template), whether the
 config's vocabulary size agrees, the largest tensor difference, and whether
@@ -28,6 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 MODELS = "models:\n" + "".join(f"  - model: {{{k}}}\n    parameters: {{{{weight: 1.0}}}}\n" for k in ("base", "padded", "chatml"))
 CASES: dict[str, str] = {
@@ -62,6 +65,20 @@ CASES: dict[str, str] = {
     "LLaVA, linear": "merge_method: linear\ndtype: float32\n"
     "models:\n  - model: {llava}\n    parameters: {{weight: 0.6}}\n  - model: {llava2}\n    parameters: {{weight: 0.4}}\n",
 }
+
+
+FAMILY_CASE = (
+    "merge_method: ties\nbase_model: {{{f}0}}\ndtype: float32\nparameters: {{{{normalize: true}}}}\nmodels:\n"
+    "  - model: {{{f}1}}\n    parameters: {{{{weight: 1.0, density: 0.5}}}}\n"
+    "  - model: {{{f}2}}\n    parameters: {{{{weight: 0.5, density: 0.7}}}}\n"
+)
+
+
+def family_cases() -> dict[str, str]:
+    """A TIES merge of three folders of each family tests/hf_models.py builds."""
+    from tests.hf_models import FAMILIES
+
+    return {f"{f}: ties, base + 2": FAMILY_CASE.format(f=f) for f in FAMILIES}
 
 
 def _tokenizer(vocab_rows: int, added: list[str]):
@@ -110,6 +127,11 @@ def build_fixtures(root: Path) -> dict[str, str]:
     _llama(paths["notok"], 64, 4)
     _llava(paths["llava"], 6)
     _llava(paths["llava2"], 7)
+    from tests.hf_models import FAMILIES, make_hf_folder
+
+    for family in FAMILIES:
+        for seed in range(3):
+            paths[f"{family}{seed}"] = make_hf_folder(root / f"{family}{seed}", family, seed)
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -173,7 +195,7 @@ def main() -> int:
     paths = build_fixtures(root / "models")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     rows = []
-    for i, (name, template) in enumerate(CASES.items()):
+    for i, (name, template) in enumerate({**CASES, **family_cases()}.items()):
         config = root / f"case{i}.yml"
         config.write_text(template.format(**paths))
         ours, theirs = root / f"ours{i}", root / f"theirs{i}"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +50,20 @@ class VocabModel:
     config: dict[str, Any]
     vocab_names: list[str]
     rows: int | None
-    files: TokenizerFiles = field(default_factory=dict)
+    _files: TokenizerFiles | None = None
     _vocab: dict[str, int] | None = None
     _vocab_read: bool = False
 
     @property
     def name(self) -> str:
         return self.checkpoint.name
+
+    @property
+    def files(self) -> TokenizerFiles:
+        """Its tokenizer files (read when first needed: most merges need only the base's)."""
+        if self._files is None:
+            self._files = read_tokenizer_files(self.folder) if self.folder is not None else {}
+        return self._files
 
     @property
     def vocab(self) -> dict[str, int] | None:
@@ -78,8 +85,7 @@ def describe_model(path: str, ck: Checkpoint) -> VocabModel:
     size = config_vocab_size(config)
     names = [n for n, info in ck.infos.items() if is_vocab_tensor(n, info.shape, size)]
     rows = ck.info(names[0]).shape[0] if names else None
-    files = read_tokenizer_files(folder) if folder is not None else {}
-    return VocabModel(path, ck, folder, config, names, rows, files)
+    return VocabModel(path, ck, folder, config, names, rows)
 
 
 @dataclass
