@@ -6,6 +6,10 @@ froze that long at every point. :class:`BackgroundCanvas` keeps matplotlib's Qt
 canvas (toolbar, zoom, pan, save) but renders the figure on a short-lived Python
 thread, at most :data:`MIN_INTERVAL_S` apart, and paints the last finished frame.
 
+Resizes reach the figure on the render thread too, and so do ``resize_event``
+callbacks connected with ``mpl_connect``: they may change the figure (and call
+``draw_idle``) but must not touch Qt widgets.
+
 Two ways to change the figure safely while a render may be running:
 
 * ``canvas.edit(fn)`` queues ``fn(figure)``; the render thread applies queued
@@ -150,7 +154,9 @@ class BackgroundCanvas(FigureCanvasQTAgg):
     # --- drawing -----------------------------------------------------------------------
     def draw_idle(self) -> None:  # matplotlib API: called by the toolbar, resizes and our views
         self._generation += 1
-        self._schedule()
+        if threading.current_thread() is threading.main_thread():
+            self._schedule()
+        # from the render thread (a resize callback): the frame in flight schedules the next render
 
     def _schedule(self) -> None:
         """Start a render soon, no sooner than MIN_INTERVAL_S after the last one started."""
@@ -258,18 +264,23 @@ class BackgroundCanvas(FigureCanvasQTAgg):
         finally:
             painter.end()
 
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override: resize under the figure's lock
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
+        """The figure takes the new size on the render thread (its resize callbacks run there too),
+        so a resize never waits for a render in flight."""
         if self._in_resize_event or self.figure is None:
             return
         self._in_resize_event = True
         try:
             ratio = self.device_pixel_ratio
-            with self.hold():
-                self.figure.set_size_inches(event.size().width() * ratio / self.figure.dpi,
-                                            event.size().height() * ratio / self.figure.dpi, forward=False)
-                QWidget.resizeEvent(self, event)
+            width = event.size().width() * ratio / self.figure.dpi
+            height = event.size().height() * ratio / self.figure.dpi
+            QWidget.resizeEvent(self, event)
+
+            def resize(figure: Figure) -> None:
+                figure.set_size_inches(width, height, forward=False)
                 ResizeEvent("resize_event", self)._process()
-            self.draw_idle()
+
+            self.edit(resize)
         finally:
             self._in_resize_event = False
 

@@ -255,6 +255,7 @@ class JobRunner(QObject):
         side.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         thread.finished.connect(handle.on_thread_finished)  # queued to the GUI thread
         self._jobs[worker] = handle
+        gc_guard.job_started()
         self._pending.add(thread)
         self._start_timer.start()
         self.sig_started.emit(worker)
@@ -274,6 +275,7 @@ class JobRunner(QObject):
         if self._jobs.get(handle.worker) is not handle:
             return
         del self._jobs[handle.worker]
+        gc_guard.job_finished()
         handle.thread.wait()
         # Freed a turn of the event loop later: this may run inside the handle's own slot.
         self._retired.append(handle)

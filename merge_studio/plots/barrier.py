@@ -52,21 +52,29 @@ def _format_barrier(value: float, metric: Metric) -> str:
 
 
 def style_axes(ax: Axes, metric: Metric, *, anchors: Sequence[str] = ("A", "B"), via_merged: bool = False,
-               split_note: str = "") -> None:
+               split_note: str = "", merged_at: float = 0.5, merged_note: str = "") -> None:
     """Axis labels, endpoint ticks naming A and B (and the merged model's place), a light grid."""
     ax.set_xlim(-0.03, 1.03)
     first, last = (anchors[0], anchors[-1]) if anchors else ("A", "B")
     ticks, labels = [0.0, 1.0], [f"A\n{first}" if first != "A" else "A", f"B\n{last}" if last != "B" else "B"]
     if via_merged:
-        ticks.insert(1, 0.5)
-        labels.insert(1, "merged\n(path only)")
+        ticks.insert(1, merged_at)
+        labels.insert(1, "merged" + (f"\n{merged_note}" if merged_note else ""))
     ax.set_xticks(ticks, labels, fontsize=8)
-    ax.set_xticks([0.25, 0.5, 0.75] if not via_merged else [0.25, 0.75], minor=True)
+    ax.set_xticks([x for x in (0.25, 0.5, 0.75) if not via_merged or abs(x - merged_at) > 0.08], minor=True)
     ax.set_xlabel("λ: θ = (1−λ)·A + λ·B", fontsize=9)
     ax.set_ylabel(("loss" if metric == "loss" else "accuracy") + (f" ({split_note})" if split_note else ""))
     if metric == "accuracy":
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     ax.grid(True, which="both", alpha=0.25, linewidth=0.6)
+
+
+def _merged_note(curve: BarrierCurve) -> str:
+    """Under the merged tick: its coefficient, and the B the path ends at when it is not B as stored."""
+    note = curve.anchor_note.replace(", B aligned", "")
+    if curve.anchors[-1].endswith("′"):
+        note = (note + ", " if note else "") + "to aligned B"
+    return f"({note})" if note else ""
 
 
 def _draw_curve(ax: Axes, curve: BarrierCurve, metric: Metric, split: str, colour: str, *, mark_barrier: bool) -> list[Artist]:
@@ -136,11 +144,13 @@ def plot_barrier(
             artists += _draw_curve(ax, curve, metric, s, colour, mark_barrier=annotate and s == splits[0])
     straight = [c for c in curves if len(c.anchors) == 2]
     anchors = (straight or list(curves))[0].anchors if curves else ("A", "B")
-    via_merged = any(len(c.anchors) == 3 for c in curves)
-    if via_merged:
-        artists.append(ax.axvline(0.5, color=curve_colour("via merged"), linestyle=":", linewidth=0.8, alpha=0.6))
+    merged = next((c for c in curves if len(c.anchors) == 3), None)
+    merged_at = merged.anchor_positions[1] if merged is not None else 0.5
+    if merged is not None:
+        artists.append(ax.axvline(merged_at, color=curve_colour("via merged"), linestyle=":", linewidth=0.8, alpha=0.6))
     note = ", ".join(f"{s} {'—' if SPLIT_STYLES.get(s, '-') == '-' else '- -'}" for s in splits) if len(splits) > 1 else splits[0]
-    style_axes(ax, metric, anchors=anchors, via_merged=via_merged, split_note=note)
+    style_axes(ax, metric, anchors=anchors, via_merged=merged is not None, split_note=note, merged_at=merged_at,
+               merged_note=_merged_note(merged) if merged is not None else "")
     if title:
         ax.set_title(title, fontsize=10)
     if curves:

@@ -123,6 +123,7 @@ def test_group_pictures_are_refitted_when_the_canvas_gets_narrower(qtbot, resnet
     view.set_report(result.report, provider)
 
     def pictures():
+        view.group_canvas.flush()  # the figure is redrawn on the render thread: read it between renders
         return [ax for ax in view.figure("group").axes if ax.images]
 
     assert not any("\n" in ax.title.get_text() for ax in pictures())

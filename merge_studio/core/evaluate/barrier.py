@@ -27,7 +27,8 @@ from torch import nn
 
 from merge_studio.core.evaluate.curves import BarrierCurve, BarrierPoint, barrier_height
 from merge_studio.core.evaluate.data import EvalData
-from merge_studio.core.evaluate.interpolate import ResetBN, StateDict, iter_path_interpolation, resolve_reset_bn
+from merge_studio.core.evaluate.interpolate import ResetBN, StateDict, iter_path_interpolation, path_lambdas, resolve_reset_bn
+from merge_studio.core.evaluate.merged_path import MergedAnchor
 from merge_studio.core.evaluate.loop import has_batchnorm
 from merge_studio.core.progress import CancelToken, Progress
 from merge_studio.errors import MergeStudioError, OutputError
@@ -150,6 +151,8 @@ def iter_barrier_comparison(
     curves: Sequence[str] | None = None,
     aligned_b: StateDict | None = None,
     merged: StateDict | None = None,
+    merged_anchor: MergedAnchor | None = None,
+    merged_b: StateDict | None = None,
     steps: int = 25,
     splits: Sequence[str] = ("train", "test"),
     reset_bn: ResetBN = "auto",
@@ -162,7 +165,10 @@ def iter_barrier_comparison(
 
     Yields every :class:`BarrierPoint` as it finishes and a :class:`Progress`
     counted over all curves. ``save_dir`` keeps each interpolated model, in a
-    sub-folder per curve.
+    sub-folder per curve. ``merged_anchor`` places the merged model on the path
+    (its λ, from the merge's own coefficients) and ``merged_b`` is the B it was
+    made with (weight matching: B aligned to A); by default M sits at λ = 0.5 and
+    the path ends at B.
     """
     kinds = list(curves) if curves is not None else default_curves(
         module, aligned=aligned_b is not None, merged=merged is not None, reset_bn=reset_bn)
@@ -178,32 +184,36 @@ def iter_barrier_comparison(
     if "merged" in kinds and merged is None:
         raise MergeStudioError("the path through a merged model needs the merged model", hint="merge first, or leave that curve out")
     a_name, b_name = model_names
-    plans: list[tuple[str, list[StateDict], tuple[str, ...], bool]] = []
+    anchor = merged_anchor or MergedAnchor()
+    plans: list[tuple[str, list[StateDict], tuple[str, ...], bool, tuple[float, ...] | None]] = []
     for kind in kinds:
         if kind == "naive":
-            plans.append((kind, [state_a, state_b], (a_name, b_name), False))
+            plans.append((kind, [state_a, state_b], (a_name, b_name), False, None))
         elif kind == "bn_reset":
-            plans.append((kind, [state_a, state_b], (a_name, b_name), True))
+            plans.append((kind, [state_a, state_b], (a_name, b_name), True, None))
         elif kind == "aligned":
             assert aligned_b is not None
-            plans.append((kind, [state_a, aligned_b], (a_name, f"{b_name}′"), resolve_reset_bn(reset_bn, module)))
+            plans.append((kind, [state_a, aligned_b], (a_name, f"{b_name}′"), resolve_reset_bn(reset_bn, module), None))
         else:
             assert merged is not None
-            plans.append((kind, [state_a, merged, state_b], (a_name, "merged", b_name), resolve_reset_bn(reset_bn, module)))
-    total = steps * len(plans)
+            end, end_name = (merged_b, f"{b_name}′") if merged_b is not None else (state_b, b_name)
+            plans.append((kind, [state_a, merged, end], (a_name, "merged", end_name), resolve_reset_bn(reset_bn, module),
+                          (0.0, anchor.position, 1.0)))
+    counts = [len(path_lambdas(steps, positions)) for *_, positions in plans]
+    total = sum(counts)
     results: list[BarrierCurve] = []
-    for n, (kind, states, names, do_reset) in enumerate(plans):
+    for n, (kind, states, names, do_reset, positions) in enumerate(plans):
         label = CURVE_LABELS[kind]
         job = iter_path_interpolation(
             module, states, data, steps=steps, splits=splits, reset_bn=do_reset, label=label,
             anchor_names=names, save_dir=None if save_dir is None else Path(save_dir) / kind,
-            device=device, cancel=cancel,
+            device=device, positions=positions, anchor_note=anchor.description if positions else "", cancel=cancel,
         )
         try:
             while True:
                 item = next(job)
                 if isinstance(item, Progress):
-                    yield Progress("barrier", n * steps + item.done, total, current=item.current, unit="points")
+                    yield Progress("barrier", sum(counts[:n]) + item.done, total, current=item.current, unit="points")
                 else:
                     yield item
         except StopIteration as stop:

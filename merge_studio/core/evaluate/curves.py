@@ -47,7 +47,9 @@ class BarrierCurve:
     ``lambdas`` are the path positions in [0, 1]; ``losses[split]`` and
     ``accuracies[split]`` are arrays of the same length (accuracies are absent
     for regression). ``anchors`` names the models the path passes through
-    (``("A", "B")`` or ``("A", "merged", "B")``).
+    (``("A", "B")`` or ``("A", "merged", "B")``), ``positions`` their λ (evenly
+    spread when empty); ``anchor_note`` says how the middle one was placed
+    (``"lerp t = 0.3"``, ``"α = 0.5, B aligned"``).
     """
 
     label: str
@@ -56,6 +58,16 @@ class BarrierCurve:
     accuracies: Mapping[str, np.ndarray] = field(default_factory=dict)
     reset_bn: bool = False
     anchors: tuple[str, ...] = ("A", "B")
+    positions: tuple[float, ...] = ()
+    anchor_note: str = ""
+
+    @property
+    def anchor_positions(self) -> tuple[float, ...]:
+        """λ of each anchor: as recorded, else evenly spread (0, 0.5, 1 for three)."""
+        if len(self.positions) == len(self.anchors):
+            return self.positions
+        n = len(self.anchors)
+        return tuple(i / (n - 1) for i in range(n)) if n > 1 else (0.0,)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -77,6 +89,8 @@ class BarrierCurve:
         return {
             "label": self.label,
             "anchors": list(self.anchors),
+            "anchor_positions": list(self.anchor_positions),
+            **({"anchor_note": self.anchor_note} if self.anchor_note else {}),
             "reset_bn": self.reset_bn,
             "lambdas": [float(x) for x in self.lambdas],
             "loss": {s: clean(v) for s, v in self.losses.items()},
@@ -93,6 +107,8 @@ class BarrierCurve:
         *,
         reset_bn: bool = False,
         anchors: tuple[str, ...] = ("A", "B"),
+        positions: tuple[float, ...] = (),
+        anchor_note: str = "",
     ) -> BarrierCurve:
         """Assemble a curve from its points (any order; missing values become NaN)."""
         lambdas = np.array(sorted({p.lam for p in points}), dtype=np.float64)
@@ -115,4 +131,6 @@ class BarrierCurve:
             accuracies={s: a for s, a in accs.items() if has_acc[s]},
             reset_bn=reset_bn,
             anchors=anchors,
+            positions=tuple(float(x) for x in positions),
+            anchor_note=anchor_note,
         )

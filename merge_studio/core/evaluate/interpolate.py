@@ -37,19 +37,38 @@ def resolve_reset_bn(reset_bn: ResetBN, module: nn.Module) -> bool:
     return reset_bn == "on"
 
 
-def path_position(lam: float, n_anchors: int) -> tuple[int, float]:
-    """Which segment of a chain of ``n_anchors`` models λ falls in, and where along it."""
-    segments = n_anchors - 1
-    scaled = lam * segments
-    seg = min(int(np.floor(scaled)), segments - 1)
-    return seg, float(scaled - seg)
+def path_position(lam: float, n_anchors: int, positions: Sequence[float] | None = None) -> tuple[int, float]:
+    """Which segment of a chain of ``n_anchors`` models λ falls in, and where along it.
+
+    ``positions`` are the anchors' λ (increasing, from 0 to 1); evenly spread when not given.
+    """
+    if positions is None or len(positions) != n_anchors:
+        segments = n_anchors - 1
+        scaled = lam * segments
+        seg = min(int(np.floor(scaled)), segments - 1)
+        return seg, float(scaled - seg)
+    seg = 0
+    while seg < n_anchors - 2 and lam > positions[seg + 1]:
+        seg += 1
+    start, end = positions[seg], positions[seg + 1]
+    return seg, float(0.0 if end <= start else min(1.0, max(0.0, (lam - start) / (end - start))))
+
+
+def path_lambdas(steps: int, positions: Sequence[float] | None = None) -> np.ndarray:
+    """``steps`` evenly spaced λ in [0, 1], plus the anchors' own positions (so the curve meets them)."""
+    lambdas = np.linspace(0.0, 1.0, steps)
+    if positions is None:
+        return lambdas
+    return np.unique(np.round(np.concatenate([lambdas, np.asarray(positions, dtype=np.float64)]), 12))
 
 
 class _InPlaceInterpolator:
     """Writes interpolated weights into a module's own tensors, with no new allocation per point."""
 
-    def __init__(self, module: nn.Module, anchors: Sequence[StateDict], names: Sequence[str], device: torch.device) -> None:
+    def __init__(self, module: nn.Module, anchors: Sequence[StateDict], names: Sequence[str], device: torch.device,
+                 positions: Sequence[float] | None = None) -> None:
         self.module = module.to(device)
+        self.positions = positions
         targets = module.state_dict()
         for anchor, name in zip(anchors, names, strict=True):
             missing = [k for k in targets if k not in anchor]
@@ -74,7 +93,7 @@ class _InPlaceInterpolator:
 
     @torch.no_grad()
     def set(self, lam: float) -> None:
-        seg, t = path_position(lam, len(self.anchors))
+        seg, t = path_position(lam, len(self.anchors), self.positions)
         if t <= 0.0:
             torch._foreach_copy_(self.targets, self.anchors[seg])
         elif t >= 1.0:
@@ -117,14 +136,17 @@ def iter_path_interpolation(
     save_dir: str | Path | None = None,
     device: torch.device | str = "auto",
     eval_batch_size: int | None = None,
+    positions: Sequence[float] | None = None,
+    anchor_note: str = "",
     cancel: CancelToken | None = None,
 ) -> Generator[Progress | BarrierPoint, None, BarrierCurve]:
     """Evaluate ``steps`` evenly spaced points along the chain of lines through ``states``.
 
-    With two states this is θ(λ) = (1−λ)·θ_A + λ·θ_B; with three (A, M, B) the first
-    half of λ walks A→M and the second M→B. ``module`` is a template: its weights are
-    overwritten. With BN reset on, every point (the endpoints too) gets statistics
-    re-estimated on the training split, so all points are treated alike.
+    With two states this is θ(λ) = (1−λ)·θ_A + λ·θ_B; with three (A, M, B) λ walks
+    A→M up to M's position (``positions``, default the middle) and M→B after it; M's
+    own position is always one of the points, so the curve passes through the model.
+    ``module`` is a template: its weights are overwritten. With BN reset on, every
+    point (the endpoints too) gets statistics re-estimated on the training split.
     """
     if steps < 2:
         raise ValueError("an interpolation needs at least 2 steps")
@@ -142,8 +164,12 @@ def iter_path_interpolation(
         except OSError as exc:
             raise OutputError(f"cannot create folder {folder}: {exc.strerror or exc}", hint="choose another folder") from exc
     check_cancel(cancel)
-    interp = _InPlaceInterpolator(module, states, names, dev)
-    lambdas = np.linspace(0.0, 1.0, steps)
+    if positions is not None and (len(positions) != len(states) or list(positions) != sorted(positions)
+                                  or positions[0] != 0.0 or positions[-1] != 1.0):
+        raise ValueError("anchor positions go from 0 to 1 in order, one per model")
+    interp = _InPlaceInterpolator(module, states, names, dev, positions)
+    lambdas = path_lambdas(steps, positions)
+    steps = len(lambdas)
     points: list[BarrierPoint] = []
     for i, lam in enumerate(lambdas):
         check_cancel(cancel)
@@ -158,7 +184,8 @@ def iter_path_interpolation(
             points.append(point)
             yield point
         yield Progress("interpolate", i + 1, steps, current=f"{label} λ={lam:.3f}", unit="points")
-    return BarrierCurve.from_points(label, points, reset_bn=do_reset, anchors=names)
+    return BarrierCurve.from_points(label, points, reset_bn=do_reset, anchors=names,
+                                    positions=tuple(positions) if positions is not None else (), anchor_note=anchor_note)
 
 
 def iter_interpolation(

@@ -20,6 +20,7 @@ from merge_studio.core.evaluate.barrier import BarrierReport, iter_barrier_compa
 from merge_studio.core.evaluate.curves import BarrierPoint
 from merge_studio.core.evaluate.data import DataSpec, load_data
 from merge_studio.core.evaluate.loop import ModelScores, iter_evaluate_models
+from merge_studio.core.evaluate.merged_path import MergedAnchor, merged_anchor, read_metadata
 from merge_studio.core.progress import CancelToken, Progress, check_cancel
 from merge_studio.errors import ArchitectureError
 
@@ -46,6 +47,18 @@ def template_for(arch: str | None, first_path: str | Path, detected: str | None)
             hint="give one with --arch (e.g. zoo:mlp, zoo:resnet20?width=1, my_model.py:build)",
         )
     return build_module(spec), spec
+
+
+def aligned_with(anchor: MergedAnchor, module: nn.Module, arch: str, state_b: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """B permuted as the weight-matching merge permuted it (the permutation is in the merged file)."""
+    from merge_studio.core.arch import example_input
+    from merge_studio.core.rebasin.align import module_for_alignment
+    from merge_studio.core.rebasin.apply import apply_permutation
+    from merge_studio.core.rebasin.spec import spec_from_module
+
+    spec = spec_from_module(module_for_alignment(arch), example_input(arch))
+    perms = {name: torch.as_tensor(perm) for name, perm in anchor.perms.items()}
+    return apply_permutation(spec, state_b, perms)
 
 
 def display_name(path: str | Path) -> str:
@@ -85,6 +98,7 @@ class BarrierRequest:
         check_cancel(cancel)
         state_b, _ = read_state(self.model_b)
         merged = read_state(self.merged)[0] if self.merged else None
+        anchor = merged_anchor(read_metadata(self.merged), self.model_a, self.model_b) if self.merged else None
         aligned = dict(self.aligned_state) if self.aligned_state is not None else (
             read_state(self.aligned_b)[0] if self.aligned_b else None)
         check_cancel(cancel)
@@ -97,9 +111,11 @@ class BarrierRequest:
             result = yield from iter_align(module, state_a, state_b, example_input(arch), arch=arch, models=names,
                                            device=self.device, cancel=cancel)
             aligned = result.aligned
+        merged_b = aligned_with(anchor, module, arch, state_b) if anchor is not None and anchor.aligned_b else None
         data = load_data(self.data, for_module=module)
         report = yield from iter_barrier_comparison(
             module, state_a, state_b, data, curves=self.curves, aligned_b=aligned, merged=merged,
+            merged_anchor=anchor, merged_b=merged_b,
             steps=self.steps, splits=self.splits, reset_bn=self.reset_bn,
             model_names=names, save_dir=self.save_dir, device=self.device, cancel=cancel,
         )
