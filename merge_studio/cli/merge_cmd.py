@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--on-mismatch", choices=["error", "copy_base", "skip"], help="what to do with tensors not shared by all models")
     parser.add_argument("--arch", help="architecture spec (needed by data-aware and re-basin methods)")
     parser.add_argument("--seed", type=int, help="random seed for randomised methods")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="worker threads (default: every core, or $MERGE_STUDIO_THREADS); the output is the same for any N")
     parser.add_argument("--tokenizer-source", metavar="base|union|MODEL",
                         help="Hugging Face folders: the output's vocabulary and tokenizer (default: base)")
     parser.add_argument("--chat-template", metavar="NAME|JINJA",
@@ -126,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
         recipe.save(args.save_recipe)
     bar = ProgressBar(enabled=not args.quiet)
     try:
-        result = run_merge(recipe, on_progress=bar)
+        if args.threads is not None and args.threads < 1:
+            raise RecipeError(f"--threads {args.threads} must be at least 1")
+        result = run_merge(recipe, on_progress=bar, threads=args.threads)
     finally:
         bar.close()
     if args.json:

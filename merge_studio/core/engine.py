@@ -22,25 +22,18 @@ import torch
 import merge_studio
 from merge_studio.core.alloc import keep_freed_memory
 from merge_studio.core.checkpoints import Checkpoint
-from merge_studio.core.finite import all_finite, fits_dtype, holders_of_non_finite, non_finite_error
+from merge_studio.core import chunk_tasks
+from merge_studio.core.chunk_tasks import require_finite
+from merge_studio.core.finite import all_finite, fits_dtype
 from merge_studio.core.hashing import HashingStopped, files_sha256
 from merge_studio.core.merge_plan import MergePlan, plan_merge
 from merge_studio.core.methods.layered import resolve_params
 from merge_studio.core.methods.spec import ModelJobContext, TensorContext
-from merge_studio.core.progress import CancelToken, Progress, check_cancel, drive
+from merge_studio.core.pool import OrderedPool, default_threads
+from merge_studio.core.progress import CancelToken, LinkedCancel, Progress, check_cancel, drive
 from merge_studio.core.recipe import Recipe
 from merge_studio.core.writer import OutputSet, PlannedTensor
 from merge_studio.errors import MethodError
-
-# 1M elements (4 MB per float32 chunk): small enough that a method's temporaries stay
-# in cache between its passes (3x faster than 4M chunks), large enough that per-chunk
-# Python overhead is negligible.
-CHUNK_ELEMENTS = 1 << 20
-# A method with whole-tensor statistics (TIES) reads each large tensor twice unless its
-# inputs, converted, fit in this much memory; then the chunks are cut from them.
-HELD_BYTES = 192 << 20
-_PREFETCH = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-
 
 @dataclass(frozen=True)
 class MergeResult:
@@ -63,15 +56,21 @@ class MergeResult:
         return self.outputs[0]
 
 
-def run_merge(recipe: Recipe, on_progress=None, cancel: CancelToken | None = None) -> MergeResult:
+def run_merge(
+    recipe: Recipe, on_progress=None, cancel: CancelToken | None = None, *, threads: int | None = None
+) -> MergeResult:
     """Run a merge to the end (for the CLI and tests)."""
-    return drive(iter_merge(recipe, cancel), on_progress)
+    return drive(iter_merge(recipe, cancel, threads=threads), on_progress)
 
 
-def iter_merge(recipe: Recipe, cancel: CancelToken | None = None) -> Generator[Any, None, MergeResult]:
+def iter_merge(
+    recipe: Recipe, cancel: CancelToken | None = None, *, threads: int | None = None
+) -> Generator[Any, None, MergeResult]:
     """Merge as a generator of :class:`Progress`; returns the :class:`MergeResult`.
 
-    Nothing is left behind when it fails or is cancelled (``Cancelled`` is raised).
+    ``threads`` caps the worker threads (default: every core, see :mod:`pool`); the
+    output is bit-identical for any number. Nothing is left behind when it fails or is
+    cancelled (``Cancelled`` is raised).
     """
     start = time.perf_counter()
     keep_freed_memory()
@@ -81,7 +80,7 @@ def iter_merge(recipe: Recipe, cancel: CancelToken | None = None) -> Generator[A
         ck.watch(cancel)  # reads of huge tensors stop when the job is cancelled
     try:
         if plan.spec.streaming:
-            result = yield from _stream(plan, cancel, start)
+            result = yield from _stream(plan, cancel, start, threads or default_threads())
         else:
             result = yield from _whole_model(plan, cancel, start)
     finally:
@@ -167,7 +166,9 @@ def _finish_stats(raw: dict[str, dict[str, float]]) -> dict[str, dict[str, float
 
 
 # --- streaming methods ----------------------------------------------------------------------
-def _stream(plan: MergePlan, cancel: CancelToken | None, start: float) -> Generator[Any, None, MergeResult]:
+def _stream(
+    plan: MergePlan, cancel: CancelToken | None, start: float, threads: int
+) -> Generator[Any, None, MergeResult]:
     spec, recipe = plan.spec, plan.recipe
     n_out = len(plan.models) if spec.outputs == "per_model" else 1
     layers = {_layer_of(p.name) for p in plan.planned}
@@ -179,35 +180,28 @@ def _stream(plan: MergePlan, cancel: CancelToken | None, start: float) -> Genera
     done = 0
     bytes_read = 0
     stats: dict[str, dict[str, float]] = {}
+    pool = OrderedPool(threads)
+    stop = LinkedCancel(cancel)  # stops the workers when this merge fails, without touching the caller's token
     try:
         for target in targets:
             outputs.append(
                 OutputSet(target, plan.planned, shard_bytes=recipe.shard_bytes, metadata=metadata, reserve=_reserve(plan, len(layers)))
             )
-        for planned in plan.planned:
+        tasks = (task for planned in plan.planned for task in chunk_tasks.tensor_tasks(plan, planned, pool, stop))
+        # Workers read, merge, check and convert chunks; this thread writes them in order.
+        for outcome in pool.ordered(tasks):
             check_cancel(cancel)
-            name = planned.name
-            action = plan.actions[name]
-            if action.kind == "copy":
-                for s, e in _chunks(planned.numel):
-                    chunk = action.source.get_flat(name, s, e)
-                    if not recipe.allow_non_finite:
-                        _require_finite(name, chunk, planned.dtype, [action.source.name], [chunk], "copied")
-                    bytes_read += chunk.numel() * chunk.element_size()
-                    for out in outputs:
-                        out.write(name, chunk.to(planned.dtype))
-                    done += e - s
-                    yield Progress("merge", done, total, current=name, unit="elements")
-                    check_cancel(cancel)
-                continue
-            for item in _merge_tensor(plan, planned, stats, cancel):
-                if isinstance(item, tuple):
-                    s, e, merged, nbytes = item
-                    bytes_read += nbytes
-                    for out, tensor in zip(outputs, merged, strict=True):
-                        out.write(name, tensor.reshape(-1))
-                    done += e - s
-                    yield Progress("merge", done, total, current=name, unit="elements")
+            pieces = outcome.outputs * len(outputs) if len(outcome.outputs) == 1 else outcome.outputs  # copies go to all
+            for out, tensor in zip(outputs, pieces, strict=True):
+                out.write(outcome.name, tensor)
+            if outcome.metrics:
+                acc = stats.setdefault(_layer_of(outcome.name), {})
+                for key, value in outcome.metrics.items():
+                    acc[key] = acc.get(key, 0.0) + value
+            bytes_read += outcome.bytes_read
+            done += outcome.stop - outcome.start
+            yield Progress("merge", done, total, current=outcome.name, unit="elements")
+        pool.close()
         yield Progress("finish", done, total, message="writing metadata")
         layer_stats = _finish_stats(stats)
         sources = hashes.sources()
@@ -219,6 +213,8 @@ def _stream(plan: MergePlan, cancel: CancelToken | None, start: float) -> Genera
         written = tuple(out.commit(final, _folder_files(plan, sources)) for out in outputs)
     except BaseException:
         hashes.stop()
+        stop.cancel()  # running tasks stop at their next check
+        pool.close()
         for out in outputs:
             out.abort()
         raise
@@ -234,114 +230,6 @@ def _stream(plan: MergePlan, cancel: CancelToken | None, start: float) -> Genera
         bytes_written=sum(p.nbytes for p in plan.planned) * len(written),
         layer_stats=layer_stats,
     )
-
-
-def _require_finite(
-    name: str, out: torch.Tensor, out_dtype: torch.dtype, input_names: list[str],
-    inputs: list[torch.Tensor | None], made_by: str,
-) -> None:
-    """Stop before writing NaN/inf (or values the output dtype cannot hold), naming who holds them."""
-    if not all_finite(out):
-        raise non_finite_error(name, holders_of_non_finite(input_names, inputs), produced_by=made_by)
-    if not fits_dtype(out, out_dtype):
-        limit = torch.finfo(out_dtype).max
-        raise non_finite_error(
-            name, [], produced_by=f"values beyond {str(out_dtype).removeprefix('torch.')}'s range of ±{limit:g}; "
-            "they would be written as infinity",
-        )
-
-
-def _chunks(numel: int, size: int | None = None) -> list[tuple[int, int]]:
-    size = size or CHUNK_ELEMENTS
-    if numel == 0:
-        return [(0, 0)]
-    return [(s, min(s + size, numel)) for s in range(0, numel, size)]
-
-
-def _merge_tensor(plan: MergePlan, planned: PlannedTensor, stats: dict[str, dict[str, float]], cancel: CancelToken | None):
-    """Yield ``(start, stop, [merged tensors], bytes read)`` for each chunk of one tensor."""
-    spec, recipe = plan.spec, plan.recipe
-    name = planned.name
-    depth = plan.depths[name]
-    params = plan.params_for(name, depth)
-    model_params = plan.model_params_for(name, depth)
-    dev, cdt = plan.device, plan.compute_dtype
-    ctx_args = dict(name=name, shape=planned.shape, depth=depth, model_names=plan.model_names, seed=recipe.seed, device=dev)
-    base_ck = plan.base if spec.base != "unused" else None
-    whole = not spec.elementwise or planned.numel <= CHUNK_ELEMENTS
-
-    def load(ck: Checkpoint, rng: tuple[int, int] | None) -> torch.Tensor:
-        t = ck.get_tensor(name) if rng is None else ck.get_flat(name, *rng)
-        return t.to(device=dev, dtype=cdt)
-
-    n_bytes_per_el = sum(ck.info(name).dtype.itemsize for ck in plan.models) + (
-        base_ck.info(name).dtype.itemsize if base_ck is not None else 0
-    )
-    stat_values: tuple[Any, ...] = ()
-    # Whole tensors read for the statistics pass, kept for the chunks when they are small
-    # enough, so the merge pass slices them instead of reading and converting again.
-    held: tuple[list[torch.Tensor], torch.Tensor | None] | None = None
-    if spec.statistics is not None and not whole:
-        n_inputs = len(plan.models) + (base_ck is not None)
-        keep = n_inputs * planned.numel * cdt.itemsize <= HELD_BYTES
-        base_full = load(base_ck, None) if base_ck is not None else None
-        values, kept = [], []
-        for ck, mp in zip(plan.models, model_params, strict=True):
-            check_cancel(cancel)
-            full = load(ck, None)
-            values.append(spec.statistics(full, base_full, params, mp, TensorContext(**ctx_args)))
-            if keep:
-                kept.append(full.reshape(-1))
-            del full
-        stat_values = tuple(values)
-        if keep:
-            held = (kept, base_full.reshape(-1) if base_full is not None else None)
-        del base_full
-
-    def load_chunk(rng: tuple[int, int] | None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        if held is not None and rng is not None:
-            s, e = rng
-            return [t[s:e] for t in held[0]], (held[1][s:e] if held[1] is not None else None)
-        return [load(ck, rng) for ck in plan.models], (load(base_ck, rng) if base_ck is not None else None)
-
-    acc = stats.setdefault(_layer_of(name), {})
-    ranges: list[tuple[int, int] | None] = [None] if whole else list(_chunks(planned.numel))
-    # Read (and convert) the next chunk on a second thread while this one is merged:
-    # positional reads and torch kernels release the GIL, so the two overlap.
-    pending = _PREFETCH.submit(load_chunk, ranges[0])
-    for i, rng in enumerate(ranges):
-        check_cancel(cancel)
-        tensors, base_t = pending.result()
-        if i + 1 < len(ranges):
-            pending = _PREFETCH.submit(load_chunk, ranges[i + 1])
-        if spec.statistics is not None and whole:
-            stat_values = tuple(
-                spec.statistics(t, base_t, params, mp, TensorContext(**ctx_args))
-                for t, mp in zip(tensors, model_params, strict=True)
-            )
-        ctx = TensorContext(**ctx_args, chunk=rng, stats=stat_values)
-        result = spec.merge(tensors, base_t, params, model_params, ctx)
-        merged = result if isinstance(result, list) else [result]
-        expected = len(plan.models) if spec.outputs == "per_model" else 1
-        if len(merged) != expected:
-            raise MethodError(f"{spec.label} returned {len(merged)} tensors for {name}, expected {expected}")
-        if not recipe.allow_non_finite:
-            names = [ck.name for ck in plan.models] + ([base_ck.name] if base_t is not None else [])
-            inputs = [*tensors, *([base_t] if base_t is not None else [])]
-            for m in merged:
-                _require_finite(name, m, planned.dtype, names, inputs, spec.label)
-        ref = base_t if base_t is not None else tensors[0]
-        out0 = merged[0].reshape(ref.shape)
-        if out0.shape != ref.shape:
-            raise MethodError(f"{spec.label} changed the shape of {name}")
-        acc["diff_sq"] = acc.get("diff_sq", 0.0) + float(torch.dist(out0, ref)) ** 2
-        flat_ref = ref.reshape(-1)
-        acc["ref_sq"] = acc.get("ref_sq", 0.0) + float(torch.dot(flat_ref, flat_ref))
-        for key, value in ctx.metrics.items():
-            acc[key] = acc.get(key, 0.0) + value
-        numel = ref.numel()
-        s, e = rng if rng is not None else (0, planned.numel)
-        yield (s, e, [m.to("cpu") for m in merged], numel * n_bytes_per_el)
 
 
 # --- whole-model methods -----------------------------------------------------------------------
@@ -372,7 +260,7 @@ def _whole_model(plan: MergePlan, cancel: CancelToken | None, start: float) -> G
                     t = sd[p.name]
                     if not all_finite(t) or not fits_dtype(t, p.dtype):  # find who holds them only then
                         inputs = [ck.get_tensor(p.name) if p.name in ck else None for ck in plan.all_checkpoints]
-                        _require_finite(p.name, t, p.dtype, [ck.name for ck in plan.all_checkpoints], inputs, spec.label)
+                        require_finite(p.name, t, p.dtype, [ck.name for ck in plan.all_checkpoints], inputs, spec.label)
             out = OutputSet(target, planned, shard_bytes=recipe.shard_bytes, metadata=metadata, reserve=_reserve(plan, 0))
             sets.append(out)
             for n, t in sd.items():

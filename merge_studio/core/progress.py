@@ -60,6 +60,23 @@ class CancelToken:
             raise Cancelled("cancelled by the user")
 
 
+class LinkedCancel(CancelToken):
+    """A token that is cancelled when its parent is, or on its own (a job stopping its helpers)."""
+
+    def __init__(self, parent: CancelToken | None) -> None:
+        super().__init__()
+        self._parent = parent
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set() or (self._parent is not None and self._parent.cancelled)
+
+    def raise_if_cancelled(self) -> None:
+        if self._parent is not None:
+            self._parent.raise_if_cancelled()
+        super().raise_if_cancelled()
+
+
 def check_cancel(cancel: CancelToken | None) -> None:
     """Raise :class:`Cancelled` when ``cancel`` is set; ``None`` never cancels."""
     if cancel is not None:

@@ -71,6 +71,10 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     edit_menu.addActions([a["set_base"], a["remove"]])
     merge_menu = bar.addMenu("&Merge")
     merge_menu.addActions([a["merge"], a["cancel"]])
+    merge_menu.addSeparator()
+    from merge_studio.gui.threads_menu import build_threads_menu
+
+    build_threads_menu(window, merge_menu)
     view_menu = bar.addMenu("&View")
     for i in range(window.tabs.count()):
         view_act = QAction(window.tabs.tabText(i), window)

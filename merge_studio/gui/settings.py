@@ -53,6 +53,17 @@ class AppSettings:
         self._s.setValue(f"window/hidden_{name}", "true" if hidden else "false")
 
     @property
+    def merge_threads(self) -> int:
+        """Worker threads a merge may use; 0 means every core."""
+        try:
+            return max(0, int(self._s.value("merge/threads", 0)))
+        except (TypeError, ValueError):
+            return 0
+
+    def set_merge_threads(self, threads: int) -> None:
+        self._s.setValue("merge/threads", int(threads))
+
+    @property
     def log_folded(self) -> bool:
         return str(self._s.value("window/log_folded", "false")).lower() == "true"
 

@@ -270,7 +270,8 @@ class WindowActions:
         self.log_panel.log(f"Merging {len(recipe.models)} models with {recipe.spec.label} into {recipe.output}")
         from merge_studio.core.engine import iter_merge  # imports torch; kept off the start-up path
 
-        worker = self.runner.start(lambda token: iter_merge(recipe, token), "merge")
+        threads = self.settings.merge_threads or None  # 0: every core
+        worker = self.runner.start(lambda token: iter_merge(recipe, token, threads=threads), "merge")
         worker.sig_progress.connect(self._on_merge_progress)
         worker.sig_result.connect(self._on_merge_result)
         worker.sig_failed.connect(self._on_merge_failed)

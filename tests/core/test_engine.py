@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from merge_studio.core import engine
+from merge_studio.core import chunk_tasks, engine
 from merge_studio.core.engine import iter_merge, run_merge
 from merge_studio.core.progress import CancelToken, Progress
 from merge_studio.core.recipe import Recipe
@@ -38,7 +38,7 @@ def test_simple_average_equals_the_mean_and_copies_integer_buffers(make_checkpoi
 def test_large_tensors_are_streamed_in_chunks_with_the_same_result(make_checkpoint, tmp_path, monkeypatch):
     big = [{"w": torch.randn(1000, 37, generator=torch.Generator().manual_seed(i))} for i in range(2)]
     paths = [make_checkpoint(f"b{i}.safetensors", big[i]) for i in range(2)]
-    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 1000)
+    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 1000)
     events = list(_drain(iter_merge(_recipe(paths, tmp_path / "o.safetensors", method="lerp", params={"t": 0.25}))))
     merge_steps = [e for e in events if isinstance(e, Progress) and e.stage == "merge"]
     assert len(merge_steps) == 37  # one per chunk
@@ -226,7 +226,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(make_checkpoint, tmp_pa
 
     big = [{"w": torch.randn(1000, 37, generator=torch.Generator().manual_seed(i))} for i in range(2)]
     paths = [make_checkpoint(f"b{i}.safetensors", big[i]) for i in range(2)]
-    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 1000)  # many writes, made on the background thread
+    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 1000)  # many writes, made on the background thread
     monkeypatch.setattr(direct_io, "USE_DIRECT", direct)
     monkeypatch.setattr(direct_io, "STAGING_BYTES", 8192)  # several direct writes before the disk fills
     real_pwrite, room = os.pwrite, [20_000]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from merge_studio.core import engine
+from merge_studio.core import chunk_tasks, engine
 from merge_studio.core.checkpoints import open_checkpoint
 from merge_studio.core.checkpoints import file_io
 from merge_studio.core.checkpoints.compat import check_compatibility
@@ -77,7 +77,7 @@ def test_values_beyond_float16s_range_are_refused_rather_than_written_as_infinit
 
 
 def test_the_check_finds_nan_in_any_chunk_of_a_streamed_tensor(make_checkpoint, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 16)
+    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 16)
     state = tiny_state(1)
     state["layers.2.weight"][3, 15] = float("-inf")  # the last chunk
     paths = [make_checkpoint("a.safetensors", seed=0), make_checkpoint("b.safetensors", state)]

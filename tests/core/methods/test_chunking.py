@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from merge_studio.core import engine
+from merge_studio.core import chunk_tasks, engine
 from merge_studio.core.progress import Progress
 from merge_studio.core.methods import TensorContext, get_method, list_methods
 from merge_studio.core.recipe import Recipe
@@ -95,8 +95,8 @@ def test_ties_streamed_by_the_engine_equals_ties_on_whole_tensors(make_checkpoin
         params={"lambda": 0.9},
         output=str(tmp_path / "ties.safetensors"),
     )
-    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 500)  # "w" (2100 elements) goes through in 5 chunks
-    monkeypatch.setattr(engine, "HELD_BYTES", held_bytes)
+    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 500)  # "w" (2100 elements) goes through in 5 chunks
+    monkeypatch.setattr(chunk_tasks, "HELD_BYTES", held_bytes)
     steps = [p.current for p in _progress(engine.iter_merge(recipe)) if p.stage == "merge"]
     assert steps.count("w") == 5 and steps.count("b") == 1
     merged = load_file(tmp_path / "ties.safetensors")

@@ -1,0 +1,219 @@
+"""A streaming merge cut into tasks a pool of workers can run: one per chunk (or small tensor).
+
+Each task reads its inputs (positional reads, thread-safe), converts them to the compute
+dtype, applies the method, checks the result is finite, computes the per-layer change
+statistics and casts to the output dtype, all on a worker thread; the engine only
+writes the outcomes in order. A method with whole-tensor statistics (TIES's magnitude
+threshold) gets them from side tasks, one per model, that run before the tensor's chunks;
+when the inputs are small enough they are kept and the chunks are cut from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from merge_studio.core.checkpoints import Checkpoint
+from merge_studio.core.finite import all_finite, fits_dtype, holders_of_non_finite, non_finite_error
+from merge_studio.core.methods.spec import TensorContext
+from merge_studio.core.progress import CancelToken, check_cancel
+from merge_studio.errors import MethodError
+
+if TYPE_CHECKING:
+    from merge_studio.core.merge_plan import MergePlan
+    from merge_studio.core.pool import OrderedPool
+    from merge_studio.core.writer import PlannedTensor
+
+# 1M elements (4 MB per float32 chunk): small enough that a method's temporaries stay in
+# cache between its passes, large enough that per-task overhead is negligible.
+CHUNK_ELEMENTS = 1 << 20
+# A method with whole-tensor statistics reads each large tensor twice unless its inputs,
+# converted, fit in this much memory; then the chunks are cut from them.
+HELD_BYTES = 192 << 20
+
+Task = Callable[[], "ChunkOutcome"]
+
+
+@dataclass
+class ChunkOutcome:
+    """One finished piece of the output: flat tensors in the output dtype, one per output model."""
+
+    name: str
+    start: int
+    stop: int
+    outputs: list[torch.Tensor]
+    bytes_read: int
+    metrics: dict[str, float] = field(default_factory=dict)  # summed per layer by the engine
+
+
+def chunk_ranges(numel: int, size: int | None = None) -> list[tuple[int, int]]:
+    size = size or CHUNK_ELEMENTS
+    if numel == 0:
+        return [(0, 0)]
+    return [(s, min(s + size, numel)) for s in range(0, numel, size)]
+
+
+def require_finite(
+    name: str, out: torch.Tensor, out_dtype: torch.dtype, input_names: list[str],
+    inputs: list[torch.Tensor | None], made_by: str,
+) -> None:
+    """Stop before writing NaN/inf (or values the output dtype cannot hold), naming who holds them."""
+    if not all_finite(out):
+        raise non_finite_error(name, holders_of_non_finite(input_names, inputs), produced_by=made_by)
+    if not fits_dtype(out, out_dtype):
+        limit = torch.finfo(out_dtype).max
+        raise non_finite_error(
+            name, [], produced_by=f"values beyond {str(out_dtype).removeprefix('torch.')}'s range of ±{limit:g}; "
+            "they would be written as infinity",
+        )
+
+
+def tensor_tasks(plan: MergePlan, planned: PlannedTensor, pool: OrderedPool, cancel: CancelToken | None) -> Iterator[Task]:
+    """The tasks that produce ``planned`` in order (side tasks for its statistics go to ``pool``)."""
+    action = plan.actions[planned.name]
+    if action.kind == "copy":
+        yield from _copy_tasks(plan, planned, action.source, cancel)
+    else:
+        yield from _TensorMerge(plan, planned, pool, cancel).tasks()
+
+
+def _copy_tasks(plan: MergePlan, planned: PlannedTensor, source: Checkpoint, cancel: CancelToken | None) -> Iterator[Task]:
+    name, check = planned.name, not plan.recipe.allow_non_finite
+
+    def copy(s: int, e: int) -> ChunkOutcome:
+        check_cancel(cancel)
+        chunk = source.get_flat(name, s, e)
+        if check:
+            require_finite(name, chunk, planned.dtype, [source.name], [chunk], "copied")
+        nbytes = chunk.numel() * chunk.element_size()
+        return ChunkOutcome(name, s, e, [chunk.to(planned.dtype)], nbytes)
+
+    for s, e in chunk_ranges(planned.numel):
+        yield lambda s=s, e=e: copy(s, e)
+
+
+class _TensorMerge:
+    """Everything the tasks of one merged tensor share: parameters, inputs, statistics."""
+
+    def __init__(self, plan: MergePlan, planned: PlannedTensor, pool: OrderedPool, cancel: CancelToken | None) -> None:
+        self.plan, self.planned, self.pool, self.cancel = plan, planned, pool, cancel
+        spec, name = plan.spec, planned.name
+        self.spec, self.name = spec, name
+        depth = plan.depths[name]
+        self.params = plan.params_for(name, depth)
+        self.model_params = plan.model_params_for(name, depth)
+        self.ctx_args = dict(name=name, shape=planned.shape, depth=depth, model_names=plan.model_names,
+                             seed=plan.recipe.seed, device=plan.device)
+        self.base_ck = plan.base if spec.base != "unused" else None
+        self.whole = not spec.elementwise or planned.numel <= CHUNK_ELEMENTS
+        self.n_out = len(plan.models) if spec.outputs == "per_model" else 1
+        inputs = [*plan.models, *([self.base_ck] if self.base_ck is not None else [])]
+        self.bytes_per_element = sum(ck.info(name).nbytes // max(1, ck.info(name).numel) for ck in inputs)
+        self.input_names = [ck.name for ck in inputs]
+        self.stats: list[Future[tuple[Any, torch.Tensor | None]]] = []
+        self.base_full: Future[torch.Tensor | None] | None = None
+
+    def load(self, ck: Checkpoint, rng: tuple[int, int] | None) -> torch.Tensor:
+        t = ck.get_tensor(self.name) if rng is None else ck.get_flat(self.name, *rng)
+        return to_compute(t, self.plan.device, self.plan.compute_dtype)
+
+    def tasks(self) -> Iterator[Task]:
+        if self.spec.statistics is not None and not self.whole:
+            self._start_statistics()
+        ranges: list[tuple[int, int] | None] = [None] if self.whole else list(chunk_ranges(self.planned.numel))
+        for rng in ranges:
+            yield lambda rng=rng: self.merge(rng)
+
+    # --- whole-tensor statistics, one side task per model ------------------------------
+    def _start_statistics(self) -> None:
+        plan, numel = self.plan, self.planned.numel
+        n_inputs = len(plan.models) + (self.base_ck is not None)
+        keep = n_inputs * numel * plan.compute_dtype.itemsize <= HELD_BYTES
+        base_ck = self.base_ck
+        self.base_full = self.pool.submit(lambda: self.load(base_ck, None) if base_ck is not None else None)
+        for ck, mp in zip(plan.models, self.model_params, strict=True):
+            self.stats.append(self.pool.submit(lambda ck=ck, mp=mp: self._statistic(ck, mp, keep)))
+
+    def _statistic(self, ck: Checkpoint, mp: Any, keep: bool) -> tuple[Any, torch.Tensor | None]:
+        check_cancel(self.cancel)
+        assert self.base_full is not None
+        full = self.load(ck, None)
+        value = self.spec.statistics(full, self.base_full.result(), self.params, mp, TensorContext(**self.ctx_args))
+        return value, (full.reshape(-1) if keep else None)
+
+    # --- one chunk ------------------------------------------------------------------------
+    def _inputs(self, rng: tuple[int, int] | None) -> tuple[list[torch.Tensor], torch.Tensor | None, tuple[Any, ...]]:
+        if not self.stats:
+            base_t = self.load(self.base_ck, rng) if self.base_ck is not None else None
+            return [self.load(ck, rng) for ck in self.plan.models], base_t, ()
+        results = [f.result() for f in self.stats]
+        values = tuple(v for v, _ in results)
+        assert rng is not None
+        s, e = rng
+        if all(held is not None for _, held in results):
+            assert self.base_full is not None
+            base_full = self.base_full.result()
+            base_t = base_full.reshape(-1)[s:e] if base_full is not None else None
+            return [held[s:e] for _, held in results], base_t, values  # type: ignore[index]
+        self.base_full = None  # every statistic is known: the whole base is not needed any more
+        base_t = self.load(self.base_ck, rng) if self.base_ck is not None else None
+        return [self.load(ck, rng) for ck in self.plan.models], base_t, values
+
+    def merge(self, rng: tuple[int, int] | None) -> ChunkOutcome:
+        check_cancel(self.cancel)
+        spec, name, planned = self.spec, self.name, self.planned
+        tensors, base_t, stat_values = self._inputs(rng)
+        if spec.statistics is not None and self.whole:
+            stat_values = tuple(
+                spec.statistics(t, base_t, self.params, mp, TensorContext(**self.ctx_args))
+                for t, mp in zip(tensors, self.model_params, strict=True)
+            )
+        ctx = TensorContext(**self.ctx_args, chunk=rng, stats=stat_values)
+        result = spec.merge(tensors, base_t, self.params, self.model_params, ctx)
+        merged = result if isinstance(result, list) else [result]
+        if len(merged) != self.n_out:
+            raise MethodError(f"{spec.label} returned {len(merged)} tensors for {name}, expected {self.n_out}")
+        inputs = [*tensors, *([base_t] if base_t is not None else [])]
+        if not self.plan.recipe.allow_non_finite:
+            for m in merged:
+                require_finite(name, m, planned.dtype, self.input_names, inputs, spec.label)
+        ref = base_t if base_t is not None else tensors[0]
+        out0 = merged[0].reshape(ref.shape)
+        if out0.shape != ref.shape:
+            raise MethodError(f"{spec.label} changed the shape of {name}")
+        flat_ref = ref.reshape(-1)
+        metrics = {"diff_sq": float(torch.dist(out0, ref)) ** 2, "ref_sq": float(torch.dot(flat_ref, flat_ref))}
+        for key, value in ctx.metrics.items():
+            metrics[key] = metrics.get(key, 0.0) + value
+        s, e = rng if rng is not None else (0, planned.numel)
+        outputs = [m.reshape(-1).to(device="cpu", dtype=planned.dtype) for m in merged]
+        return ChunkOutcome(name, s, e, outputs, ref.numel() * self.bytes_per_element, metrics)
+
+
+def to_compute(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Move a freshly read tensor to the compute device and dtype.
+
+    On a GPU the bytes go through pinned memory with a non-blocking copy, so the next
+    task's transfer overlaps this one's kernels (each worker thread has its own stream).
+    """
+    if device.type == "cuda":
+        stream = _worker_stream(device)
+        with torch.cuda.stream(stream):
+            return t.pin_memory().to(device, non_blocking=True).to(dtype)
+    return t.to(device=device, dtype=dtype)
+
+
+_streams: dict[tuple[int, int], Any] = {}
+
+
+def _worker_stream(device: torch.device) -> Any:
+    import threading
+
+    key = (threading.get_ident(), device.index or 0)
+    if key not in _streams:
+        _streams[key] = torch.cuda.Stream(device=device)
+    return _streams[key]
