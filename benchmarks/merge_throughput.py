@@ -131,16 +131,20 @@ def job_naive(folders: list[str], out: str) -> None:
     save_file(merged, out)
 
 
-def job_engine(folders: list[str], out: str, method: str) -> None:
+TASK_METHODS = {"ties": {"weight": 1.0, "density": 0.5}, "dare_ties": {"weight": 1.0, "density": 0.5},
+                "task_arithmetic": {"weight": 0.8}, "dare_linear": {"weight": 1.0, "density": 0.5}}
+
+
+def job_engine(folders: list[str], out: str, method: str, threads: int | None = None) -> None:
     from merge_studio.core.engine import run_merge
     from merge_studio.core.recipe import Recipe
 
-    if method == "ties":
-        recipe = Recipe(method="ties", base=folders[0], models=[{"path": f, "params": {"weight": 1.0, "density": 0.5}} for f in folders[1:]],
+    if method in TASK_METHODS:
+        recipe = Recipe(method=method, base=folders[0], models=[{"path": f, "params": TASK_METHODS[method]} for f in folders[1:]],
                         output=out, hash_sources=False)
     else:
         recipe = Recipe(method=method, models=[{"path": f} for f in folders], output=out, hash_sources=False)
-    run_merge(recipe)
+    run_merge(recipe, threads=threads)
 
 
 def child(argv: list[str]) -> None:
@@ -153,7 +157,7 @@ def child(argv: list[str]) -> None:
     elif kind == "naive":
         job_naive(payload["folders"], payload["out"])
     else:
-        job_engine(payload["folders"], payload["out"], payload["method"])
+        job_engine(payload["folders"], payload["out"], payload["method"], payload.get("threads"))
     seconds = time.perf_counter() - start
     rss = peak_rss_bytes()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -182,7 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=float, default=1.1, help="billions of parameters per model (default 1.1)")
     parser.add_argument("--models", type=int, nargs="+", default=[2, 3])
-    parser.add_argument("--methods", nargs="+", default=["simple_average", "ties"])
+    parser.add_argument("--methods", nargs="+", default=["simple_average", "task_arithmetic", "ties"])
+    parser.add_argument("--threads", type=int, nargs="+", default=[0, 1],
+                        help="merge-studio worker threads to measure; 0 = every core (default: 0 and 1)")
     parser.add_argument("--dir", type=Path, help="where to generate (default: a temporary folder)")
     parser.add_argument("--skip-naive", action="store_true", help="skip the in-memory baseline")
     args = parser.parse_args()
@@ -217,22 +223,27 @@ def main() -> None:
                 Path(out).unlink(missing_ok=True)
                 rows.append((f"{n} models", "naive torch average", r, in_bytes, base))
             for method in args.methods:
-                out = str(root / f"out-{method}")
-                r = measure("engine", folders=ins, out=out, method=method)
-                shutil.rmtree(out, ignore_errors=True)
-                rows.append((f"{n} models", f"merge-studio {method}", r, in_bytes, base))
+                for threads in args.threads:
+                    out = str(root / f"out-{method}")
+                    r = measure("engine", folders=ins, out=out, method=method, threads=threads or None)
+                    shutil.rmtree(out, ignore_errors=True)
+                    label = "all cores" if not threads else f"{threads} thread{'s' * (threads != 1)}"
+                    rows.append((f"{n} models", f"merge-studio {method} ({label})", r, in_bytes, base))
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"\n{os.cpu_count()} CPUs; load average at the start: {load_before:.2f}")
-    print("\n| inputs | job | wall s | CPU s | input GB/s | peak RSS GB | speed vs plain read | vs read + write |")
+    from merge_studio.core.device import resolve_device
+
+    print(f"\n{os.cpu_count()} CPUs; merge device: {resolve_device('auto')}; load average at the start: "
+          f"{load_before:.2f}, at the end: {os.getloadavg()[0]:.2f}")
+    print("\n| inputs | job | wall s | CPU s | input GB/s | peak RSS GB | speed vs plain read | × read + write floor |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     copies = {group: r for group, job, r, _, _ in rows if job.startswith("plain read + write")}
     for group, job, r, in_bytes, base in rows:
         gbps = in_bytes / r["seconds"] / 1e9
         ratio = base["seconds"] / r["seconds"]
-        vs_copy = copies[group]["seconds"] / r["seconds"]
-        print(f"| {group} | {job} | {r['seconds']:.2f} | {r.get('cpu', 0.0):.2f} | {gbps:.2f} | {r['peak_rss'] / 1e9:.2f} | {ratio:.0%} | {vs_copy:.0%} |")
+        vs_floor = r["seconds"] / copies[group]["seconds"]
+        print(f"| {group} | {job} | {r['seconds']:.2f} | {r.get('cpu', 0.0):.2f} | {gbps:.2f} | {r['peak_rss'] / 1e9:.2f} | {ratio:.0%} | {vs_floor:.2f}× |")
 
 
 if __name__ == "__main__":
