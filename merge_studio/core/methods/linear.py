@@ -108,6 +108,7 @@ register_method(
         description="Element-wise mean of all models (a model soup).",
         params=SimpleAverageParams,
         merge=simple_average,
+        n_models=(1, None),
         elementwise=True,
         reference="Wortsman et al. 2022, Model soups (arXiv:2203.05482)",
         details=(
@@ -127,13 +128,15 @@ register_method(
         params=WeightedAverageParams,
         model_params=WeightedAverageModelParams,
         merge=weighted_average,
+        n_models=(1, None),
         elementwise=True,
         mergekit_name="linear",
         reference="Wortsman et al. 2022, Model soups (arXiv:2203.05482)",
         details=(
             "The result is Σ wᵢθᵢ, divided by Σ wᵢ when normalize is on (the default), entry by "
             "entry. Use it like a simple average when some models should count more; weights can "
-            "vary by layer. Same definitions as mergekit's linear, with two deliberate "
+            "vary by layer. With one model it re-saves that model (to change its dtype, or its "
+            "shards), as mergekit's linear of one model does. Same definitions as mergekit's linear, with two deliberate "
             "differences: a missing weight means 1 (mergekit requires one), and weights that sum "
             "to zero with normalize on stop the merge with an error naming the tensor (mergekit "
             "would divide by zero)."

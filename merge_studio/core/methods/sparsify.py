@@ -195,3 +195,50 @@ def _no_zero_divisor_(divisor: torch.Tensor, weights: Sequence[float]) -> None:
         divisor.clamp_(min=smallest)
     else:
         divisor.masked_fill_(divisor == 0, 1.0)
+
+
+# --- Model Breadcrumbs: drop the smallest and the largest magnitudes ----------------------------
+def band_counts(numel: int, density: float, gamma: float) -> tuple[int, int]:
+    """(first kept rank, how many kept) in ascending order of magnitude, as mergekit counts them.
+
+    ``int(density·n)`` entries are kept; ``int(gamma·n)`` of the largest are dropped as
+    outliers, fewer when that would leave too few entries (then the band ends at the top).
+    """
+    keep = int(density * numel)
+    top = int(gamma * numel)
+    return max(0, numel - keep - top), keep
+
+
+def magnitude_band(delta: torch.Tensor, density: float, gamma: float) -> tuple[float, float]:
+    """The smallest and largest magnitude Breadcrumbs keeps (``lo > hi`` when it keeps nothing).
+
+    Both are order statistics of |δ| found by one selection (numpy's introselect on the CPU).
+    """
+    n = delta.numel()
+    first, keep = band_counts(n, density, gamma)
+    if keep == 0:
+        return 1.0, 0.0
+    magnitudes = delta.detach().reshape(-1).abs()
+    if magnitudes.device.type != "cpu":
+        ordered = torch.sort(magnitudes).values
+        return float(ordered[first]), float(ordered[first + keep - 1])
+    array = magnitudes.float().numpy() if magnitudes.dtype not in (torch.float32, torch.float64) else magnitudes.numpy()
+    last = first + keep - 1
+    array.partition([first, last] if last != first else [first])
+    return float(array[first]), float(array[last])
+
+
+def keep_band_(delta: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Zero, in place, every entry with ``|δ| < lo`` or ``|δ| > hi`` (the band's ends are kept)."""
+    if lo > hi:
+        return delta.zero_()
+    trim_below_(delta, lo)
+    delta.masked_fill_(delta.abs() > hi, 0.0)
+    return delta
+
+
+def l1_rescale_factor(total: float, kept: float, eps: float = 1e-7) -> float:
+    """mergekit's L1 rescale: Σ|δ| before over Σ|δ| after thinning, 1 when either is ~0."""
+    if total < eps or kept < eps:
+        return 1.0
+    return total / kept

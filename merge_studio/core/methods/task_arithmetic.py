@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import Field
-
 from merge_studio.core.lazy_torch import torch
 from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.sparsify import (
-    Consensus,
     Thinner,
     magnitude_threshold,
     merge_task_vectors,
@@ -25,105 +22,16 @@ from merge_studio.core.methods.sparsify import (
     task_vector,
     trim_below_,
 )
-from merge_studio.core.methods.spec import MethodParams, MethodSpec, ModelParams, TensorContext, ui
+from merge_studio.core.methods.spec import MethodSpec, TensorContext
+from merge_studio.core.methods.task_params import (
+    DareLinearParams,
+    DareTiesParams,
+    SparseTaskModelParams,
+    TaskArithmeticParams,
+    TaskModelParams,
+    TiesParams,
+)
 from merge_studio.errors import MethodError
-
-# --- parameters --------------------------------------------------------------------------------
-def _lambda_field() -> float:
-    return Field(
-        1.0,
-        alias="lambda",
-        ge=-10.0,
-        le=10.0,
-        title="λ (scale)",
-        description="Multiplies the combined task vector before it is added to the base; "
-        "below 1 softens the merge, above 1 exaggerates it.",
-        json_schema_extra=ui("slider", step=0.05),
-    )
-
-
-def _normalize_field(default: bool) -> bool:
-    return Field(
-        default,
-        title="Normalise",
-        description=(
-            "Divide the combined task vector by the total weight that contributed to each entry."
-        ),
-        json_schema_extra=ui("check"),
-    )
-
-
-def _rescale_field() -> bool:
-    return Field(
-        True,
-        title="Rescale kept entries",
-        description=(
-            "Divide the entries DARE keeps by the density, so the task vector keeps its expected "
-            "size."
-        ),
-        json_schema_extra=ui("check"),
-    )
-
-
-def _consensus_field() -> Consensus:
-    return Field(
-        "sum",
-        title="Sign election",
-        description="How each entry's sign is chosen: 'sum' follows the larger total "
-        "(the TIES paper), 'count' follows the majority of models.",
-        json_schema_extra=ui("combo", per_layer=False),
-    )
-
-
-class TaskArithmeticParams(MethodParams):
-    lambda_: float = _lambda_field()
-    normalize: bool = _normalize_field(False)
-
-
-class TiesParams(MethodParams):
-    lambda_: float = _lambda_field()
-    normalize: bool = _normalize_field(True)
-    consensus: Consensus = _consensus_field()
-
-
-class DareLinearParams(MethodParams):
-    lambda_: float = _lambda_field()
-    normalize: bool = _normalize_field(False)
-    rescale: bool = _rescale_field()
-
-
-class DareTiesParams(MethodParams):
-    lambda_: float = _lambda_field()
-    normalize: bool = _normalize_field(False)
-    rescale: bool = _rescale_field()
-    consensus: Consensus = _consensus_field()
-
-
-class TaskModelParams(ModelParams):
-    weight: float = Field(
-        1.0,
-        ge=-10.0,
-        le=10.0,
-        title="Weight",
-        description=(
-            "How much of this model's task vector (its difference from the base) goes into the "
-            "merge."
-        ),
-        json_schema_extra=ui("slider", step=0.05),
-    )
-
-
-class SparseTaskModelParams(TaskModelParams):
-    density: float = Field(
-        1.0,
-        gt=0.0,
-        le=1.0,
-        title="Density",
-        description=(
-            "Fraction of this model's task vector to keep (1 keeps all; 0.2 to 0.5 is typical)."
-        ),
-        json_schema_extra=ui("slider", step=0.05),
-    )
 
 
 # --- the shared computation --------------------------------------------------------------------

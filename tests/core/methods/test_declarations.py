@@ -11,13 +11,18 @@ from pydantic import BaseModel, ValidationError
 from merge_studio.core.methods import get_method, list_methods
 from merge_studio.core.methods.task_arithmetic import TaskArithmeticParams
 
+FROM_MERGEKIT_LIST = {
+    "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "sce", "karcher", "multislerp", "nuslerp",
+    "nearswap", "arcee_fusion", "ram", "ramplus_tl",
+}
 REQUIRED = {
     "simple_average", "weighted_average", "lerp", "task_arithmetic", "ties",
-    "dare_linear", "dare_ties", "slerp", "model_stock", "model_recombination",
+    "dare_linear", "dare_ties", "slerp", "model_stock", "model_recombination", *FROM_MERGEKIT_LIST,
 }
 MERGEKIT_NAMES = {
     "weighted_average": "linear", "slerp": "slerp", "task_arithmetic": "task_arithmetic", "ties": "ties",
     "dare_linear": "dare_linear", "dare_ties": "dare_ties", "model_stock": "model_stock",
+    **{name: name for name in FROM_MERGEKIT_LIST},
 }
 OURS = sorted(REQUIRED)
 EVERY_REGISTERED = sorted(s.name for s in list_methods())
@@ -116,10 +121,24 @@ def test_lambda_is_read_and_written_under_mergekits_name():
     ("name", "field", "default"),
     [("task_arithmetic", "normalize", False), ("ties", "normalize", True), ("dare_linear", "normalize", False),
      ("dare_ties", "normalize", False), ("dare_linear", "rescale", True), ("dare_ties", "rescale", True),
-     ("ties", "consensus", "sum"), ("weighted_average", "normalize", True), ("model_stock", "filter_wise", False)],
+     ("ties", "consensus", "sum"), ("weighted_average", "normalize", True), ("model_stock", "filter_wise", False),
+     ("breadcrumbs", "normalize", False), ("breadcrumbs", "rescale", False), ("breadcrumbs_ties", "normalize", False),
+     ("della", "normalize", True), ("della", "rescale", True), ("della_linear", "normalize", False),
+     ("della_linear", "rescale", True), ("sce", "select_topk", 1.0), ("ram", "epsilon", 1e-5),
+     ("ramplus_tl", "r", 0.1), ("ramplus_tl", "alpha", 0.2), ("karcher", "max_iter", 10), ("karcher", "tol", 1e-5),
+     ("multislerp", "normalize_weights", True), ("nuslerp", "nuslerp_flatten", True),
+     ("nuslerp", "nuslerp_row_wise", False)],
 )
 def test_defaults_follow_mergekit(name, field, default):
     assert getattr(get_method(name).params(), field) == default
+
+
+@pytest.mark.parametrize(("name", "field", "default"), [
+    ("breadcrumbs", "density", 1.0), ("breadcrumbs", "gamma", 0.01), ("della", "density", 1.0),
+    ("della", "epsilon", 0.15), ("multislerp", "weight", 1.0), ("nuslerp", "weight", 1.0),
+])
+def test_per_model_defaults_follow_mergekit(name, field, default):
+    assert getattr(get_method(name).model_params(), field) == default
 
 
 def test_task_methods_need_a_base_and_stream_element_wise():
