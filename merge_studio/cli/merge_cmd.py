@@ -124,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
     from merge_studio.core.engine import run_merge  # imports torch; --help must not wait for it
 
     recipe = build_recipe(args)
+    from merge_studio.core.param_scopes import parameter_warnings
+
+    for warning in parameter_warnings(recipe):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.save_recipe:
         recipe.save(args.save_recipe)
     bar = ProgressBar(enabled=not args.quiet)

@@ -27,7 +27,6 @@ from merge_studio.core.chunk_tasks import require_finite
 from merge_studio.core.finite import all_finite, fits_dtype
 from merge_studio.core.hashing import HashingStopped, files_sha256
 from merge_studio.core.merge_plan import MergePlan, plan_merge
-from merge_studio.core.methods.layered import resolve_params
 from merge_studio.core.methods.spec import ModelJobContext, TensorContext
 from merge_studio.core.pool import OrderedPool, default_threads
 from merge_studio.core.progress import CancelToken, LinkedCancel, Progress, check_cancel, drive
@@ -235,7 +234,7 @@ def _stream(
 # --- whole-model methods -----------------------------------------------------------------------
 def _whole_model(plan: MergePlan, cancel: CancelToken | None, start: float) -> Generator[Any, None, MergeResult]:
     spec, recipe = plan.spec, plan.recipe
-    params = spec.params.model_validate(resolve_params(recipe.params, "", 0.0))
+    params = plan.params_for("", 0.0)
     model_params = plan.model_params_for("", 0.0)
     ctx = ModelJobContext(
         device=plan.device, cancel=cancel, arch=plan.arch, data=recipe.data, seed=recipe.seed, model_names=plan.model_names

@@ -14,17 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from merge_studio.core.checkpoints import Checkpoint, open_checkpoint
 from merge_studio.core.device import resolve_device
 from merge_studio.core.dtypes import parse_dtype
 from merge_studio.core.hf.merge_setup import prepare_hf_merge
 from merge_studio.core.hf.output_folder import OutputFolder
-from merge_studio.core.methods.layered import layer_depths, resolve_params
+from merge_studio.core.methods.layered import format_validation_error, layer_ranks
 from merge_studio.core.methods.spec import MethodSpec
+from merge_studio.core.param_scopes import Place, Scopes, method_scopes, model_scopes, place_tensors, resolve_in_scopes, sort_recipe
 from merge_studio.core.recipe import ModelEntry, Recipe
+from merge_studio.core.recipe_slices import check_layer_structure
 from merge_studio.core.writer import PlannedTensor, output_targets
-from merge_studio.errors import IncompatibleCheckpointsError, MethodError, OutputError
+from merge_studio.errors import IncompatibleCheckpointsError, MethodError, OutputError, RecipeError
 
 ARCH_METADATA_KEY = "merge_studio.arch"
 
@@ -74,6 +77,8 @@ class MergePlan:
     depths: dict[str, float] = field(default_factory=dict)
     arch: str | None = None
     output_folder: OutputFolder | None = None  # config, tokenizer and card for a Hugging Face output
+    scopes: Scopes | None = None
+    places: dict[str, Place] = field(default_factory=dict)
     _param_cache: dict[Any, Any] = field(default_factory=dict)
 
     @property
@@ -92,22 +97,37 @@ class MergePlan:
         assert self.recipe.output is not None
         return output_targets(Path(self.recipe.output), count)
 
-    def params_for(self, name: str, depth: float) -> Any:
-        """The method's parameters for one tensor (per-layer values resolved and validated)."""
-        resolved = resolve_params(self.recipe.params, name, depth)
-        key = ("p", tuple(sorted((k, repr(v)) for k, v in resolved.items())))
+    def _scopes(self) -> Scopes:
+        if self.scopes is None:
+            recipe = self.recipe
+            self.scopes = sort_recipe(self.spec, recipe.params, recipe.models, recipe.slices or [])
+        return self.scopes
+
+    def _validated(self, model: Any, kind: str, resolved: dict[str, Any], name: str) -> Any:
+        key = (kind, tuple(sorted((k, repr(v)) for k, v in resolved.items())))
         if key not in self._param_cache:
-            self._param_cache[key] = self.spec.params.model_validate(resolved)
+            try:
+                self._param_cache[key] = model.model_validate(resolved)
+            except ValidationError as exc:
+                raise RecipeError(format_validation_error(exc, f"parameters at {name or 'the model'}")) from None
         return self._param_cache[key]
 
+    def params_for(self, name: str, depth: float) -> Any:
+        """The method's parameters for one tensor (per-layer values and scopes resolved, validated)."""
+        place = self.places.get(name)
+        chain = method_scopes(self._scopes(), place.slice_index if place else None)
+        return self._validated(self.spec.params, "p", resolve_in_scopes(chain, name, depth), name)
+
     def model_params_for(self, name: str, depth: float) -> list[Any]:
+        """Each model's per-model parameters for one tensor (the most specific scope wins)."""
+        scopes = self._scopes()
+        place = self.places.get(name)
         out = []
         for entry in self.model_entries:
-            resolved = resolve_params(entry.params, name, depth)
-            key = ("m", tuple(sorted((k, repr(v)) for k, v in resolved.items())))
-            if key not in self._param_cache:
-                self._param_cache[key] = self.spec.model_params.model_validate(resolved)
-            out.append(self._param_cache[key])
+            index = next((i for i, e in enumerate(self.recipe.models) if e is entry), None)
+            own = scopes.models[index] if index is not None else {}
+            chain = model_scopes(scopes, own, entry.path, place.slice_index if place else None)
+            out.append(self._validated(self.spec.model_params, "m", resolve_in_scopes(chain, name, depth), name))
         return out
 
     def close(self) -> None:
@@ -256,7 +276,12 @@ def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
             + (f"; {len(plan.skipped)} left out as mismatched" if plan.skipped else ""),
             hint="check that these are the model files you meant",
         )
-    plan.depths = layer_depths(plan.keys)
+    ranges: list[tuple[int, int]] = []
+    if recipe.slices:
+        n_layers = len({r for r in layer_ranks(plan.keys).values() if r is not None})
+        ranges = check_layer_structure(recipe.slices, n_layers)
+    plan.places = place_tensors(plan.keys, ranges)
+    plan.depths = {k: place.depth for k, place in plan.places.items()}
     for key in plan.keys:
         action = plan.actions[key]
         src = action.source if action.source is not None else (role_base if role_base is not None else models[0])

@@ -17,9 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from merge_studio.core.hf.settings import TokenizerSettings
-from merge_studio.core.methods.layered import format_validation_error, validate_layered
+from merge_studio.core.methods.layered import format_validation_error
 from merge_studio.core.methods.registry import get_method
 from merge_studio.core.methods.spec import MethodSpec
+from merge_studio.core.recipe_slices import SliceEntry
 from merge_studio.errors import MergeStudioError, RecipeError
 
 RECIPE_VERSION = 1
@@ -58,6 +59,9 @@ class Recipe(BaseModel):
     models: list[ModelEntry] = Field(min_length=1)
     base: str | None = Field(None, description="Base model path (task vectors are taken against it).")
     params: dict[str, Any] = Field(default_factory=dict)
+    slices: list[SliceEntry] | None = Field(
+        None, description="Parameters for ranges of layers (mergekit's slices); the most specific scope wins."
+    )
     output: str | None = None
     dtype: str | None = Field(None, description="Output dtype; default: the inputs' dtype.")
     compute_dtype: str = "float32"
@@ -114,10 +118,11 @@ class Recipe(BaseModel):
             spec = get_method(self.method)
         except MergeStudioError as exc:
             raise ValueError(str(exc)) from None
+        from merge_studio.core.param_scopes import check_slice_models, sort_recipe
+
         try:
-            validate_layered(spec.params, self.params, "params")
-            for i, entry in enumerate(self.models):
-                validate_layered(spec.model_params, entry.params, f"models.{i}.params")
+            sort_recipe(spec, self.params, self.models, self.slices or [])
+            check_slice_models(self.slices or [], [e.path for e in self.models], self.base)
         except RecipeError as exc:
             raise ValueError(str(exc)) from None
         if self.data is not None:
@@ -149,12 +154,19 @@ class Recipe(BaseModel):
             path = Path(p).expanduser()
             return str(path if path.is_absolute() else (root / path))
 
+        slices = None
+        if self.slices is not None:
+            slices = [
+                sl.model_copy(update={"sources": [src.model_copy(update={"model": fix(src.model)}) for src in sl.sources]})
+                for sl in self.slices
+            ]
         return self.model_copy(
             update={
                 "models": [e.model_copy(update={"path": fix(e.path)}) for e in self.models],
                 "base": fix(self.base),
                 "output": fix(self.output),
                 "tokenizer": self.tokenizer.with_paths(lambda p: fix(p) or p) if self.tokenizer else None,
+                "slices": slices,
             }
         )
 
@@ -162,7 +174,7 @@ class Recipe(BaseModel):
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_defaults=False)
         # Keep files short: drop empty optional sections but keep what a reader needs.
-        for key in ("arch", "data", "base", "output", "dtype", "shard_size", "tokenizer"):
+        for key in ("arch", "data", "base", "output", "dtype", "shard_size", "tokenizer", "slices"):
             if data.get(key) is None:
                 data.pop(key, None)
         if self.tokenizer is not None:

@@ -286,7 +286,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
             problems.append("the models' tensors do not line up (Inspector ▸ Compatibility): set Output ▸ "
                             "Mismatched to copy or leave them out, or remove the odd model")
         form_ok = self.method_panel.form is None or self.method_panel.form.is_valid()
-        self.method_panel.set_problems(problems)
+        self.method_panel.set_problems(problems, self.session.warnings())
         running = self.merge_worker is not None
         can_merge = not problems and form_ok and not running and bool(self.session.models)
         self.method_panel.merge_button.setEnabled(can_merge)

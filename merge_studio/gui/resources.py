@@ -43,7 +43,7 @@ LIGHT = {
     "text": "#1f2933", "heading": "#34495e", "muted": "#6b7785",
     "accent": "#2e86de", "accent_hover": "#1f6fbf", "accent_soft": "#e3f0fc", "accent_disabled": "#a9c8e8",
     "selection": "#d6e9fb", "selection_text": "#1b2631",
-    "error": "#c0392b", "error_bg": "#fdecea", "on_accent": "#ffffff",
+    "error": "#c0392b", "error_bg": "#fdecea", "on_accent": "#ffffff", "warning": "#9a6700",
     "chevron_up": "chevron-up.svg", "chevron_down": "chevron-down.svg",
 }
 DARK = {
@@ -52,7 +52,7 @@ DARK = {
     "text": "#e3e7eb", "heading": "#cfd8e3", "muted": "#9aa5b1",
     "accent": "#4ea1f3", "accent_hover": "#6cb3f7", "accent_soft": "#1e3a56", "accent_disabled": "#35506b",
     "selection": "#1f4466", "selection_text": "#ffffff",
-    "error": "#ef6b5e", "error_bg": "#4a2523", "on_accent": "#ffffff",
+    "error": "#ef6b5e", "error_bg": "#4a2523", "on_accent": "#ffffff", "warning": "#e3b341",
     "chevron_up": "chevron-up-dark.svg", "chevron_down": "chevron-down-dark.svg",
 }
 

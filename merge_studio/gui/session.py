@@ -86,6 +86,7 @@ class OutputSettings:
     arch: str | None = None
     data: dict[str, Any] | None = None
     tokenizer: dict[str, Any] | None = None  # the recipe's tokenizer section (Hugging Face folders)
+    slices: list[dict[str, Any]] | None = None  # the recipe's slices (parameters per range of layers)
 
     @property
     def tokenizer_source(self) -> str | None:
@@ -106,6 +107,8 @@ class Session:
         self.method: str = DEFAULT_METHOD if any(s.name == DEFAULT_METHOD for s in list_methods()) else list_methods()[0].name
         self._params: dict[str, dict[str, Any]] = {}  # per method, raw values by recipe key
         self.output = OutputSettings()
+        self.recipe_warnings: list[str] = []  # what the last opened recipe gave that its method ignores
+        self._warned_method: str | None = None
 
     # --- models -----------------------------------------------------------------------
     def add_pending(self, path: str | Path, *, in_models: bool = True) -> LoadedModel:
@@ -243,6 +246,7 @@ class Session:
             "data": self.output.data,
             "hash_sources": self.output.hash_sources,
             "tokenizer": self.output.tokenizer,
+            "slices": self.output.slices,
         }
         return Recipe.from_mapping(data, source="window")
 
@@ -252,10 +256,16 @@ class Session:
         self.models = []
         self.base_id = None
         self.method = recipe.spec.name
-        self._params = {recipe.spec.name: dict(recipe.params)}
+        self.recipe_warnings = self._named_warnings(recipe)
+        self._warned_method = recipe.spec.name
+        params = dict(recipe.params)
+        # Per-model parameters given for the whole merge become each model's own (the coefficient
+        # table shows them); a model's own value, when it has one, still wins.
+        shared = {k: params.pop(k) for k in list(params) if k in _known_keys(recipe.spec.model_params)}
+        self._params = {recipe.spec.name: params}
         for entry in recipe.models:
             row = self.find_path(entry.path) or self.add_pending(entry.path)
-            row.params = dict(entry.params)
+            row.params = {**shared, **entry.params}
             row.arch = recipe.arch
         if recipe.base:
             base = self.find_path(recipe.base) or self.add_pending(recipe.base, in_models=False)
@@ -272,8 +282,28 @@ class Session:
             arch=recipe.arch,
             data=recipe.data,
             tokenizer=recipe.tokenizer.model_dump(mode="json", exclude_defaults=True) if recipe.tokenizer else None,
+            slices=[sl.model_dump() for sl in recipe.slices] if recipe.slices else None,
         )
         return list(self.models)
+
+    @staticmethod
+    def _named_warnings(recipe: Recipe) -> list[str]:
+        """The recipe's parameter warnings, short, one per parameter, naming the models by file."""
+        from merge_studio.core.param_scopes import parameter_warnings
+
+        names = {f"models.{i}.params": Path(e.path).name for i, e in enumerate(recipe.models)}
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for w in parameter_warnings(recipe):
+            grouped.setdefault((w.key, w.reason), []).append(names.get(w.where, w.where))
+        out = []
+        for (key, reason), places in grouped.items():
+            on = "" if places == ["params"] else f" (on {', '.join(places)})"
+            out.append(f"{key}{on} {reason}; ignored")
+        return out
+
+    def warnings(self) -> list[str]:
+        """Messages that do not stop a merge: what the opened recipe gives that this method ignores."""
+        return list(self.recipe_warnings) if self.method == self._warned_method else []
 
     def suggest_output(self) -> str:
         """A free file name next to the first model, so Merge works without typing a path."""

@@ -82,6 +82,9 @@ def test_methods_without_a_mergekit_counterpart_are_refused_clearly():
 
 
 def test_layer_stacking_configs_are_refused_clearly():
-    config = {"merge_method": "slerp", "slices": [{"sources": [{"model": "a"}]}, {"sources": [{"model": "b"}]}]}
-    with pytest.raises(RecipeError, match="several slices"):
+    config = {"merge_method": "slerp", "base_model": "a", "slices": [
+        {"sources": [{"model": "a", "layer_range": [0, 24]}]},
+        {"sources": [{"model": "b", "layer_range": [20, 40]}]},
+    ]}
+    with pytest.raises(RecipeError, match="stacking"):
         recipe_from_mergekit(config)

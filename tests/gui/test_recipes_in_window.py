@@ -80,3 +80,31 @@ def test_recent_recipes_are_remembered(qtbot, window, tiny_models, tmp_path):
     path = window.save_recipe(tmp_path / "remember.yaml")
     assert window.settings.recent_recipes[0] == str(path.resolve())
     assert str(tiny_models[0].resolve()) in window.settings.recent_models
+
+
+def test_a_mergekit_config_with_a_parameter_the_method_ignores_opens_with_a_warning(qtbot, window, tiny_models, tmp_path):
+    config = tmp_path / "slerp.yml"
+    config.write_text(yaml.safe_dump({
+        "merge_method": "slerp", "base_model": str(tiny_models[0]), "parameters": {"t": 0.3},
+        "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in tiny_models[:2]],
+    }))
+    with qtbot.waitSignal(window.sig_models_loaded, timeout=10_000):
+        assert window.open_recipe(config)
+    window.method_panel.set_output_path(tmp_path / "out.safetensors")
+    label = window.method_panel.warnings_label
+    qtbot.waitUntil(window.method_panel.merge_button.isEnabled, timeout=5000)  # a warning does not stop the merge
+    assert label.text() == "• weight (on mlp_0.safetensors, mlp_1.safetensors) is not a parameter of SLERP; ignored"
+    window.method_panel.select_method("weighted_average")
+    qtbot.waitUntil(lambda: not label.isVisible(), timeout=3000)
+
+
+def test_a_per_model_parameter_for_the_whole_merge_shows_in_each_models_coefficients(qtbot, window, tiny_models, tmp_path):
+    config = tmp_path / "ties.yml"
+    config.write_text(yaml.safe_dump({
+        "merge_method": "ties", "base_model": str(tiny_models[0]), "parameters": {"density": 0.3},
+        "models": [{"model": str(tiny_models[1])}, {"model": str(tiny_models[2]), "parameters": {"density": 0.6}}],
+    }))
+    with qtbot.waitSignal(window.sig_models_loaded, timeout=10_000):
+        assert window.open_recipe(config)
+    recipe = window.session.to_recipe()
+    assert [m.params.get("density") for m in recipe.models] == [0.3, 0.6]

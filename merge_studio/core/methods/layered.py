@@ -5,10 +5,18 @@ A parameter value in a recipe may be
 * a plain value: ``0.5``;
 * a list of numbers, interpolated linearly over layer depth (mergekit's
   "gradient"): ``[0, 0.5, 1]`` fades from 0 at the first layer to 1 at the last;
+  a list of on/off values or words steps through them instead (``[true, false]``:
+  on in the first half of the layers);
 * a list of ``{filter: PATTERN, value: V}`` entries, tried in order, where an entry
   without ``filter`` matches everything: ``[{filter: attn, value: 0.3}, {value: 0.7}]``.
   A pattern with ``*``, ``?`` or ``[`` is a glob on the tensor name; otherwise it
   matches when it occurs in the name (as in mergekit). ``V`` may itself be a list.
+
+Where a tensor sits on a gradient follows mergekit: the k-th of n layers at
+k/(n − 1) (at 1 when there is one layer), and every tensor outside the numbered
+layers (embeddings, the final norm, the output head) at 0, so it takes the
+gradient's first value. :mod:`merge_studio.core.param_scopes` places tensors
+inside slices the same way.
 
 :func:`resolve_params` turns such a mapping into plain values for one tensor, and
 :func:`validate_layered` checks every value a recipe could produce against the
@@ -27,8 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from merge_studio.errors import RecipeError
 
-_MISSING = object()
-_EARLY_NAMES = ("embed", "wte", "wpe", "tok_", "token", "patch", "pos_", "cls_token", "stem", "conv1.", "bn1.")
+MISSING = object()
 
 
 def _is_number(v: Any) -> bool:
@@ -40,14 +47,23 @@ def is_gradient(value: Any) -> bool:
     return isinstance(value, list) and len(value) >= 2 and all(_is_number(v) for v in value)
 
 
+def _is_scalar(v: Any) -> bool:
+    return isinstance(v, (bool, int, float, str))
+
+
+def is_steps(value: Any) -> bool:
+    """A list of at least two plain values that are not all numbers (on/off, words): stepped through."""
+    return isinstance(value, list) and len(value) >= 2 and all(_is_scalar(v) for v in value) and not is_gradient(value)
+
+
 def is_filtered(value: Any) -> bool:
     """A list of ``{filter, value}`` entries."""
     return isinstance(value, list) and len(value) > 0 and all(isinstance(v, Mapping) for v in value)
 
 
 def is_layered(value: Any) -> bool:
-    """Whether a raw value varies by tensor (gradient or filters)."""
-    return is_gradient(value) or is_filtered(value)
+    """Whether a raw value varies by tensor (gradient, steps or filters)."""
+    return is_gradient(value) or is_steps(value) or is_filtered(value)
 
 
 def name_matches(pattern: str, name: str) -> bool:
@@ -72,9 +88,11 @@ def resolve_value(value: Any, name: str, depth: float) -> Any:
             pattern = entry.get("filter")
             if pattern is None or name_matches(str(pattern), name):
                 return resolve_value(entry.get("value"), name, depth)
-        return _MISSING
+        return MISSING
     if is_gradient(value):
         return interpolate(value, depth)
+    if is_steps(value):
+        return value[int(min(max(depth, 0.0), 1.0) * (len(value) - 1))]
     if isinstance(value, list) and len(value) == 1:
         return value[0]
     return value
@@ -85,7 +103,7 @@ def resolve_params(raw: Mapping[str, Any], name: str, depth: float) -> dict[str,
     out: dict[str, Any] = {}
     for key, value in raw.items():
         resolved = resolve_value(value, name, depth)
-        if resolved is not _MISSING:
+        if resolved is not MISSING:
             out[key] = resolved
     return out
 
@@ -97,7 +115,7 @@ def leaf_values(value: Any) -> list[Any]:
         for entry in value:
             leaves.extend(leaf_values(entry.get("value")))
         return leaves
-    if is_gradient(value):
+    if is_gradient(value) or is_steps(value):
         return list(value)
     if isinstance(value, list) and len(value) == 1:
         return [value[0]]
@@ -170,23 +188,21 @@ def layer_key(name: str) -> tuple[int, ...] | None:
     return None
 
 
-def layer_depths(names: Iterable[str]) -> dict[str, float]:
-    """Each tensor's depth in [0, 1]: the rank of its block among all blocks.
-
-    For a transformer this is the layer index over the last index (as mergekit
-    interpolates gradients). Tensors outside numbered blocks sit at 0 when they
-    look like inputs (embeddings, patch/position embeddings, a stem) and at 1
-    otherwise (final norms, heads), so a gradient fades from input to output.
-    """
+def layer_ranks(names: Iterable[str]) -> dict[str, int | None]:
+    """Each tensor's layer number: the rank of its block among all numbered blocks (``None`` outside)."""
     names = list(names)
     keys = {n: layer_key(n) for n in names}
     ranks = {k: i for i, k in enumerate(sorted({k for k in keys.values() if k is not None}))}
-    top = max(len(ranks) - 1, 0)
-    depths: dict[str, float] = {}
-    for n in names:
-        k = keys[n]
-        if k is not None:
-            depths[n] = ranks[k] / top if top else 0.0
-        else:
-            depths[n] = 0.0 if any(e in n.lower() for e in _EARLY_NAMES) else 1.0
-    return depths
+    return {n: (ranks[k] if k is not None else None) for n, k in keys.items()}
+
+
+def layer_depths(names: Iterable[str]) -> dict[str, float]:
+    """Each tensor's depth in [0, 1], as mergekit places it on a gradient.
+
+    The k-th of n blocks sits at k/(n − 1) (at 1 when there is a single block); for
+    a transformer that is the layer index over the last index. Tensors outside
+    numbered blocks (embeddings, final norms, heads) sit at 0, as in mergekit.
+    """
+    ranks = layer_ranks(names)
+    top = max((r for r in ranks.values() if r is not None), default=0)
+    return {n: (0.0 if r is None else (r / top if top else 1.0)) for n, r in ranks.items()}

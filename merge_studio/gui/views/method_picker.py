@@ -175,6 +175,11 @@ class MethodPicker(QWidget):
         self.problems_label.setObjectName("problems")
         self.problems_label.setWordWrap(True)
         self.problems_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warnings_label = QLabel(self)
+        self.warnings_label.setObjectName("warnings")
+        self.warnings_label.setWordWrap(True)
+        self.warnings_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warnings_label.setVisible(False)
         self.merge_button = QPushButton("Merge", self)
         self.merge_button.setObjectName("merge_button")
         self.merge_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
@@ -198,6 +203,7 @@ class MethodPicker(QWidget):
         footer = QVBoxLayout()
         footer.setContentsMargins(10, 4, 10, 10)
         footer.addWidget(self.problems_label)
+        footer.addWidget(self.warnings_label)
         footer.addWidget(self.merge_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -356,11 +362,15 @@ class MethodPicker(QWidget):
     def set_output_path(self, path: str | Path) -> None:
         self.output_edit.setText(str(path))
 
-    def set_problems(self, problems: list[str]) -> None:
+    def set_problems(self, problems: list[str], warnings: list[str] | None = None) -> None:
+        """Show what stops the merge and, below it, what does not (parameters the method ignores)."""
         errors = self.form.errors() if self.form is not None else {}
         lines = [f"{k}: {v}" for k, v in errors.items()] + problems
         self.problems_label.setText("\n".join(f"• {p}" for p in lines))
         self.problems_label.setVisible(bool(lines))
+        notes = warnings or []
+        self.warnings_label.setText("\n".join(f"• {w}" for w in notes))
+        self.warnings_label.setVisible(bool(notes))
 
     def set_running(self, running: bool) -> None:
         self.merge_button.setEnabled(not running)
