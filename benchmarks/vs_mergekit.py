@@ -13,6 +13,13 @@ mergekit lives in its own virtual environment (it pins transformers, peft, datas
 
     python -m venv /tmp/mkvenv && /tmp/mkvenv/bin/pip install torch==2.13.0 mergekit
     python benchmarks/vs_mergekit.py --dir /tmp/bench-data --mergekit /tmp/mkvenv/bin/mergekit-yaml
+
+``--suite tiny`` runs instead every config of ``benchmarks/mergekit_configs.py`` (mergekit's
+own test and example configs, a row per method, gradients, filters, slices with parameters,
+global per-model parameters, out_dtype) on tiny float32 Llama folders built with
+``tests/hf_models.py``, and prints per-config agreement:
+
+    python benchmarks/vs_mergekit.py --suite tiny --dir /tmp/mk-tiny --mergekit /tmp/mkvenv/bin/mergekit-yaml
 """
 
 from __future__ import annotations
@@ -68,6 +75,73 @@ models:
   - model: {m2}
     parameters: {{weight: 1.0, density: 0.5}}
 parameters: {{normalize: true}}
+""",
+    "breadcrumbs_ties (base + 2, density 0.5, γ 0.01)": """
+merge_method: breadcrumbs_ties
+base_model: {m0}
+models:
+  - model: {m1}
+    parameters: {{weight: 1.0, density: 0.5, gamma: 0.01}}
+  - model: {m2}
+    parameters: {{weight: 1.0, density: 0.5, gamma: 0.01}}
+""",
+    "della (base + 2, density 0.5, ε 0.1; random)": """
+merge_method: della
+base_model: {m0}
+models:
+  - model: {m1}
+    parameters: {{weight: 1.0, density: 0.5, epsilon: 0.1}}
+  - model: {m2}
+    parameters: {{weight: 1.0, density: 0.5, epsilon: 0.1}}
+""",
+    "sce (base + 2, select_topk 0.5)": """
+merge_method: sce
+base_model: {m0}
+models: [{{model: {m1}}}, {{model: {m2}}}]
+parameters: {{select_topk: 0.5}}
+""",
+    "ram (base + 2)": """
+merge_method: ram
+base_model: {m0}
+models: [{{model: {m1}}}, {{model: {m2}}}]
+""",
+    "ramplus_tl (base + 2)": """
+merge_method: ramplus_tl
+base_model: {m0}
+models: [{{model: {m1}}}, {{model: {m2}}}]
+""",
+    "karcher (3 models)": """
+merge_method: karcher
+models: [{{model: {m0}}}, {{model: {m1}}}, {{model: {m2}}}]
+""",
+    "multislerp (base + 2)": """
+merge_method: multislerp
+base_model: {m0}
+models:
+  - model: {m1}
+    parameters: {{weight: 0.6}}
+  - model: {m2}
+    parameters: {{weight: 0.4}}
+""",
+    "nuslerp (2, row by row)": """
+merge_method: nuslerp
+models:
+  - model: {m1}
+    parameters: {{weight: 0.6}}
+  - model: {m2}
+    parameters: {{weight: 0.4}}
+parameters: {{nuslerp_flatten: false}}
+""",
+    "nearswap (base + 1, t 0.001)": """
+merge_method: nearswap
+base_model: {m0}
+models: [{{model: {m0}}}, {{model: {m1}}}]
+parameters: {{t: 0.001}}
+""",
+    "arcee_fusion (base + 1)": """
+merge_method: arcee_fusion
+base_model: {m0}
+models: [{{model: {m0}}}, {{model: {m1}}}]
 """,
 }
 # Both tools compute in float32 and write the models' dtype.
@@ -128,12 +202,23 @@ def main() -> None:
     parser.add_argument("--params", type=float, default=1.1, help="billions of parameters per model")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
                         help="the models' dtype (float32 models have almost no tied magnitudes)")
-    parser.add_argument("--only", nargs="*", help="run only configs whose label starts with these words")
+    parser.add_argument("--only", nargs="*", help="run only configs whose label starts with (tiny: contains) these words")
+    parser.add_argument("--suite", choices=["large", "tiny"], default="large",
+                        help="large: timing on TinyLlama-sized models; tiny: every config of mergekit_configs.py")
     args = parser.parse_args()
     if not args.mergekit or not Path(args.mergekit).exists():
         sys.exit("mergekit-yaml not found: install mergekit in its own venv and pass --mergekit (see --help)")
     if not Path("/usr/bin/time").exists():
         sys.exit("needs GNU time (/usr/bin/time; apt-get install time)")
+    print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
+    if args.suite == "tiny":
+        from mergekit_configs import SUITE
+        from mergekit_suite import print_table, run_suite
+
+        args.dir.mkdir(parents=True, exist_ok=True)
+        print_table(run_suite(args.dir, args.mergekit, SUITE, args.only))
+        print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
+        return
     ours = str(Path(sys.executable).with_name("merge-studio"))
 
     shapes = llama_shapes(args.params)
@@ -167,6 +252,7 @@ def main() -> None:
         for out in (out_mk, out_ms):
             shutil.rmtree(out, ignore_errors=True)
 
+    print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
     print("\n| config | mergekit wall s | merge-studio wall s | speed-up | mergekit peak RSS GB | merge-studio peak RSS GB | max abs diff | bit-identical tensors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, (mk_s, mk_rss), (ms_s, ms_rss), worst, same, total in rows:
