@@ -88,3 +88,38 @@ def test_layer_stacking_configs_are_refused_clearly():
     ]}
     with pytest.raises(RecipeError, match="stacking"):
         recipe_from_mergekit(config)
+
+
+NEW_METHODS = {
+    "breadcrumbs": ({"lambda": 0.8}, {"weight": 0.5, "density": 0.4, "gamma": 0.02}),
+    "breadcrumbs_ties": ({"normalize": True}, {"density": [0.3, 0.6], "gamma": 0.01}),
+    "della": ({"rescale": False}, {"weight": 0.7, "density": 0.5, "epsilon": 0.1}),
+    "della_linear": ({"lambda": 1.2}, {"density": 0.6, "epsilon": 0.2}),
+    "sce": ({"select_topk": 0.4}, {}),
+    "ram": ({"epsilon": 1e-4}, {}),
+    "ramplus_tl": ({"r": 0.2, "alpha": 0.5}, {}),
+    "karcher": ({"max_iter": 5, "tol": 1e-6}, {}),
+    "multislerp": ({"normalize_weights": True}, {"weight": 0.3}),
+    "nuslerp": ({"nuslerp_flatten": False}, {"weight": 0.6}),
+    "nearswap": ({"t": 0.001}, {}),
+    "arcee_fusion": ({}, {}),
+}
+
+
+@pytest.mark.parametrize("method", sorted(NEW_METHODS))
+def test_each_method_from_mergekits_list_round_trips_through_its_config(method):
+    from merge_studio.core.methods import get_method
+    from merge_studio.core.recipe import Recipe
+
+    spec = get_method(method)
+    params, model_params = NEW_METHODS[method]
+    n = 1 if spec.n_models == (1, 1) else 2
+    data = {"method": method, "params": params,
+            "models": [{"path": f"/m/ft{i}.safetensors", "params": model_params} for i in range(n)]}
+    if spec.base != "unused":
+        data["base"] = "/m/base.safetensors"
+    recipe = Recipe.from_mapping(data)
+    config = mergekit_from_recipe(recipe)
+    assert config["merge_method"] == method
+    again = recipe_from_mergekit(yaml.safe_load(yaml.safe_dump(config)))
+    assert (again.method, again.base, again.params, again.models) == (recipe.method, recipe.base, recipe.params, recipe.models)
