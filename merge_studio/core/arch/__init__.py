@@ -1,9 +1,10 @@
-"""Where a model comes from: the zoo, user factories and ``.pt2`` programs, in one spelling.
+"""Where a model comes from: the zoo, user factories, ``.pt2`` programs and Hugging Face
+configs, in one spelling.
 
 ``build_module("zoo:resnet20?width=2", state_dict)`` gives a bound ``nn.Module``;
 ``example_input(spec)`` something to feed it; ``detect_arch(checkpoint)`` the spec a
-checkpoint was saved with (metadata key ``merge_studio.arch``) or the zoo entry its
-tensor names and shapes match.
+checkpoint was saved with (metadata key ``merge_studio.arch``), the ``hf:`` folder its
+``config.json`` describes, or the zoo entry its tensor names and shapes match.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from merge_studio.core.arch.bind import bind_state_dict, state_dict_mismatch
+from merge_studio.core.arch.bind import bind_state_dict, state_dict_mismatch, tied_names
 from merge_studio.core.arch.spec import EXPECTED_FORMS, ArchSpec, parse_arch
 from merge_studio.core.arch.zoo import ZOO, ZooEntry, recognise
 from merge_studio.errors import ArchitectureError
@@ -35,6 +36,7 @@ __all__ = [
     "example_input",
     "parse_arch",
     "state_dict_mismatch",
+    "tied_names",
 ]
 
 
@@ -71,7 +73,12 @@ def build_module(
     that does not fit raises :class:`ArchitectureError` naming the keys.
     """
     parsed = parse_arch(spec)
-    if parsed.kind == "zoo":
+    if parsed.kind == "hf":
+        from merge_studio.core.arch.hf import build_hf_module
+
+        # weights about to be bound need no initialiser (seconds saved on big models)
+        module = build_hf_module(parsed, device=device, initialise=state_dict is None)
+    elif parsed.kind == "zoo":
         entry = zoo_entry(parsed)
         try:
             with _device_context(device):
@@ -92,11 +99,18 @@ def build_module(
     return module
 
 
-def example_input(spec: str | ArchSpec, batch_size: int = 2) -> torch.Tensor | tuple[Any, ...]:
-    """A deterministic input the model accepts (digits images, 64-vectors, token ids...)."""
+def example_input(spec: str | ArchSpec, batch_size: int = 2) -> torch.Tensor | tuple[Any, ...] | dict[str, Any]:
+    """A deterministic input the model accepts (digits images, 64-vectors, token ids...).
+
+    Hugging Face models get keyword arguments (``input_ids``, a causal mask, ``use_cache``).
+    """
     parsed = parse_arch(spec)
     if parsed.kind == "zoo":
         return zoo_entry(parsed).example_input(parsed.kwargs, batch_size)
+    if parsed.kind == "hf":
+        from merge_studio.core.arch.hf import hf_example_input
+
+        return hf_example_input(parsed, batch_size)
     if parsed.kind == "pt2":
         from merge_studio.core.arch.export import program_example_input
 
@@ -121,8 +135,9 @@ def detect_arch(checkpoint: Any) -> str | None:
 
     Accepts a :class:`~merge_studio.core.checkpoints.Checkpoint` or a mapping of
     names to tensors/shapes. Order: the ``merge_studio.arch`` metadata key, a
-    ``.pt2`` file's own program, then zoo recognition by names and shapes (which
-    returns every inferred argument, e.g. ``zoo:resnet20?width=2&in_channels=1&...``).
+    ``.pt2`` file's own program, a Hugging Face folder's ``config.json`` (``hf:FOLDER``,
+    found without importing transformers), then zoo recognition by names and shapes
+    (which returns every inferred argument, e.g. ``zoo:resnet20?width=2&in_channels=1&...``).
     """
     metadata = getattr(checkpoint, "metadata", None) or {}
     recorded = metadata.get(ARCH_METADATA_KEY)
@@ -134,6 +149,12 @@ def detect_arch(checkpoint: Any) -> str | None:
     path = getattr(checkpoint, "path", None)
     if path is not None and str(path).lower().endswith(".pt2"):
         return str(path)
+    if path is not None:
+        from merge_studio.core.arch.hf import hf_spec_for
+
+        found_hf = hf_spec_for(path)
+        if found_hf is not None:
+            return found_hf
     found = recognise(_shapes(checkpoint))
     if found is None:
         return None

@@ -6,6 +6,8 @@ Forms::
     path/to/file.py:function[?k=v]    a factory in a Python file the user chose
     package.module:function[?k=v]     a factory in an importable module
     path/to/model.pt2                 a ``torch.export`` program (carries its own module)
+    hf:path/to/folder[?k=v]           a Hugging Face model folder's config.json (or the
+                                      config.json itself); arguments override config values
 
 Arguments after ``?`` are coerced to int, float or bool where they read as one; lists
 stay comma strings (``hidden=512,512``) and the builder splits them.
@@ -20,11 +22,11 @@ from typing import Any, Literal
 
 from merge_studio.errors import ArchitectureError
 
-ArchKind = Literal["zoo", "file", "module", "pt2"]
+ArchKind = Literal["zoo", "file", "module", "pt2", "hf"]
 
 EXPECTED_FORMS = (
     "expected one of: zoo:NAME (e.g. zoo:resnet20?width=4), path/to/file.py:function, "
-    "package.module:function, or path/to/model.pt2"
+    "package.module:function, path/to/model.pt2, or hf:path/to/model_folder (its config.json)"
 )
 
 _IDENTIFIER = r"[A-Za-z_]\w*"
@@ -37,7 +39,7 @@ class ArchSpec:
     """A parsed architecture spelling; ``str(spec)`` gives the canonical text back."""
 
     kind: ArchKind
-    target: str  # zoo name, file path, dotted module, or .pt2 path
+    target: str  # zoo name, file path, dotted module, .pt2 path, or HF folder / config.json
     function: str | None = None  # factory function for "file" and "module"
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -46,6 +48,8 @@ class ArchSpec:
             text = f"zoo:{self.target}"
         elif self.kind == "pt2":
             text = self.target
+        elif self.kind == "hf":
+            text = f"hf:{self.target}"
         else:
             text = f"{self.target}:{self.function}"
         if self.kwargs:
@@ -115,6 +119,14 @@ def parse_arch(spec: str | ArchSpec) -> ArchSpec:
         if not _FUNCTION.match(name):
             raise ArchitectureError(f"architecture {text!r}: {name!r} is not a zoo name", hint=EXPECTED_FORMS)
         return ArchSpec("zoo", name, None, kwargs)
+    if head.startswith("hf:"):
+        target = head[3:].strip()
+        if not target:
+            raise ArchitectureError(
+                f"architecture {text!r} names no folder",
+                hint="write hf:path/to/model_folder or hf:path/to/config.json",
+            )
+        return ArchSpec("hf", target, None, kwargs)
     if head.lower().endswith(".pt2"):
         return ArchSpec("pt2", head, None, kwargs)
     if ".py:" in head:

@@ -149,6 +149,7 @@ class GraphView(QWidget):
             action.triggered.connect(lambda _=False, n=name: self.choose_arch(f"zoo:{n}"))
         menu.addAction("Factory file (.py)…").triggered.connect(self._on_pick_factory)
         menu.addAction("Exported program (.pt2)…").triggered.connect(self._on_pick_pt2)
+        menu.addAction("Hugging Face config (config.json)…").triggered.connect(self._on_pick_hf_config)
         menu.addAction("Module tree (no architecture)").triggered.connect(lambda: self.choose_arch(""))
         return menu
 
@@ -522,6 +523,11 @@ class GraphView(QWidget):
         function, ok = QInputDialog.getText(self, "Factory function", "Function that returns the nn.Module:", text="build")
         if ok and function.strip():
             self.choose_arch(f"{path}:{function.strip()}")
+
+    def _on_pick_hf_config(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Hugging Face model config", "", "Model config (config.json *.json)")
+        if path:
+            self.choose_arch(f"hf:{path}")
 
     def _on_pick_pt2(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Exported program", "", "Exported programs (*.pt2)")
