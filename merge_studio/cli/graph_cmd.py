@@ -3,6 +3,8 @@
     merge-studio graph model.safetensors -o model.svg
     merge-studio graph --arch zoo:resnet20?width=2 --depth 2 -o resnet.png
     merge-studio graph merged.safetensors --overlay relative-change --against a.safetensors -o change.png
+    merge-studio graph path/to/llama_folder -o llama.svg            # 32 decoder layers drawn once, ×32
+    merge-studio graph --arch hf:path/to/config.json --expand model.layers -o all_layers.svg
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--arch",
         metavar="SPEC",
-        help="architecture: zoo:NAME[?k=v], path/to/file.py:function, package.module:function, or model.pt2",
+        help="architecture: zoo:NAME[?k=v], path/to/file.py:function, package.module:function, model.pt2, "
+        "or hf:FOLDER (a Hugging Face config.json; found by itself for model folders)",
     )
     parser.add_argument("--depth", type=int, default=3, metavar="N", help="levels of submodules to open (default 3)")
     parser.add_argument("--expand-nested", action="store_true", help="draw opened modules as boxes around their layers")
+    parser.add_argument("--expand", action="append", default=[], metavar="BLOCK",
+                        help="draw this block of repeated layers layer by layer (e.g. model.layers); "
+                        "by default identical layers are drawn once, marked ×N")
+    parser.add_argument("--no-collapse", action="store_true", help="draw every repeated layer")
     parser.add_argument(
         "--overlay",
         choices=OVERLAYS,
@@ -90,11 +97,13 @@ def run(args: argparse.Namespace) -> int:
             overlay = _overlay(args, checkpoint, stack)
             if checkpoint is not None:
                 picture = drive(iter_checkpoint_picture(
-                    checkpoint, arch=args.arch, depth=args.depth, expand_nested=args.expand_nested, overlay=overlay
+                    checkpoint, arch=args.arch, depth=args.depth, expand_nested=args.expand_nested, overlay=overlay,
+                    expand=args.expand, collapse_repeats=not args.no_collapse,
                 ))
             else:
                 picture = drive(iter_arch_picture(
-                    args.arch, depth=args.depth, expand_nested=args.expand_nested, overlay=overlay, title=args.arch
+                    args.arch, depth=args.depth, expand_nested=args.expand_nested, overlay=overlay, title=args.arch,
+                    expand=args.expand, collapse_repeats=not args.no_collapse,
                 ))
         for note in picture.notes:
             print(f"note: {note}", file=sys.stderr)
@@ -106,4 +115,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     what = f"architecture {picture.arch}" if picture.arch else "module tree"
     print(f"wrote {out} ({what}, {len(picture.graph.nodes)} nodes)")
+    for block in picture.graph.repeats:
+        print(f"{block.span}: {block.count} identical {block.module_type} drawn once "
+              f"(--expand {block.path} draws each)")
     return 0

@@ -8,12 +8,17 @@ copy-free path with ``torch.no_grad``.
 torchview identifies a module node by ``id(module)``; we map those ids to dotted
 paths with ``named_modules()`` of the module that was actually traced, so every
 node knows its layer (``layer1.0.conv1``) whatever its depth.
+
+Repeated blocks (a transformer's decoder layers) are traced and drawn once, in a
+box captioned ``×32`` (:mod:`merge_studio.graph.repeats`); a block the user expands
+is drawn layer by layer, with inputs every layer shares (positions, masks) wired to
+the first layer only, so the layout stays quick and the picture readable.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,6 +36,7 @@ from merge_studio.graph.model import (
     format_shape,
     html_escape,
 )
+from merge_studio.graph.repeats import RepeatedBlock, box_repeats, broadcast_edges, collapsed, find_repeated_blocks
 
 
 def _meta_copy(module: nn.Module) -> nn.Module:
@@ -92,6 +98,26 @@ def _recording_graph_class() -> type:
         modules: dict[int, nn.Module]
         recorded: dict[str, GraphNode]
         default_fills: dict[str, str]
+        clusters: dict[str, str]  # module path -> torchview's cluster name (expand_nested)
+        spread_blocks: Sequence[RepeatedBlock]  # expanded blocks: shared inputs wired to layer one only
+
+        def collect_graph(self, **kwargs: Any) -> None:
+            super().collect_graph(**kwargs)
+            node = kwargs["cur_node"]
+            if isinstance(node, ModuleNode) and node.node_id in self.subgraph_dict:
+                path = self.paths.get(node.compute_unit_id)
+                if path is not None:
+                    self.clusters.setdefault(path, f"cluster_{self.subgraph_dict[node.node_id]}")
+
+        def render_edges(self) -> None:
+            counts: dict[tuple[int, int], int] = {}
+            for tail, head in self.edge_list:
+                key = (self.id_dict[tail.node_id], self.id_dict[head.node_id])
+                counts[key] = counts.get(key, 0) + 1
+            dropped, labels = broadcast_edges(list(counts), self.recorded, self.spread_blocks)
+            for edge, count in counts.items():
+                if edge not in dropped:
+                    self.add_edge(edge, count, labels.get(edge))
 
         def add_node(self, node: Any, subgraph: Any = None) -> None:
             if node.node_id not in self.id_dict:
@@ -106,10 +132,13 @@ def _recording_graph_class() -> type:
                         fontcolor=font_placeholder(node_id), **attrs)
             self.node_set.add(id(node))
 
-        def add_edge(self, edge_ids: tuple[int, int], edg_cnt: int) -> None:
+        def add_edge(self, edge_ids: tuple[int, int], edg_cnt: int, note: str | None = None) -> None:
             tail, head = edge_ids
             label = None if edg_cnt == 1 else f" ×{edg_cnt}"
-            self.visual_graph.edge(f"n{tail}", f"n{head}", label=label)
+            if note:
+                self.visual_graph.edge(f"n{tail}", f"n{head}", label=note, style="dashed")
+            else:
+                self.visual_graph.edge(f"n{tail}", f"n{head}", label=label)
 
         def _describe(self, node: Any, node_id: str) -> tuple[GraphNode, str, dict[str, str]]:
             if isinstance(node, TensorNode):
@@ -130,8 +159,25 @@ def _recording_graph_class() -> type:
                 return gnode, fill, {}
             assert isinstance(node, FunctionNode)
             label = _node_label(node.name, "", _shapes_line(inputs, outputs))
-            gnode = GraphNode(node_id, label, "", node.name, inputs, outputs, 0, "function")
+            gnode = GraphNode(node_id, label, "", node.name, inputs, outputs, 0, "function", owner=self._owner(node))
             return gnode, style.FILL_FUNCTION, {"shape": "ellipse", "style": "filled"}
+
+        def _owner(self, node: Any) -> str:
+            """The innermost module whose forward called this function."""
+            if not hasattr(self, "owners"):
+                self.owners = {}
+                self._collect_owners(self.node_hierarchy, "")
+            return self.owners.get(id(node), "")
+
+        def _collect_owners(self, tree: Any, owner: str) -> None:
+            """Walk torchview's nesting ({module: [calls inside it]}) noting each function's module."""
+            if isinstance(tree, dict):
+                for module_node, inside in tree.items():
+                    path = self.paths.get(getattr(module_node, "compute_unit_id", None), owner)
+                    for item in inside:
+                        self._collect_owners(item, path)
+            elif isinstance(tree, FunctionNode):
+                self.owners[id(tree)] = owner
 
     return RecordingGraph
 
@@ -152,7 +198,16 @@ def finish_template(source: str, title: str) -> str:
     return body
 
 
-def _trace(module: nn.Module, data: Any, device: str, depth: int, expand_nested: bool, title: str) -> ModuleGraph:
+def _trace(
+    module: nn.Module,
+    data: Any,
+    device: str,
+    depth: int,
+    expand_nested: bool,
+    title: str,
+    collapse: Sequence[RepeatedBlock] = (),
+    spread: Sequence[RepeatedBlock] = (),
+) -> ModuleGraph:
     import graphviz
     from torchview.torchview import forward_prop, process_input
 
@@ -165,18 +220,24 @@ def _trace(module: nn.Module, data: Any, device: str, depth: int, expand_nested:
     inputs, kwargs, input_nodes = process_input(data, None, {}, device, None, False)
     graph = _recording_graph_class()(visual, input_nodes, True, expand_nested, True, True, False, depth, False)
     graph.paths, graph.modules, graph.recorded, graph.default_fills = {}, {}, {}, {}
-    for path, sub in module.named_modules():
-        graph.paths.setdefault(id(sub), path)
-        graph.modules.setdefault(id(sub), sub)
-    forward_prop(module, inputs, device, graph, "eval", **kwargs)
+    graph.clusters, graph.spread_blocks = {}, tuple(spread)
+    with collapsed(module, collapse):
+        for path, sub in module.named_modules():
+            graph.paths.setdefault(id(sub), path)
+            graph.modules.setdefault(id(sub), sub)
+        forward_prop(module, inputs, device, graph, "eval", **kwargs)
     graph.fill_visual_graph()
     visual.graph_attr.pop("size", None)  # torchview caps the drawing size; we let viewers zoom
+    nodes = tuple(graph.recorded.values())
+    template = box_repeats(visual.source, nodes, collapse, graph.clusters if expand_nested else {})
     return ModuleGraph(
-        template=finish_template(visual.source, title),
-        nodes=tuple(graph.recorded.values()),
+        template=finish_template(template, title),
+        nodes=nodes,
         fills=dict(graph.default_fills),
         kind="module",
         title=title,
+        repeats=tuple(collapse),
+        expanded=tuple(spread),
     )
 
 
@@ -205,16 +266,43 @@ def module_graph(
     expand_nested: bool = False,
     title: str = "",
     on_meta: bool | None = None,
+    collapse_repeats: bool = True,
+    expand: Collection[str] = (),
 ) -> ModuleGraph:
     """Trace ``module`` on ``example_input`` into a graph of its layers.
 
     ``depth`` is how many levels of submodules are opened; ``expand_nested`` draws
     the opened containers as dashed boxes. ``on_meta`` forces (or forbids) the meta
     device; by default big models trace on meta and small ones for real. The
-    caller's module is never moved.
+    caller's module is never moved (a collapsed block is restored after tracing).
+
+    ``collapse_repeats`` draws each block of identical layers once (``×32``), except
+    the containers named in ``expand`` (``{"model.layers"}``), drawn layer by layer.
     """
     if depth < 0:
         raise ArchitectureError(f"graph depth must be 0 or more, not {depth}")
+    blocks = find_repeated_blocks(module)
+    collapse = [b for b in blocks if b.path not in expand] if collapse_repeats else []
+    spread = [b for b in blocks if b not in collapse]
+    try:
+        return _module_graph(module, example_input, depth, expand_nested, title, on_meta, collapse, spread)
+    except ArchitectureError:
+        if not collapse:
+            raise
+    # a forward that needs every layer (it indexes them by number): draw them all
+    return _module_graph(module, example_input, depth, expand_nested, title, on_meta, [], blocks)
+
+
+def _module_graph(
+    module: nn.Module,
+    example_input: Any,
+    depth: int,
+    expand_nested: bool,
+    title: str,
+    on_meta: bool | None,
+    collapse: Sequence[RepeatedBlock],
+    spread: Sequence[RepeatedBlock],
+) -> ModuleGraph:
     device = _device_of(module)
     if on_meta is None:
         on_meta = device == "meta" or parameter_count(module) > SMALL_MODEL_PARAMS
@@ -222,7 +310,8 @@ def module_graph(
     if on_meta:
         try:
             meta = module if device == "meta" else _meta_copy(module)
-            return _trace(meta, _to_device(example_input, "meta"), "meta", depth, expand_nested, title)
+            return _trace(meta, _to_device(example_input, "meta"), "meta", depth, expand_nested, title,
+                          collapse, spread)
         except Exception as exc:  # some forwards need real data (data-dependent shapes, .item())
             errors.append(exc)
         if device == "meta":
@@ -232,7 +321,7 @@ def module_graph(
                 hint="build the model on a real device to draw its graph",
             ) from errors[0]
     try:
-        return _trace(module, _to_device(example_input, device), device, depth, expand_nested, title)
+        return _trace(module, _to_device(example_input, device), device, depth, expand_nested, title, collapse, spread)
     except Exception as exc:
         cause = exc.__cause__ or exc
         raise ArchitectureError(

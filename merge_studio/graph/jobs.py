@@ -8,7 +8,7 @@ and says so (``dot_missing``), so a view can fall back instead of failing.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Collection, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from merge_studio.core.arch import (
     state_dict_mismatch,
 )
 from merge_studio.core.progress import CancelToken, Progress, check_cancel
-from merge_studio.errors import ArchitectureError
+from merge_studio.errors import ArchitectureError, MissingExtraError
 from merge_studio.graph.build import SMALL_MODEL_PARAMS, module_graph, parameter_count
 from merge_studio.graph.key_tree import KeyTreeNode, key_tree, key_tree_graph, shapes_of
 from merge_studio.graph.model import ModuleGraph
@@ -108,9 +108,15 @@ def iter_arch_picture(
     expand_nested: bool = False,
     overlay: Overlay | None = None,
     title: str = "",
+    expand: Collection[str] = (),
+    collapse_repeats: bool = True,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, GraphPicture]:
-    """Build the named architecture (on the meta device when it can), trace it, lay it out."""
+    """Build the named architecture (on the meta device when it can), trace it, lay it out.
+
+    Blocks of identical layers are drawn once (``×32``) unless ``collapse_repeats`` is
+    off or their container is named in ``expand`` (``{"model.layers"}``).
+    """
     step = _steps(4)
     spec = parse_arch(arch)
     yield step("build", f"building {spec}")
@@ -118,7 +124,8 @@ def iter_arch_picture(
     data = example_input(spec, batch_size=1)
     check_cancel(cancel)
     yield step("trace", "tracing the forward pass")
-    base = module_graph(module, data, depth=depth, expand_nested=expand_nested, title=title)
+    base = module_graph(module, data, depth=depth, expand_nested=expand_nested, title=title,
+                        collapse_repeats=collapse_repeats, expand=expand)
     check_cancel(cancel)
     yield step("layout", f"laying out {len(base.nodes)} nodes")
     tree = key_tree({name: tuple(t.shape) for name, t in module.state_dict().items()}, str(spec))
@@ -134,6 +141,8 @@ def iter_checkpoint_picture(
     depth: int = 3,
     expand_nested: bool = False,
     overlay: Overlay | None = None,
+    expand: Collection[str] = (),
+    collapse_repeats: bool = True,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, GraphPicture]:
     """The graph of a checkpoint's architecture (given or detected), else its module tree.
@@ -158,12 +167,13 @@ def iter_checkpoint_picture(
             check_cancel(cancel)
             yield step("trace", "tracing the forward pass")
             base = module_graph(module, example_input(spec, batch_size=1), depth=depth,
-                                expand_nested=expand_nested, title=getattr(checkpoint, "name", ""))
+                                expand_nested=expand_nested, title=getattr(checkpoint, "name", ""),
+                                collapse_repeats=collapse_repeats, expand=expand)
             check_cancel(cancel)
             yield step("layout", f"laying out {len(base.nodes)} nodes")
             return finish_picture(base, overlay, tree=tree, arch=str(spec))
-        except ArchitectureError as exc:
-            notes = (f"{exc.message} — showing the module tree instead",)
+        except (ArchitectureError, MissingExtraError) as exc:
+            notes = (f"{exc} — showing the module tree instead",)
     check_cancel(cancel)
     yield step("layout", "drawing the module tree")
     base = key_tree_graph(tree, depth=depth, title=getattr(checkpoint, "name", ""))

@@ -10,7 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from merge_studio.graph.repeats import RepeatedBlock
 
 NodeKind = Literal["module", "function", "tensor", "tree"]
 
@@ -40,7 +43,8 @@ class GraphNode:
     """One drawn node. ``node_id`` is both the graphviz name and the SVG element id.
 
     ``module_path`` is the dotted module path (``layer1.0.conv1``); empty for the
-    model's inputs/outputs and for functions that belong to no single layer.
+    model's inputs/outputs and for functions. ``owner`` is, for a function, the module
+    whose forward called it (the residual ``add`` of ``model.layers.0``).
     """
 
     node_id: str
@@ -52,6 +56,7 @@ class GraphNode:
     param_count: int = 0
     kind: NodeKind = "module"
     tensors: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (tensor name, shape) held directly
+    owner: str = ""
 
     def tooltip(self) -> str:
         """A short description for hover: type, shapes, parameter count."""
@@ -92,6 +97,9 @@ class ModuleGraph:
     legend_dot: str = ""
     kind: Literal["module", "tree"] = "module"
     title: str = ""
+    repeats: tuple[RepeatedBlock, ...] = ()  # blocks drawn once for all their layers ("×32")
+    expanded: tuple[RepeatedBlock, ...] = ()  # repeated blocks drawn layer by layer
+    notes: Mapping[str, str] = field(default_factory=dict)  # node id -> extra tooltip line (overlay spread)
 
     @property
     def dot(self) -> str:
@@ -112,7 +120,15 @@ class ModuleGraph:
         raise KeyError(node_id)
 
     def nodes_for(self, module_path: str) -> list[GraphNode]:
-        """Nodes drawing ``module_path`` itself, else the nearest drawn ancestor(s)."""
+        """Nodes drawing ``module_path`` itself, else the nearest drawn ancestor(s).
+
+        A layer inside a collapsed block (``model.layers.7.mlp``) is found where its
+        block is drawn (``model.layers.0.mlp``).
+        """
+        if self.repeats:
+            from merge_studio.graph.repeats import canonical_path
+
+            module_path = canonical_path(module_path, self.repeats)
         exact = [n for n in self.nodes if n.module_path == module_path]
         if exact:
             return exact
@@ -125,6 +141,19 @@ class ModuleGraph:
                 elif len(n.module_path) == best_len:
                     best.append(n)
         return best
+
+    def describe(self, node: GraphNode) -> str:
+        """The node's tooltip, with what a collapsed block stands for and the overlay's spread."""
+        lines = [node.tooltip()]
+        if self.repeats:
+            from merge_studio.graph.repeats import block_of
+
+            block = block_of(node.module_path or node.owner, self.repeats)
+            if block is not None:
+                lines.append(f"drawn once for {block.count} layers: {block.span}")
+        if node.node_id in self.notes:
+            lines.append(self.notes[node.node_id])
+        return "\n".join(lines)
 
     def search(self, text: str) -> list[GraphNode]:
         """Nodes whose module path, label or type contains ``text`` (case-insensitive)."""
@@ -141,9 +170,14 @@ class ModuleGraph:
         font_colors: Mapping[str, str],
         legend: Legend | None,
         legend_dot: str,
+        notes: Mapping[str, str] | None = None,
     ) -> ModuleGraph:
-        """A copy with new node colours and legend (the layout input is otherwise unchanged)."""
-        return replace(self, fills=dict(fills), font_colors=dict(font_colors), legend=legend, legend_dot=legend_dot)
+        """A copy with new node colours and legend (the layout input is otherwise unchanged).
+
+        ``notes`` replaces the per-node tooltip lines; ``None`` keeps them.
+        """
+        return replace(self, fills=dict(fills), font_colors=dict(font_colors), legend=legend, legend_dot=legend_dot,
+                       notes=dict(self.notes if notes is None else notes))
 
 
 def format_shape(shape: tuple[int, ...]) -> str:

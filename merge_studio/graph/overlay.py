@@ -115,9 +115,20 @@ def color_nodes(
     """A copy of ``graph`` whose layer nodes are filled by ``values`` (module path → value).
 
     Layers without a value get ``missing_color``; inputs, outputs and functions turn
-    white so the coloured layers stand out. A legend node explains the scale.
+    white so the coloured layers stand out. A legend node explains the scale. A block
+    drawn once for many layers (``×32``) shows their mean, and its tooltip note their spread.
     """
     paths = {n.module_path for n in graph.nodes if n.module_path}
+    notes: dict[str, str] = {}
+    if graph.repeats:
+        from merge_studio.graph.repeats import fold_values, spread_of
+
+        per_layer = values
+        values, _ = fold_values(values, graph.repeats)
+        for node in graph.nodes:
+            spread = spread_of(node.module_path, per_layer, graph.repeats) if node.module_path else None
+            if spread is not None:
+                notes[node.node_id] = f"{title or 'value'}: {spread.describe()}"
     colors, legend = value_colors(
         paths, values, cmap=cmap, vmin=vmin, vmax=vmax, title=title, missing_color=missing_color
     )
@@ -126,7 +137,7 @@ def color_nodes(
     for node in graph.nodes:
         fills[node.node_id] = _fill_for(node, colors, missing_color)
         fonts[node.node_id] = font_for(fills[node.node_id])
-    return graph.with_fills(fills, fonts, legend, legend_dot(legend))
+    return graph.with_fills(fills, fonts, legend, legend_dot(legend), notes)
 
 
 def _fill_for(node: GraphNode, colors: Mapping[str, str], missing_color: str) -> str:
@@ -139,4 +150,4 @@ def _fill_for(node: GraphNode, colors: Mapping[str, str], missing_color: str) ->
 
 def clear_overlay(graph: ModuleGraph, original: ModuleGraph) -> ModuleGraph:
     """Back to the original fills (the graph as first built)."""
-    return graph.with_fills(original.fills, original.font_colors, None, "")
+    return graph.with_fills(original.fills, original.font_colors, None, "", {})

@@ -70,6 +70,7 @@ class GraphView(QWidget):
         self._arch_by_path: dict[str, str] = {}
         self._overlay_jobs: dict[Any, tuple[str, str]] = {}
         self._tree: KeyTreeNode | None = None
+        self._expanded: set[str] = set()  # repeated blocks the user asked to see layer by layer
         self._build_ui()
         self.clear()
 
@@ -86,6 +87,10 @@ class GraphView(QWidget):
         self.arch_button = QToolButton(text="Architecture", toolTip="Pick the model that gives this checkpoint its graph")
         self.arch_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.arch_button.setMenu(self._arch_menu())
+        self.repeats_button = QToolButton(text="Repeated layers", toolTip="Draw a block of identical layers once, or each layer")
+        self.repeats_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.repeats_button.setMenu(QMenu(self))
+        self.repeats_button.hide()
         buttons = {}
         for key, text, tip in (
             ("zoom_in", "+", "Zoom in"), ("zoom_out", "−", "Zoom out"), ("fit", "Fit", "Fit the graph in the window"),
@@ -95,7 +100,7 @@ class GraphView(QWidget):
         self.zoom_in_button, self.zoom_out_button, self.fit_button = buttons["zoom_in"], buttons["zoom_out"], buttons["fit"]
         self.export_svg_button, self.export_png_button = buttons["svg"], buttons["png"]
         # two rows: beside the model list the tab is ~600 px wide, too narrow for one
-        for widget in (QLabel("Depth"), self.depth_spin, self.nested_check, self.arch_button):
+        for widget in (QLabel("Depth"), self.depth_spin, self.nested_check, self.arch_button, self.repeats_button):
             bar.addWidget(widget)
         bar.addWidget(QLabel("Colour by"))
         bar.addWidget(self.overlay_combo, 1)
@@ -167,20 +172,39 @@ class GraphView(QWidget):
     def show_arch(self, arch: str, title: str = "") -> None:
         """Trace and draw an architecture spec (``zoo:resnet20``, ``net.py:build``, ``m.pt2``)."""
         self._checkpoint = None
-        self._source = lambda depth, nested, overlay: lambda cancel: iter_arch_picture(
-            arch, depth=depth, expand_nested=nested, overlay=overlay, title=title or arch, cancel=cancel
+        self._expanded.clear()
+        self._source = lambda depth, nested, overlay: lambda cancel, expand=frozenset(self._expanded): iter_arch_picture(
+            arch, depth=depth, expand_nested=nested, overlay=overlay, title=title or arch, expand=expand, cancel=cancel
         )
         self._rebuild()
 
     def show_checkpoint(self, checkpoint: Any, arch: str | None = None) -> None:
         """Draw a checkpoint: its (given, remembered or detected) architecture, else its module tree."""
+        if checkpoint is not self._checkpoint:
+            self._expanded.clear()
         self._checkpoint = checkpoint
         key = str(getattr(checkpoint, "path", ""))
         arch = arch if arch is not None else self._arch_by_path.get(key)
-        self._source = lambda depth, nested, overlay: lambda cancel: iter_checkpoint_picture(
-            checkpoint, arch=arch, depth=depth, expand_nested=nested, overlay=overlay, cancel=cancel
-        )
+        self._source = lambda depth, nested, overlay: lambda cancel, expand=frozenset(self._expanded): (
+            iter_checkpoint_picture(checkpoint, arch=arch, depth=depth, expand_nested=nested, overlay=overlay,
+                                    expand=expand, cancel=cancel))
         self._rebuild()
+
+    def set_block_expanded(self, path: str, expanded: bool) -> None:
+        """Draw a block of repeated layers (``model.layers``) layer by layer, or once with ``×N``."""
+        (self._expanded.add if expanded else self._expanded.discard)(path)
+        self._rebuild()
+
+    def _fill_repeats_menu(self, graph: ModuleGraph) -> None:
+        menu = self.repeats_button.menu()
+        menu.clear()
+        for block in graph.repeats:
+            action = menu.addAction(f"Show each of the {block.count} {block.module_type} in {block.path}")
+            action.triggered.connect(lambda _=False, p=block.path: self.set_block_expanded(p, True))
+        for block in graph.expanded:
+            action = menu.addAction(f"Draw the {block.count} {block.module_type} in {block.path} once (×{block.count})")
+            action.triggered.connect(lambda _=False, p=block.path: self.set_block_expanded(p, False))
+        self.repeats_button.setVisible(bool(graph.repeats or graph.expanded))
 
     def choose_arch(self, spec: str) -> None:
         """Use ``spec`` for the shown checkpoint (remembered per file) or show it alone."""
@@ -396,7 +420,10 @@ class GraphView(QWidget):
         elif picture.svg:
             self._fill_scene(picture)
             self.stack.setCurrentWidget(self.graphics)
+        self._fill_repeats_menu(picture.graph)
         what = f"{len(picture.graph.nodes)} nodes" if picture.graph.kind == "module" else "module tree"
+        for block in picture.graph.repeats:
+            what += f" · {block.span} drawn once (×{block.count})"
         self.status_label.setText(f"{picture.arch or 'no architecture'} · {what}")
         if self.search_edit.text():
             self._on_search_changed(self.search_edit.text())
@@ -430,6 +457,7 @@ class GraphView(QWidget):
             rect = renderer.transformForElement(node.node_id).mapRect(renderer.boundsOnElement(node.node_id))
             scene_rect = QRectF((rect.x() - box.x()) * sx, (rect.y() - box.y()) * sy, rect.width() * sx, rect.height() * sy)
             item = NodeItem(node, scene_rect, self._on_node_clicked)
+            item.setToolTip(picture.graph.describe(node))
             self.scene.addItem(item)
             self._items[node.node_id] = item
         self.scene.setSceneRect(self.scene.itemsBoundingRect())
