@@ -157,7 +157,10 @@ def _loads(folder: Path) -> str:
 
     cfg = json.loads((folder / "config.json").read_text())
     cls = getattr(transformers, cfg["architectures"][0])
-    model, info = cls.from_pretrained(str(folder), output_loading_info=True)
+    try:
+        model, info = cls.from_pretrained(str(folder), output_loading_info=True)
+    except Exception as exc:  # noqa: BLE001 - a row of the table, not a crash
+        return f"fails: {type(exc).__name__}"
     missing = info.get("missing_keys") or []
     return f"{type(model).__name__}" + (f" ({len(missing)} missing)" if missing else "")
 
@@ -182,6 +185,7 @@ def compare(ours: Path, theirs: Path) -> dict[str, str]:
         "tensors": f"{len(shared)}/{len(a)} shared" + ("" if len(a) == len(b) else f" (mergekit {len(b)})"),
         "max diff": f"{max(diffs):.1e}" if diffs else "-",
         "ours loads": _loads(ours),
+        "mergekit's loads": _loads(theirs),
     }
 
 
@@ -212,11 +216,12 @@ def main() -> int:
         else:
             rows.append((name, compare(ours, theirs)))
     print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
-    print(f"| case | {' | '.join(['tokenizer', 'vocab_size', 'tensors', 'max diff', 'ours loads'])} |")
-    print("|---|---|---|---|---|---|")
+    columns = ["tokenizer", "vocab_size", "tensors", "max diff", "ours loads", "mergekit's loads"]
+    print("| case | " + " | ".join(columns) + " |")
+    print("|---|---|---|---|---|---|---|")
     for name, facts in rows:
         if "result" in facts:
-            print(f"| {name} | {facts['result']} | | | | {facts.get('ours loads', '')} |")
+            print(f"| {name} | {facts['result']} | | | | {facts.get('ours loads', '')} | |")
         else:
             print(f"| {name} | " + " | ".join(facts.values()) + " |")
     if not args.keep:

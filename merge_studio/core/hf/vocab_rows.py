@@ -77,10 +77,15 @@ class RowPlan:
         slot = torch.full((real,), -1, dtype=torch.long)
         slot[needs] = torch.arange(len(needs))
         out: list[torch.Tensor] = []
+        ids = torch.arange(real)
         for m, t in enumerate(tensors):
             rows = torch.empty((self.out_rows, *row_shape), dtype=t.dtype)
             own = (self.perms[m] >= 0) & ~self.forced
-            at = own.nonzero().flatten()
+            # The rows a model keeps in place (usually all but the added tokens) are one slice copy.
+            in_place = own & (self.perms[m] == ids)
+            keep = int(in_place.int().cumprod(0).sum())
+            rows[:keep] = t[:keep]
+            at = own[keep:].nonzero().flatten() + keep
             rows[at] = t[self.perms[m, at]]
             other = (~own).nonzero().flatten()
             rows[other] = stand_in[slot[other]].to(t.dtype)
@@ -124,14 +129,15 @@ def plan_rows(
         by_id = [None] * real
         for tok, i in out_vocab.items():
             by_id[i] = tok
-        perms = torch.full((n_models, real), -1, dtype=torch.long)
-        for m, (vocab, r) in enumerate(zip(vocabs, rows, strict=True)):
-            if vocab is None:
-                vocab = out_vocab
+        table = []
+        for vocab, r in zip(vocabs, rows, strict=True):
+            own = out_vocab if vocab is None else vocab
+            row = [-1] * real
             for tok, i in out_vocab.items():
-                j = vocab.get(tok)
-                if j is not None and j < r:
-                    perms[m, i] = j
+                j = own.get(tok, -1)
+                row[i] = j if j < r else -1
+            table.append(row)
+        perms = torch.tensor(table, dtype=torch.long).reshape(n_models, real)
     present = perms >= 0
     count = present.sum(0)
     first = present.float().argmax(0)
