@@ -124,8 +124,9 @@ def plan_vocabulary(
     s = settings or TokenizerSettings()
 
     def input_of(path: str) -> int:
+        folder = model_folder(path)
         for i, m in enumerate(models):
-            if _same(m.path, path):
+            if _same(m.path, path) or (folder is not None and m.folder is not None and _same(str(m.folder), str(folder))):
                 return i
         names = ", ".join(m.name for m in models)
         raise RecipeError(f"tokenizer: {path} is not one of the merged models ({names})")
