@@ -21,6 +21,7 @@ engine, the methods and the writer see ordinary tensors of the output's shape.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -190,28 +191,44 @@ def _apply_token(token, i, setting: TokenSettings, perms, vocabs, rows, donor, d
     donor_row[i] = row
 
 
+@dataclass
+class _Remapped:
+    lock: threading.Lock
+    tensors: list[torch.Tensor] | None = None
+
+
 class RowRemapper:
     """Re-orders one tensor of every model at once, and keeps the result for the next reads.
 
-    The engine reads a tensor from each model in turn (and large tensors chunk by
-    chunk); the stand-in rows need the other models' rows, so all models' versions of
-    the current tensor are computed together and kept until the next tensor is asked for.
+    The engine reads a tensor from each model (large tensors chunk by chunk, on several
+    worker threads); the stand-in rows need the other models' rows, so all models'
+    versions of a tensor are computed together, once, and kept for the reads that
+    follow. The last :data:`KEEP` tensors are kept: the embedding and the output head
+    are often neighbours in a file, so workers may be on both at the same time.
     """
+
+    KEEP = 2
 
     def __init__(self, plan: RowPlan, inputs: Sequence[Checkpoint], names: set[str]) -> None:
         self.plan = plan
         self.inputs = list(inputs)
         self.names = names
         self._lock = threading.Lock()
-        self._current: tuple[str, list[torch.Tensor]] | None = None
+        self._kept: OrderedDict[str, _Remapped] = OrderedDict()
 
     def tensors(self, name: str) -> list[torch.Tensor]:
         with self._lock:
-            if self._current is None or self._current[0] != name:
-                self._current = None  # free the previous tensor's rows first
-                raw = [ck.get_tensor(name) for ck in self.inputs]
-                self._current = (name, self.plan.remap(raw))
-            return self._current[1]
+            entry = self._kept.get(name)
+            if entry is None:
+                entry = self._kept[name] = _Remapped(threading.Lock())
+                while len(self._kept) > self.KEEP:
+                    self._kept.popitem(last=False)
+            else:
+                self._kept.move_to_end(name)
+        with entry.lock:  # one thread computes; the others wait for its result
+            if entry.tensors is None:
+                entry.tensors = self.plan.remap([ck.get_tensor(name) for ck in self.inputs])
+            return entry.tensors
 
     def wrap(self, ck: Checkpoint) -> Checkpoint:
         index = next(i for i, c in enumerate(self.inputs) if c is ck)

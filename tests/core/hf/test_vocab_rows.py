@@ -47,3 +47,26 @@ def test_forced_and_zero_tokens_override_every_model():
 def test_identical_vocabularies_need_no_remapping():
     vocab = {"a": 0, "b": 1}
     assert plan_rows(vocab, [vocab, dict(vocab)], [2, 2], base=0).is_identity([2, 2])
+
+
+def test_interleaved_reads_of_two_vocabulary_tensors_remap_each_once(tmp_path):
+    from safetensors.torch import save_file
+
+    from merge_studio.core.checkpoints import open_checkpoint
+    from merge_studio.core.hf.vocab_rows import RowRemapper
+
+    paths = []
+    for i, rows in enumerate((2, 3)):
+        save_file({"embed_tokens.weight": _rows(rows, 0), "lm_head.weight": _rows(rows, 100)}, str(tmp_path / f"{i}.st"))
+        paths.append(tmp_path / f"{i}.st")
+    inputs = [open_checkpoint(p) for p in paths]
+    reads: list[str] = []
+    for ck in inputs:
+        original = ck.get_tensor
+        ck.get_tensor = lambda name, original=original: reads.append(name) or original(name)
+    remapper = RowRemapper(plan_rows(3, [None, None], [2, 3], base=0), inputs, {"embed_tokens.weight", "lm_head.weight"})
+    first = remapper.wrap(inputs[0])
+    for _ in range(3):  # workers on neighbouring tensors, chunk after chunk
+        assert first.get_flat("embed_tokens.weight", 4, 6).tolist() == [2.0, 2.0]
+        assert first.get_flat("lm_head.weight", 0, 2).tolist() == [100.0, 100.0]
+    assert sorted(reads) == ["embed_tokens.weight"] * 2 + ["lm_head.weight"] * 2
