@@ -19,13 +19,22 @@ if TYPE_CHECKING:
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared with ``merge-studio evaluate``: which data, which architecture, where."""
-    parser.add_argument("--arch", metavar="SPEC", help="architecture, e.g. zoo:mlp or my_model.py:build "
-                        "(default: what the first checkpoint declares or matches)")
+    parser.add_argument("--arch", metavar="SPEC", help="architecture, e.g. zoo:mlp, my_model.py:build or hf:FOLDER "
+                        "(default: what the first checkpoint declares or matches; Hugging Face folders by their config.json)")
     parser.add_argument("--data", default="digits", metavar="SOURCE",
-                        help="'digits', a .safetensors/.pt/.npz file with inputs and targets, or file.py:make_dataset")
-    parser.add_argument("--task", choices=("classification", "regression", "language_modeling"), default="classification")
+                        help="'digits', a .safetensors/.pt/.npz file with inputs and targets, file.py:make_dataset, "
+                        "or text for language models: a .txt file, a folder of .txt files, or a .jsonl with a 'text' field")
+    parser.add_argument("--task", choices=("classification", "regression", "language_modeling"), default=None,
+                        help="default: language_modeling for text, else classification")
     parser.add_argument("--layout", choices=("auto", "image", "flat"), default="auto")
-    parser.add_argument("--batch-size", type=int, default=256, metavar="N")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="examples per batch (default 256; 8 token windows for text)")
+    parser.add_argument("--tokenizer", metavar="FOLDER",
+                        help="text: the folder whose tokenizer cuts it into tokens (default: the first model's folder)")
+    parser.add_argument("--seq-len", type=int, default=512, metavar="N",
+                        help="text: tokens per window (default 512, at most the model's context)")
+    parser.add_argument("--max-tokens", type=int, default=200_000, metavar="N",
+                        help="text: token budget; text past it is not read (default 200000)")
     parser.add_argument("--max-examples", type=int, default=None, metavar="N", help="at most N examples per split")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     parser.add_argument("--splits", default="train,test", help="comma-separated: train, test or both (default)")
@@ -55,9 +64,11 @@ def torch_threads(args: argparse.Namespace) -> Iterator[None]:
 def data_spec(args: argparse.Namespace) -> DataSpec:
     from merge_studio.core.evaluate.data import DataSpec  # imports torch
 
+    given = {"task": args.task, "batch_size": args.batch_size, "tokenizer": getattr(args, "tokenizer", None)}
     try:
-        return DataSpec(source=args.data, task=args.task, layout=args.layout, batch_size=args.batch_size,
-                        max_examples=args.max_examples, seed=args.seed)
+        return DataSpec(source=args.data, layout=args.layout, max_examples=args.max_examples, seed=args.seed,
+                        seq_len=getattr(args, "seq_len", 512), max_tokens=getattr(args, "max_tokens", 200_000),
+                        **{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
         raise MergeStudioError(f"invalid data options: {exc}") from None
 
@@ -95,11 +106,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _table(report) -> str:
     rows = report.summary_rows()
+    if report.task == "language_modeling":
+        return _perplexity_table(rows)
     lines = [f"{'curve':<12} {'split':<6} {'loss A':>8} {'loss B':>8} {'loss max':>9} {'barrier':>8} {'acc drop':>9}"]
     for r in rows:
         drop = "-" if r["accuracy_barrier"] is None else f"{100 * r['accuracy_barrier']:.1f} pts"
         lines.append(f"{r['curve']:<12} {r['split']:<6} {r['loss_at_A']:>8.4f} {r['loss_at_B']:>8.4f} "
                      f"{r['loss_max']:>9.4f} {r['loss_barrier']:>8.4f} {drop:>9}")
+    return "\n".join(lines)
+
+
+def _perplexity_table(rows: list[dict]) -> str:
+    """Language models: token loss and its perplexity at A, at B and at the worst point."""
+    import math
+
+    def ppl(loss: float) -> str:
+        return f"{math.exp(min(loss, 700.0)):.2f}"
+
+    lines = [f"{'curve':<12} {'ppl A':>9} {'ppl B':>9} {'ppl max':>9} {'loss A':>8} {'loss B':>8} {'barrier':>8} {'acc drop':>9}"]
+    for r in rows:
+        drop = "-" if r["accuracy_barrier"] is None else f"{100 * r['accuracy_barrier']:.1f} pts"
+        lines.append(f"{r['curve']:<12} {ppl(r['loss_at_A']):>9} {ppl(r['loss_at_B']):>9} {ppl(r['loss_max']):>9} "
+                     f"{r['loss_at_A']:>8.4f} {r['loss_at_B']:>8.4f} {r['loss_barrier']:>8.4f} {drop:>9}")
     return "\n".join(lines)
 
 
@@ -139,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
             from merge_studio.plots.barrier import draw_barrier_report
 
             fig = Figure(figsize=(11, 4.2))
-            draw_barrier_report(fig, report.curves, splits=report.splits[::-1],
-                                title=f"{report.model_names[0]} ↔ {report.model_names[1]} on {args.data}")
+            draw_barrier_report(fig, report.curves, splits=report.splits[::-1], task=report.task,
+                                title=f"{report.model_names[0]} ↔ {report.model_names[1]} on {report.data or args.data}")
             save_figure(fig, args.plot)
         if args.json:
             print(report.to_json())

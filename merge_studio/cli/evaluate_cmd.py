@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _table(scores) -> str:
+    if scores.task == "language_modeling":
+        return _perplexity_table(scores)
     splits = list(scores.results)
     head = f"{'model':<28}" + "".join(f" {s + ' loss':>11} {s + ' acc':>10}" for s in splits)
     lines = [head]
@@ -35,6 +37,17 @@ def _table(scores) -> str:
             acc = "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"
             cells.append(f" {r.loss:>11.4f} {acc:>10}")
         lines.append(f"{name:<28}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _perplexity_table(scores) -> str:
+    """Language models: mean token loss, perplexity and next-token accuracy on the text."""
+    lines = [f"{'model':<28} {'loss':>8} {'perplexity':>11} {'next-token acc':>15} {'tokens':>9}"]
+    split = "test" if "test" in scores.results else next(iter(scores.results))
+    for i, name in enumerate(scores.names):
+        r = scores.results[split][i]
+        acc = "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"
+        lines.append(f"{name:<28} {r.loss:>8.4f} {r.perplexity or float('nan'):>11.3f} {acc:>15} {r.tokens or 0:>9,}")
     return "\n".join(lines)
 
 

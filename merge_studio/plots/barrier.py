@@ -221,9 +221,11 @@ class BarrierPlotter:
 
 
 def draw_barrier_report(fig: Figure, curves: Sequence[BarrierCurve], *, splits: Sequence[str] = ("test", "train"),
-                        title: str | None = None, compact: bool = False, rows: int = 1) -> list[Axes]:
+                        title: str | None = None, compact: bool = False, rows: int = 1,
+                        task: str | None = None) -> list[Axes]:
     """Loss and (when there is one) accuracy on ``fig``, side by side or (``rows=2``) one above the other;
-    returns the axes."""
+    returns the axes. Language models (``task="language_modeling"``) get a perplexity scale
+    beside the token loss, and their accuracy is called next-token accuracy."""
     fig.clear()
     has_accuracy = any(c.accuracies for c in curves)
     n = 2 if has_accuracy else 1
@@ -233,7 +235,26 @@ def draw_barrier_report(fig: Figure, curves: Sequence[BarrierCurve], *, splits: 
     plot_barrier(axes[0], curves, metric="loss", split=shown, compact=compact)
     if has_accuracy:
         plot_barrier(axes[1], curves, metric="accuracy", split=shown, compact=compact)
+    if task == "language_modeling":
+        label_language_model(axes[0], axes[1] if has_accuracy else None)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.set_layout_engine("constrained")
     return list(axes)
+
+
+def label_language_model(loss_ax: Axes, accuracy_ax: Axes | None = None) -> None:
+    """Token loss on the left, the same points read as perplexity (e^loss) on the right."""
+    loss_ax.set_ylabel("token loss (nats)")
+    scale = loss_ax.secondary_yaxis("right", functions=(_exp, _log))
+    scale.set_ylabel("perplexity")
+    if accuracy_ax is not None:
+        accuracy_ax.set_ylabel("next-token accuracy")
+
+
+def _exp(values: np.ndarray) -> np.ndarray:
+    return np.exp(np.clip(values, -50.0, 50.0))
+
+
+def _log(values: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(values, 1e-30, None))

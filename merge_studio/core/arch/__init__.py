@@ -65,8 +65,13 @@ def build_module(
     state_dict: Mapping[str, torch.Tensor] | None = None,
     *,
     device: str | torch.device | None = None,
+    init_weights: bool | None = None,
 ) -> nn.Module:
     """Build the model a spec names, optionally binding a state dict strictly.
+
+    ``init_weights=False`` skips random initialisation where the builder allows it
+    (Hugging Face models: seconds saved on big ones) for weights about to be
+    overwritten; by default it is skipped exactly when a state dict is given.
 
     ``device="meta"`` builds without allocating memory (for graph tracing of big
     models). ``.pt2`` programs are loaded as saved and ignore ``device``. A state dict
@@ -76,8 +81,8 @@ def build_module(
     if parsed.kind == "hf":
         from merge_studio.core.arch.hf import build_hf_module
 
-        # weights about to be bound need no initialiser (seconds saved on big models)
-        module = build_hf_module(parsed, device=device, initialise=state_dict is None)
+        initialise = state_dict is None if init_weights is None else init_weights
+        module = build_hf_module(parsed, device=device, initialise=initialise)
     elif parsed.kind == "zoo":
         entry = zoo_entry(parsed)
         try:

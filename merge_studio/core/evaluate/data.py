@@ -1,4 +1,8 @@
-"""Evaluation data: the built-in digits set, a tensors file, or a user's dataset factory.
+"""Evaluation data: the built-in digits set, a tensors file, a user's dataset factory, or text.
+
+Text (a ``.txt`` file, a folder of them, a JSONL with a ``text`` field) is for causal
+language models: tokenised with the model folder's tokenizer and cut into token
+windows (:mod:`merge_studio.core.evaluate.text`).
 
 Everything is materialised as two tensors per split (inputs, targets) once, so an
 interpolation sweep of 25 points evaluates the same on-device tensors 50 times
@@ -43,7 +47,8 @@ class DataSpec(BaseModel):
     source: str = Field(
         "digits",
         description="'digits' (built in), a .safetensors/.pt/.npz file with inputs and targets, "
-        "or a Python file with a factory: 'my_data.py:make_dataset'.",
+        "a Python file with a factory: 'my_data.py:make_dataset', or text for language models: "
+        "a .txt file, a folder of .txt files or a .jsonl with a 'text' field.",
     )
     task: Task = "classification"
     layout: Layout = Field("auto", description="Images (N, C, H, W) or flat vectors; auto asks the model.")
@@ -51,6 +56,14 @@ class DataSpec(BaseModel):
     max_examples: int | None = Field(None, ge=1, description="Keep at most this many examples per split.")
     seed: int = 0
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    tokenizer: str | None = Field(
+        None, description="Text only: the folder whose tokenizer cuts the text into tokens (default: the model's)."
+    )
+    seq_len: int = Field(512, ge=2, le=1_000_000, description="Text only: tokens per window (at most the model's context).")
+    max_tokens: int = Field(200_000, ge=2, description="Text only: the token budget; text past it is not read.")
+
+
+TEXT_BATCH_SIZE = 8  # windows per batch for language models when the user sets none
 
 
 class TensorSplit(Dataset):
@@ -92,6 +105,7 @@ class EvalData:
     layout: str = "flat"
     batch_size: int = 256
     num_classes: int | None = None
+    tokens: int | None = None  # text: the tokens read (train and test are the same windows)
     _on_device: dict[str, EvalData] = field(default_factory=dict, compare=False, repr=False)
 
     def split(self, name: str) -> TensorSplit:
@@ -108,7 +122,15 @@ class EvalData:
             self._on_device[key] = replace(self, train=self.train.to(device), test=self.test.to(device), _on_device={})
         return self._on_device[key]
 
+    @property
+    def eval_batch_size(self) -> int:
+        """Examples per forward pass when only evaluating: large for small inputs, as set for token windows."""
+        return self.batch_size if self.task == "language_modeling" else max(1024, self.batch_size)
+
     def describe(self) -> str:
+        if self.tokens is not None:
+            width = self.test.inputs.shape[1] if self.test.inputs.ndim == 2 else 0
+            return f"{Path(self.source).name}: {self.tokens:,} tokens in {len(self.test)} windows of {width}"
         return f"{self.source}: {len(self.train)} train / {len(self.test)} test examples ({self.task}, {self.layout})"
 
 
@@ -285,10 +307,14 @@ def _factory(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, 
     return x[train], y[train], x[test], y[test]
 
 
-def source_kind(source: str) -> Literal["digits", "file", "factory"]:
+def source_kind(source: str) -> Literal["digits", "file", "factory", "text"]:
     """What a data source string names."""
+    from merge_studio.core.evaluate.text import is_text_source
+
     if source.strip().lower() == "digits":
         return "digits"
+    if is_text_source(source):
+        return "text"
     path_part = source.split(":", 1)[0] if ".py:" in source or source.endswith(".py") else source
     if path_part.endswith(".py"):
         return "factory"
@@ -304,10 +330,12 @@ def load_data(spec: DataSpec | dict[str, Any] | str | None = None, *, for_module
         spec = DataSpec(source=spec)
     elif isinstance(spec, dict):
         spec = DataSpec.model_validate(spec)
+    kind = source_kind(spec.source)
+    if kind == "text":
+        return _text_data(spec, for_module)
     layout = spec.layout
     if layout == "auto":
         layout = module_input_layout(for_module) if for_module is not None else "flat"
-    kind = source_kind(spec.source)
     if kind == "digits":
         x_tr, y_tr, x_te, y_te = _digits(spec, layout)
     elif kind == "factory":
@@ -331,6 +359,21 @@ def load_data(spec: DataSpec | dict[str, Any] | str | None = None, *, for_module
         num_classes = int(max(int(y_tr.max()), int(y_te.max())) + 1) if len(y_tr) and len(y_te) else None
     return EvalData(train=train, test=test, task=spec.task, source=spec.source, layout=layout,
                     batch_size=spec.batch_size, num_classes=num_classes)
+
+
+def _text_data(spec: DataSpec, module: nn.Module | None) -> EvalData:
+    """Token windows of a text source; every window is in both splits (there is no training here)."""
+    from merge_studio.core.evaluate.text import text_windows
+
+    if "task" in spec.model_fields_set and spec.task != "language_modeling":
+        raise DataError(f"{Path(spec.source).name} is text, which only language models are evaluated on",
+                        hint="use task language_modeling (the default for text)")
+    inputs, targets, count = text_windows(spec.source, spec.tokenizer, seq_len=spec.seq_len,
+                                          max_tokens=spec.max_tokens, module=module)
+    windows = TensorSplit(inputs, targets).head(spec.max_examples)
+    batch = spec.batch_size if "batch_size" in spec.model_fields_set else TEXT_BATCH_SIZE
+    return EvalData(train=windows, test=windows, task="language_modeling", source=spec.source, layout="tokens",
+                    batch_size=batch, tokens=count)
 
 
 def _as_inputs(x: torch.Tensor, task: str) -> torch.Tensor:

@@ -21,6 +21,7 @@ from merge_studio.core.device import resolve_device
 from merge_studio.core.evaluate.curves import BarrierCurve, BarrierPoint
 from merge_studio.core.evaluate.data import EvalData
 from merge_studio.core.evaluate.loop import evaluate, has_batchnorm, reset_batchnorm
+from merge_studio.core.evaluate.streaming import StreamingInterpolator, is_lazy
 from merge_studio.core.progress import CancelToken, Progress, check_cancel
 from merge_studio.errors import IncompatibleCheckpointsError, OutputError
 
@@ -105,6 +106,17 @@ class _InPlaceInterpolator:
             torch._foreach_copy_(self.other_targets, self.other_values)
 
 
+def make_interpolator(
+    module: nn.Module, states: Sequence[StateDict], names: Sequence[str], device: torch.device,
+    positions: Sequence[float] | None = None, cancel: CancelToken | None = None,
+) -> _InPlaceInterpolator | StreamingInterpolator:
+    """Endpoints in memory are interpolated with a few vector ops; lazy checkpoints
+    (:class:`~merge_studio.core.evaluate.streaming.LazyState`) tensor by tensor from disk."""
+    if any(is_lazy(state) for state in states):
+        return StreamingInterpolator(module, states, names, device, positions, cancel)
+    return _InPlaceInterpolator(module, states, names, device, positions)
+
+
 def _save_point(module: nn.Module, folder: Path, label: str, lam: float, anchors: Sequence[str]) -> Path:
     """Write one interpolated model as safetensors (temp file, then rename)."""
     from safetensors.torch import save_file
@@ -156,7 +168,7 @@ def iter_path_interpolation(
     dev = resolve_device(device)
     on_dev = data.to(dev)
     do_reset = resolve_reset_bn(reset_bn, module)
-    batch = eval_batch_size or max(data.batch_size, 1024)
+    batch = eval_batch_size or data.eval_batch_size
     folder = Path(save_dir) if save_dir is not None else None
     if folder is not None:
         try:
@@ -167,7 +179,7 @@ def iter_path_interpolation(
     if positions is not None and (len(positions) != len(states) or list(positions) != sorted(positions)
                                   or positions[0] != 0.0 or positions[-1] != 1.0):
         raise ValueError("anchor positions go from 0 to 1 in order, one per model")
-    interp = _InPlaceInterpolator(module, states, names, dev, positions)
+    interp = make_interpolator(module, states, names, dev, positions, cancel)
     lambdas = path_lambdas(steps, positions)
     steps = len(lambdas)
     points: list[BarrierPoint] = []
@@ -179,7 +191,7 @@ def iter_path_interpolation(
         if folder is not None:
             _save_point(module, folder, label, float(lam), names)
         for split in splits:
-            result = evaluate(module, on_dev.split(split), data.task, device=dev, batch_size=batch)
+            result = evaluate(module, on_dev.split(split), data.task, device=dev, batch_size=batch, cancel=cancel)
             point = BarrierPoint(label, float(lam), split, result.loss, result.accuracy, index=i, total=steps)
             points.append(point)
             yield point

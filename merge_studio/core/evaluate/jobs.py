@@ -4,10 +4,16 @@ A request is a frozen description (paths, architecture, data, options); its
 ``job(cancel)`` is a generator the GUI's ``JobRunner.start(request.job)`` or the
 CLI's ``drive`` runs. Loading checkpoints and building the module happen inside
 the job, so they run on the worker thread and report errors like any other step.
+
+Checkpoints are opened lazily (:class:`~merge_studio.core.evaluate.streaming.LazyState`):
+one module is built and weights are copied or interpolated into it tensor by tensor,
+so evaluating or sweeping between two big language models holds one model, not three.
+Text data is tokenised with the first model folder's tokenizer unless one is named.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +24,7 @@ from torch import nn
 
 from merge_studio.core.evaluate.barrier import BarrierReport, iter_barrier_comparison
 from merge_studio.core.evaluate.curves import BarrierPoint
-from merge_studio.core.evaluate.data import DataSpec, load_data
+from merge_studio.core.evaluate.data import DataSpec, load_data, source_kind
 from merge_studio.core.evaluate.loop import ModelScores, iter_evaluate_models
 from merge_studio.core.evaluate.merged_path import MergedAnchor, merged_anchor, read_metadata
 from merge_studio.core.progress import CancelToken, Progress, check_cancel
@@ -36,17 +42,53 @@ def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
     return state, arch
 
 
-def template_for(arch: str | None, first_path: str | Path, detected: str | None) -> tuple[nn.Module, str]:
-    """Build the module the states are loaded into: the given arch, else the detected one."""
+def detected_arch(path: str | Path) -> str | None:
+    """The architecture a checkpoint declares or matches (only its header is read)."""
+    from merge_studio.core.arch import detect_arch
+    from merge_studio.core.checkpoints import open_checkpoint
+
+    with open_checkpoint(path) as ck:
+        return detect_arch(ck)
+
+
+def template_for(
+    arch: str | None, first_path: str | Path, detected: str | None, device: str | torch.device | None = None
+) -> tuple[nn.Module, str]:
+    """Build the module the states are loaded into: the given arch, else the detected one.
+
+    Built on ``device`` without random initialisation where the builder allows (the
+    weights are overwritten anyway), so a big model is never initialised on the CPU first.
+    """
     from merge_studio.core.arch import build_module
+    from merge_studio.core.device import resolve_device
 
     spec = arch or detected
     if spec is None:
         raise ArchitectureError(
             f"cannot tell which architecture {Path(first_path).name} is",
-            hint="give one with --arch (e.g. zoo:mlp, zoo:resnet20?width=1, my_model.py:build)",
+            hint="give one with --arch (e.g. zoo:mlp, zoo:resnet20?width=1, my_model.py:build, hf:model_folder)",
         )
-    return build_module(spec), spec
+    place = resolve_device(device) if device is not None else None
+    return build_module(spec, device=place, init_weights=False), spec
+
+
+def with_tokenizer(data: DataSpec, model_path: str | Path) -> DataSpec:
+    """Text data without a tokenizer gets the model folder's (a folder, or the folder of a weights file)."""
+    if data.tokenizer or source_kind(data.source) != "text":
+        return data
+    from merge_studio.core.evaluate.text import TOKENIZER_FILES
+
+    path = Path(model_path).expanduser()
+    folder = path if path.is_dir() else path.parent
+    if any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return data.model_copy(update={"tokenizer": str(folder)})
+    return data
+
+
+def _lazy(stack: contextlib.ExitStack, path: str | Path) -> Mapping[str, torch.Tensor]:
+    from merge_studio.core.evaluate.streaming import LazyState
+
+    return stack.enter_context(LazyState(path))
 
 
 def aligned_with(anchor: MergedAnchor, module: nn.Module, arch: str, state_b: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -92,33 +134,35 @@ class BarrierRequest:
         return not has_b_prime and (self.align or (self.curves is not None and "aligned" in self.curves))
 
     def job(self, cancel: CancelToken | None = None) -> Generator[Progress | BarrierPoint, None, BarrierReport]:
-        """Load the models, align B to A when asked (weight matching), then run :func:`iter_barrier_comparison`."""
+        """Open the models, align B to A when asked (weight matching), then run :func:`iter_barrier_comparison`."""
         yield Progress("load", 0, None, current=display_name(self.model_a), message="reading checkpoints")
-        state_a, detected = read_state(self.model_a)
-        check_cancel(cancel)
-        state_b, _ = read_state(self.model_b)
-        merged = read_state(self.merged)[0] if self.merged else None
-        anchor = merged_anchor(read_metadata(self.merged), self.model_a, self.model_b) if self.merged else None
-        aligned = dict(self.aligned_state) if self.aligned_state is not None else (
-            read_state(self.aligned_b)[0] if self.aligned_b else None)
-        check_cancel(cancel)
-        module, arch = template_for(self.arch, self.model_a, detected)
-        names = (display_name(self.model_a), display_name(self.model_b))
-        if self.wants_alignment:
-            from merge_studio.core.arch import example_input
-            from merge_studio.core.rebasin.align import iter_align
+        with contextlib.ExitStack() as stack:
+            state_a, state_b = _lazy(stack, self.model_a), _lazy(stack, self.model_b)
+            merged = _lazy(stack, self.merged) if self.merged else None
+            anchor = merged_anchor(read_metadata(self.merged), self.model_a, self.model_b) if self.merged else None
+            aligned = dict(self.aligned_state) if self.aligned_state is not None else (
+                _lazy(stack, self.aligned_b) if self.aligned_b else None)
+            check_cancel(cancel)
+            module, arch = template_for(self.arch, self.model_a, detected_arch(self.model_a), self.device)
+            names = (display_name(self.model_a), display_name(self.model_b))
+            if self.wants_alignment:
+                from merge_studio.core.arch import example_input
+                from merge_studio.core.rebasin.align import iter_align
 
-            result = yield from iter_align(module, state_a, state_b, example_input(arch), arch=arch, models=names,
-                                           device=self.device, cancel=cancel)
-            aligned = result.aligned
-        merged_b = aligned_with(anchor, module, arch, state_b) if anchor is not None and anchor.aligned_b else None
-        data = load_data(self.data, for_module=module)
-        report = yield from iter_barrier_comparison(
-            module, state_a, state_b, data, curves=self.curves, aligned_b=aligned, merged=merged,
-            merged_anchor=anchor, merged_b=merged_b,
-            steps=self.steps, splits=self.splits, reset_bn=self.reset_bn,
-            model_names=names, save_dir=self.save_dir, device=self.device, cancel=cancel,
-        )
+                state_a, state_b = dict(state_a), dict(state_b)  # matching needs both in memory
+                result = yield from iter_align(module, state_a, state_b, example_input(arch), arch=arch, models=names,
+                                               device=self.device, cancel=cancel)
+                aligned = result.aligned
+            merged_b = (aligned_with(anchor, module, arch, dict(state_b))
+                        if anchor is not None and anchor.aligned_b else None)
+            data = load_data(with_tokenizer(self.data, self.model_a), for_module=module)
+            splits = self.splits if data.tokens is None else ("test",)  # text: one set of windows
+            report = yield from iter_barrier_comparison(
+                module, state_a, state_b, data, curves=self.curves, aligned_b=aligned, merged=merged,
+                merged_anchor=anchor, merged_b=merged_b,
+                steps=self.steps, splits=splits, reset_bn=self.reset_bn,
+                model_names=names, save_dir=self.save_dir, device=self.device, cancel=cancel,
+            )
         return BarrierReport(
             curves=report.curves, task=report.task, data=report.data, steps=report.steps, splits=report.splits,
             model_names=report.model_names, extra={"arch": arch},
@@ -138,21 +182,23 @@ class EvaluateRequest:
     device: str = "auto"
 
     def job(self, cancel: CancelToken | None = None) -> Generator[Progress, None, ModelScores]:
-        states: list[Mapping[str, Any]] = []
-        detected: str | None = None
-        for i, path in enumerate(self.models):
-            check_cancel(cancel)
-            yield Progress("load", i, len(self.models), current=display_name(path), unit="checkpoints")
-            state, arch = read_state(path)
-            detected = detected or arch
-            states.append(state)
-        module, _arch = template_for(self.arch, self.models[0], detected)
-        data = load_data(self.data, for_module=module)
-        names = self.names or tuple(display_name(p) for p in self.models)
-        return (yield from iter_evaluate_models(
-            states, names, data, template=module, splits=self.splits, reset_bn=self.reset_bn,
-            device=self.device, cancel=cancel,
-        ))
+        """Open every model lazily; each is copied into one module in turn and evaluated."""
+        with contextlib.ExitStack() as stack:
+            states: list[Mapping[str, Any]] = []
+            detected: str | None = None
+            for i, path in enumerate(self.models):
+                check_cancel(cancel)
+                yield Progress("load", i, len(self.models), current=display_name(path), unit="checkpoints")
+                states.append(_lazy(stack, path))
+                detected = detected or detected_arch(path)
+            module, _arch = template_for(self.arch, self.models[0], detected, self.device)
+            data = load_data(with_tokenizer(self.data, self.models[0]), for_module=module)
+            names = self.names or tuple(display_name(p) for p in self.models)
+            splits = self.splits if data.tokens is None else ("test",)  # text: one set of windows
+            return (yield from iter_evaluate_models(
+                states, names, data, template=module, splits=splits, reset_bn=self.reset_bn,
+                device=self.device, cancel=cancel,
+            ))
 
 
 def evaluate_paths(paths: Sequence[str], **kwargs: Any) -> ModelScores:

@@ -26,13 +26,15 @@ _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 @dataclass(frozen=True)
 class EvalResult:
-    """How well a model does on one split. ``accuracy`` is ``None`` for regression,
-    ``perplexity`` is set only for language modelling; ``n`` counts examples."""
+    """How well a model does on one split. ``accuracy`` is ``None`` for regression (for
+    language models it is next-token accuracy); ``perplexity`` and ``tokens`` (predicted
+    tokens) are set only for language modelling; ``n`` counts examples (token windows)."""
 
     loss: float
     accuracy: float | None = None
     perplexity: float | None = None
     n: int = 0
+    tokens: int | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -82,8 +84,12 @@ def evaluate(
     *,
     device: torch.device | str = "auto",
     batch_size: int = 1024,
+    cancel: CancelToken | None = None,
 ) -> EvalResult:
-    """Loss (and accuracy / perplexity) of ``module`` on ``split``; the module is left in eval mode."""
+    """Loss (and accuracy / perplexity) of ``module`` on ``split``; the module is left in eval mode.
+
+    ``cancel`` is checked between batches (a language model's batch can take seconds).
+    """
     dev = resolve_device(device)
     split = split.to(dev)
     module.eval()
@@ -92,6 +98,7 @@ def evaluate(
     terms = 0
     has_accuracy = False
     for x, y in split.batches(batch_size):
+        check_cancel(cancel)
         loss, correct, count = _batch_sums(model_output(module(x)), y, task)
         loss_sum += loss.double()
         if correct is not None:
@@ -102,8 +109,10 @@ def evaluate(
         raise MergeStudioError("nothing to evaluate: the split is empty", hint="check the data source")
     loss_value = loss_sum.item() / terms
     accuracy = correct_sum.item() / terms if has_accuracy else None
-    perplexity = math.exp(min(loss_value, 700.0)) if task == "language_modeling" else None
-    return EvalResult(loss=loss_value, accuracy=accuracy, perplexity=perplexity, n=len(split))
+    language = task == "language_modeling"
+    perplexity = math.exp(min(loss_value, 700.0)) if language else None
+    return EvalResult(loss=loss_value, accuracy=accuracy, perplexity=perplexity, n=len(split),
+                      tokens=terms if language else None)
 
 
 def has_batchnorm(module: nn.Module) -> bool:
@@ -157,12 +166,58 @@ def _as_module(model: nn.Module | Mapping[str, torch.Tensor], template: nn.Modul
         return model
     if template is None:
         raise MergeStudioError(f"{name} is a state dict but no model template was given", hint="pass template= or --arch")
-    try:
-        template.load_state_dict(dict(model), strict=True)
-    except RuntimeError as exc:
-        raise MergeStudioError(f"{name} does not fit the architecture: {str(exc).splitlines()[0]}",
-                               hint="choose the architecture these weights were trained with") from exc
+    copy_weights(template, model, name)
     return template
+
+
+@torch.no_grad()
+def copy_weights(template: nn.Module, state: Mapping[str, torch.Tensor], name: str = "the model") -> None:
+    """Copy ``state`` into ``template``'s own tensors one at a time (a lazy state is read tensor by tensor).
+
+    A tied tensor (an output head sharing the embeddings) is copied once, from
+    whichever of its names the state has.
+    """
+    from merge_studio.core.arch.bind import state_dict_mismatch, tied_names
+
+    problem = state_dict_mismatch(template, _Shapes(state))
+    if problem:
+        raise MergeStudioError(f"{name} does not fit the architecture: {problem}",
+                               hint="choose the architecture these weights were trained with")
+    aliases = tied_names(template)
+    for key, target in template.state_dict().items():
+        if key in aliases and (key not in state or aliases[key] in state):
+            continue
+        source = key
+        if source not in state:
+            source = next((a for a, c in aliases.items() if c == key and a in state), key)
+            if source not in state:
+                continue  # num_batches_tracked the checkpoint left out
+        target.copy_(state[source])
+
+
+class _Shapes(Mapping[str, object]):
+    """A state's names and shapes without reading tensors (lazy states give their shapes)."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._state = state
+
+    def __getitem__(self, key: str) -> object:
+        shape_of = getattr(self._state, "shape_of", None)
+        return _Shape(shape_of(key)) if shape_of is not None else self._state[key]
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self._state)
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._state
+
+
+class _Shape:
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
 
 
 @dataclass(frozen=True)
@@ -224,7 +279,8 @@ def iter_evaluate_models(
             reset_batchnorm(module, on_dev.train, device=dev, batch_size=on_dev.batch_size)
         for split in splits:
             check_cancel(cancel)
-            results[split].append(evaluate(module, on_dev.split(split), data.task, device=dev, batch_size=max(1024, data.batch_size)))
+            results[split].append(evaluate(module, on_dev.split(split), data.task, device=dev,
+                                           batch_size=data.eval_batch_size, cancel=cancel))
             done += 1
             yield Progress("evaluate", done, total, current=f"{name} ({split})", unit="evaluations")
     return ModelScores(names=tuple(names), results={s: tuple(r) for s, r in results.items()}, task=data.task)

@@ -102,6 +102,12 @@ def _short_name(name: str) -> str:
     return name
 
 
+def _perplexities(scores: ModelScores, split: str) -> str:
+    """`` Perplexity: a 20.5 · b 35.4`` for language models, else nothing."""
+    values = [(n, r.perplexity) for n, r in zip(scores.names, scores.results[split], strict=True) if r.perplexity]
+    return (" Perplexity: " + " · ".join(f"{n} {p:.2f}" for n, p in values) + ".") if values else ""
+
+
 def _number_item(value: float | None, fmt: str = "{:.4f}") -> QTableWidgetItem:
     item = QTableWidgetItem("–" if value is None else fmt.format(value))
     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -211,10 +217,14 @@ class BarrierPanel(QWidget):
         self.merged = QComboBox(self)
         self.arch = QLineEdit(self)
         self.arch.setPlaceholderText("detected from the file")
-        self.arch.setToolTip("Architecture spec, e.g. zoo:mlp, zoo:resnet20?width=1 or my_model.py:build")
+        self.arch.setToolTip("Architecture spec, e.g. zoo:mlp, zoo:resnet20?width=1, my_model.py:build or "
+                             "hf:model_folder (Hugging Face folders are detected from their config.json)")
         self.data_source = QComboBox(self)
         self.data_source.addItem("digits (built in)", "digits")
         self.data_source.addItem("File…", "file")
+        self.data_source.addItem("Text folder…", "text_folder")
+        self.data_source.setItemData(1, "Tensors (.safetensors/.pt/.npz), a dataset factory (.py), or text for "
+                                        "language models (.txt, .jsonl)", Qt.ItemDataRole.ToolTipRole)
         self.steps = QSpinBox(self)
         self.steps.setRange(2, 401)
         self.steps.setValue(25)
@@ -549,11 +559,20 @@ class BarrierPanel(QWidget):
             self.worker.cancel()
 
     def _on_data_source_activated(self, index: int) -> None:
-        if self.data_source.itemData(index) != "file":
+        kind = self.data_source.itemData(index)
+        if kind == "text_folder":
+            folder = QFileDialog.getExistingDirectory(self, "Folder of .txt files for language models")
+            if folder:
+                self.set_data_source(folder)
+            else:
+                self.data_source.setCurrentIndex(0)
+            return
+        if kind != "file":
             return
         chosen, _ = QFileDialog.getOpenFileName(
             self, "Evaluation data", str(Path(self._data_file).parent) if self._data_file else "",
-            "Data (*.safetensors *.pt *.pth *.npz *.py);;All files (*)")
+            "Data (*.safetensors *.pt *.pth *.npz *.py *.txt *.jsonl);;Text for language models (*.txt *.jsonl);;"
+            "All files (*)")
         if chosen:
             self.set_data_source(chosen + (":make_dataset" if chosen.endswith(".py") else ""))
         else:
@@ -692,7 +711,7 @@ class BarrierPanel(QWidget):
         rows = self._rows
 
         def draw(figure: Figure) -> None:
-            axes = draw_barrier_report(figure, report.curves, splits=splits, compact=True, rows=rows)
+            axes = draw_barrier_report(figure, report.curves, splits=splits, compact=True, rows=rows, task=report.task)
             self.loss_plotter.ax = axes[0]
             if len(axes) > 1:
                 self.accuracy_plotter.ax = axes[1]
@@ -724,7 +743,7 @@ class BarrierPanel(QWidget):
             table.setItem(r, 3, _number_item(None if result.accuracy is None else 100 * result.accuracy, "{:.2f}%"))
             table.setItem(r, 4, _number_item(result.n, "{:.0f}"))
         split = "test" if "test" in scores.results else next(iter(scores.results))
-        self.status.setText(f"Best {split} loss: {scores.best(split)}.")
+        self.status.setText(f"Best {split} loss: {scores.best(split)}." + _perplexities(scores, split))
         self.pages.setCurrentWidget(self.scores_page)
         self.sig_finished.emit(scores)
 
