@@ -99,6 +99,7 @@ def _recording_graph_class() -> type:
         recorded: dict[str, GraphNode]
         default_fills: dict[str, str]
         clusters: dict[str, str]  # module path -> torchview's cluster name (expand_nested)
+        input_names: dict[tuple[int, ...], str]  # keyword inputs told apart by shape (input_ids, attention_mask)
         spread_blocks: Sequence[RepeatedBlock]  # expanded blocks: shared inputs wired to layer one only
 
         def collect_graph(self, **kwargs: Any) -> None:
@@ -144,6 +145,8 @@ def _recording_graph_class() -> type:
             if isinstance(node, TensorNode):
                 shape = tuple(int(d) for d in node.tensor_shape)
                 title = node.name.replace("-tensor", "")
+                if title == "input":
+                    title = self.input_names.get(shape, title)
                 label = _node_label(title, format_shape(shape), "")
                 gnode = GraphNode(node_id, label, "", "tensor", (), (shape,), 0, "tensor")
                 return gnode, style.FILL_TENSOR, {"style": "filled"}
@@ -180,6 +183,17 @@ def _recording_graph_class() -> type:
                 self.owners[id(tree)] = owner
 
     return RecordingGraph
+
+
+def _keyword_input_names(data: Any) -> dict[tuple[int, ...], str]:
+    """Keyword inputs by shape, where shapes tell them apart (``input_ids`` 1×16, ``attention_mask`` 1×1×16×16)."""
+    if not isinstance(data, Mapping):
+        return {}
+    shapes: dict[tuple[int, ...], list[str]] = {}
+    for key, value in data.items():
+        if isinstance(value, torch.Tensor):
+            shapes.setdefault(tuple(value.shape), []).append(str(key))
+    return {shape: keys[0] for shape, keys in shapes.items() if len(keys) == 1}
 
 
 def quote(text: str) -> str:
@@ -221,6 +235,7 @@ def _trace(
     graph = _recording_graph_class()(visual, input_nodes, True, expand_nested, True, True, False, depth, False)
     graph.paths, graph.modules, graph.recorded, graph.default_fills = {}, {}, {}, {}
     graph.clusters, graph.spread_blocks = {}, tuple(spread)
+    graph.input_names = _keyword_input_names(data)
     with collapsed(module, collapse):
         for path, sub in module.named_modules():
             graph.paths.setdefault(id(sub), path)

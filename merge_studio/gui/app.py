@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="load the demo models (trained once, then cached)")
     parser.add_argument("--select", type=int, default=0, help="row to select in the model list (screenshots)")
     parser.add_argument("--tab", default=None, help="central tab to show: Inspector, Graph, Barrier, Permutations")
+    parser.add_argument("--data", default=None, metavar="SOURCE",
+                        help="evaluation data for the Barrier tab: digits, a tensors file, or text for language "
+                        "models (.txt, .jsonl, a folder of .txt)")
     parser.add_argument("--run", default="", metavar="JOBS",
                         help="screenshots: jobs to run first, comma-separated: align, merge, barrier, evaluate")
     return parser
@@ -243,10 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if demo is not None and args.screenshot:
             _wait_for_job(demo, LOAD_TIMEOUT_MS)
     window.show()
+    if args.data and not args.screenshot and "Barrier" in window.extra_views:
+        window.extra_views["Barrier"].set_data_source(args.data)
     if args.screenshot:
         loaded = _wait_for_load(window, LOAD_TIMEOUT_MS)
         if window.session.models:
             window.model_list.select_id(window.session.models[min(args.select, len(window.session.models) - 1)].id)
+        if args.data and "Barrier" in window.extra_views:
+            window.extra_views["Barrier"].set_data_source(args.data)
         jobs = [j.strip().lower() for j in args.run.split(",") if j.strip()]
         for problem in run_jobs(window, jobs):
             print(f"merge-studio: {problem}", file=sys.stderr)

@@ -72,8 +72,12 @@ def template_for(
     return build_module(spec, device=place, init_weights=False), spec
 
 
-def with_tokenizer(data: DataSpec, model_path: str | Path) -> DataSpec:
+def with_tokenizer(data: DataSpec | Mapping[str, Any] | str, model_path: str | Path) -> DataSpec:
     """Text data without a tokenizer gets the model folder's (a folder, or the folder of a weights file)."""
+    if isinstance(data, str):
+        data = DataSpec(source=data)
+    elif not isinstance(data, DataSpec):
+        data = DataSpec.model_validate(data)
     if data.tokenizer or source_kind(data.source) != "text":
         return data
     from merge_studio.core.evaluate.text import TOKENIZER_FILES
