@@ -26,4 +26,17 @@ print(*ensure_demo_models().paths("zoo:mlp"), sep="\n")')
 mapfile -t resnets < <("$python" -c 'from merge_studio.core.demo import ensure_demo_models
 print(*ensure_demo_models().paths("zoo:resnet20"), sep="\n")')
 "$app" "${resnets[@]}" --size 1600x1000 --tab Permutations --run align --screenshot "$out/permutations.png"
+# A Llama-shaped Hugging Face folder (32 decoder layers at tiny widths, built in code) in the Graph tab.
+hf="$scratch/hf"
+"$python" -c "from pathlib import Path; from tests.hf_models import make_hf_folder
+make_hf_folder(Path('$hf/llama-32-layers'), 'llama', num_hidden_layers=32)"
+"$app" "$hf/llama-32-layers" --size 1600x1000 --tab Graph --screenshot "$out/graph_llama.png"
+# A perplexity barrier between two fine-tunes of one tiny Llama and through their average
+# (benchmarks/lm_fixtures.py trains them once, in seconds, and caches them).
+mapfile -t lm < <("$python" -c 'from benchmarks.lm_fixtures import build_lm_fixtures
+f = build_lm_fixtures(log=lambda _line: None)
+print(f.licenses, f.docstrings, f.eval_texts["docstrings"], sep="\n")')
+cp -r "${lm[0]}" "${lm[1]}" "$hf/"
+OMP_NUM_THREADS=1 "$app" "$hf/licenses" "$hf/docstrings" --size 1600x1000 --tab Barrier --data "${lm[2]}" \
+    --run merge,barrier --screenshot "$out/perplexity_barrier.png"
 ls -l "$out"
