@@ -8,12 +8,59 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 from merge_studio.graph.model import GraphNode, Legend, ModuleGraph, LEGEND_NODE_ID, html_escape
 
 MISSING_COLOR = "#f4f4f4"
 NEUTRAL_COLOR = "#ffffff"  # inputs, outputs and functions while an overlay is shown
 _LEGEND_STEPS = 6
+
+
+DIVERGING_CMAP = "RdBu_r"
+
+
+@dataclass(frozen=True)
+class OverlayScale:
+    """What an overlay's colours mean, fixed before looking at the values.
+
+    ``fixed``: ``low``–``high`` (similarities and shares: 0–1), whatever the values;
+    ``from_zero``: 0 up to the largest value (a change: no change is the bottom colour);
+    ``diverging``: a two-sided map centred on ``reference`` (signed values);
+    ``stretch``: the values' own min–max over the whole map, only when asked for,
+    since it makes 0.469 and 0.472 look as different as 0 and 1.
+    """
+
+    kind: Literal["fixed", "from_zero", "diverging", "stretch"] = "from_zero"
+    low: float = 0.0
+    high: float = 1.0
+    reference: float = 0.0
+
+    @classmethod
+    def share(cls) -> OverlayScale:
+        return cls("fixed", 0.0, 1.0)
+
+    @classmethod
+    def for_values(cls, values: Mapping[str, float]) -> OverlayScale:
+        """The natural scale for values of unknown meaning: from 0 when all are ≥ 0, else diverging around 0."""
+        finite = [v for v in values.values() if math.isfinite(v)]
+        return cls("from_zero") if all(v >= 0 for v in finite) else cls("diverging", reference=0.0)
+
+    def resolve(self, values: Mapping[str, float], cmap: str) -> tuple[float, float, str, str]:
+        """(vmin, vmax, colour map, words for the legend) for these values."""
+        finite = [float(v) for v in values.values() if math.isfinite(v)]
+        low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
+        if self.kind == "fixed":
+            return self.low, self.high, cmap, f"scale {format_value(self.low)} to {format_value(self.high)}"
+        if self.kind == "from_zero":
+            top = high if high > 0 else 1.0
+            return 0.0, top, cmap, f"from 0 (no change) to {format_value(top)}"
+        if self.kind == "diverging":
+            reach = max((abs(v - self.reference) for v in finite), default=1.0) or 1.0
+            return (self.reference - reach, self.reference + reach, DIVERGING_CMAP,
+                    f"diverging around {format_value(self.reference)}")
+        return low, high, cmap, f"stretched over the values: {format_value(low)} to {format_value(high)}"
 
 
 def layer_value(path: str, values: Mapping[str, float]) -> float | None:

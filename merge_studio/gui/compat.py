@@ -32,8 +32,9 @@ def _listed(names: Sequence[str]) -> str:
     return shown + (f" … and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
-def check_models(models: Sequence[LoadedModel]) -> CompatSummary:
-    """Compare every ready model with the others."""
+def check_models(models: Sequence[LoadedModel], base_id: int | None = None) -> CompatSummary:
+    """Compare every ready model with the others; only the odd ones get issues (the majority, or else the
+    base, sets what is normal), each naming its tensors."""
     ready = [m for m in models if m.status == "ready" and m.checkpoint is not None]
     if len(ready) < 2:
         return CompatSummary({m.id: [] for m in ready}, ["Load two or more models to compare them."])
@@ -44,12 +45,16 @@ def check_models(models: Sequence[LoadedModel]) -> CompatSummary:
     names = unique_names([m.name for m in ready])
     non_finite = {m.checkpoint.name: m.non_finite for m in ready if m.non_finite}  # type: ignore[union-attr]
     report = check_compatibility([m.checkpoint for m in ready], names, non_finite=non_finite)
+    from merge_studio.core.checkpoints.odd_ones import odd_models
+
+    reference = next((name for m, name in zip(ready, names, strict=True) if m.id == base_id), None)
+    odd = odd_models(names, report.all_keys, report.missing, report.shape_mismatches, reference)
     issues: dict[int, list[str]] = {}
     for m, name in zip(ready, names, strict=True):
-        blocking = bool(report.missing.get(name)) or bool(report.extra_keys(name)) or any(
-            name in per_model for per_model in report.shape_mismatches.values()
-        ) or bool(report.non_finite.get(name))
-        issues[m.id] = list(report.issues_for(name)) if blocking else []
+        reasons = list(odd.get(name, []))
+        if report.non_finite.get(name):
+            reasons += [line for line in report.issues_for(name) if "NaN or infinite" in line]
+        issues[m.id] = reasons
     return CompatSummary(issues, list(report.lines()))
 
 

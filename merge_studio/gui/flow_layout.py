@@ -3,6 +3,10 @@
 Rows of check boxes and small options (the Barrier tab's curves and data options)
 were cut mid-word ("oss barri", "ighest los") when the tab was narrow; wrapped,
 every label stays whole at any width.
+
+It does not declare height-for-width: inside a scroll area that would make the
+whole page as tall as its preferred size. Instead its minimum height is the
+height it needed at its last width, updated when that changes.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ _EXPANDING = (QSizePolicy.Policy.Expanding, QSizePolicy.Policy.MinimumExpanding)
 
 
 class FlowLayout(QLayout):
-    """Left to right, wrapping; its height follows its width (``hasHeightForWidth``)."""
+    """Left to right, wrapping onto new lines; as tall as its rows need at its width."""
 
     def __init__(self, parent: QWidget | None = None, spacing: int = 6) -> None:
         super().__init__(parent)
         self._items: list[QLayoutItem] = []
         self._spacing = spacing
+        self._height = 0  # the height the rows took at the last width they were given
         self.setContentsMargins(QMargins(0, 0, 0, 0))
 
     # --- QLayout API -----------------------------------------------------------------
@@ -36,27 +41,28 @@ class FlowLayout(QLayout):
     def takeAt(self, index: int) -> QLayoutItem | None:  # noqa: N802 - Qt override
         return self._items.pop(index) if 0 <= index < len(self._items) else None
 
-    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt override
-        return True
-
-    def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt override
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt API (not declared: see the module's docstring)
         return self._arrange(QRect(0, 0, width, 0), move=False)
 
     def setGeometry(self, rect: QRect) -> None:  # noqa: N802 - Qt override
         super().setGeometry(rect)
-        self._arrange(rect, move=True)
+        height = self._arrange(rect, move=True)
+        if height != self._height:
+            self._height = height
+            self.invalidate()  # the parent asks our minimum height again, now for this width
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
         width = sum(item.sizeHint().width() + self._spacing for item in self._items)
         height = max((item.sizeHint().height() for item in self._items), default=0)
-        return QSize(width, height)
+        return QSize(width, max(height, self._height))
 
     def minimumSize(self) -> QSize:  # noqa: N802 - Qt override
         size = QSize()
         for item in self._items:
             size = size.expandedTo(item.minimumSize())
         margins = self.contentsMargins()
-        return size + QSize(margins.left() + margins.right(), margins.top() + margins.bottom())
+        size = size + QSize(margins.left() + margins.right(), margins.top() + margins.bottom())
+        return QSize(size.width(), max(size.height(), self._height))
 
     # --- arranging ---------------------------------------------------------------------
     def _arrange(self, rect: QRect, *, move: bool) -> int:

@@ -263,7 +263,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
             self.fit_panels()
         if not self.session.models and hasattr(self.welcome, "set_recent"):
             self.welcome.set_recent([*self.settings.recent_recipes[:3], *self.settings.recent_models[:5]])
-        compat = check_models(self.session.models)
+        compat = check_models(self.session.models, self.session.base_id)
         self._compat = compat
         self.table_model.refresh(compat)
         self.inspector.set_compatibility(compat, len(self.session.ready_models))

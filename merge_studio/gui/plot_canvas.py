@@ -37,7 +37,7 @@ from contextlib import contextmanager
 
 import shiboken6
 from matplotlib.backend_bases import ResizeEvent
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cbook import CallbackRegistry
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from PySide6.QtCore import QObject, QRect, Qt, QTimer, Signal
@@ -97,7 +97,7 @@ def _collapse_watch() -> Iterator[list[str]]:
 class _FrameBridge(QObject):
     """Carries finished frames from the render thread to the GUI thread (a queued signal)."""
 
-    sig_frame = Signal(object, int, bool)
+    sig_frame = Signal(object, int, bool, bool)
 
 
 class BackgroundCanvas(FigureCanvasQTAgg):
@@ -142,14 +142,36 @@ class BackgroundCanvas(FigureCanvasQTAgg):
             self._apply_edits()
             yield self.figure
 
-    def _apply_edits(self) -> None:
+    def _apply_edits(self) -> bool:
+        """Run the queued edits; returns whether there were any.
+
+        Off the GUI thread, the figure's axes observers (the toolbar, which enables
+        its Back/Forward buttons) are held back and told on the GUI thread afterwards.
+        """
         with self._edits_lock:
             edits, self._edits = self._edits, []
-        for fn in edits:
-            try:
-                fn(self.figure)
-            except Exception:  # noqa: BLE001 - a broken edit must not stop later ones or the drawing
-                traceback.print_exc()
+        if not edits:
+            return False
+        off_gui = threading.current_thread() is not threading.main_thread()
+        observers = getattr(self.figure, "_axobservers", None)
+        if off_gui and observers is not None:
+            self.figure._axobservers = CallbackRegistry()
+        try:
+            for fn in edits:
+                try:
+                    fn(self.figure)
+                except Exception:  # noqa: BLE001 - a broken edit must not stop later ones or the drawing
+                    traceback.print_exc()
+        finally:
+            if off_gui and observers is not None:
+                self.figure._axobservers = observers
+        return True
+
+    def _agg_draw(self) -> None:
+        """``FigureCanvasAgg.draw`` without the toolbar's wait cursor (a Qt call, not for the render thread)."""
+        self.renderer = self.get_renderer()
+        self.renderer.clear()
+        self.figure.draw(self.renderer)
 
     # --- drawing -----------------------------------------------------------------------
     def draw_idle(self) -> None:  # matplotlib API: called by the toolbar, resizes and our views
@@ -174,7 +196,7 @@ class BackgroundCanvas(FigureCanvasQTAgg):
             self._is_drawing = True
             try:
                 with _collapse_watch() as collapses:
-                    FigureCanvasAgg.draw(self)
+                    self._agg_draw()
                 image = self._snapshot()
             finally:
                 self._is_drawing = False
@@ -199,14 +221,15 @@ class BackgroundCanvas(FigureCanvasQTAgg):
         """On the render thread: queued edits, the Agg draw, a copy of the pixels."""
         image = None
         collapses: list[str] = []
+        edited = False
         started = time.perf_counter()
         try:
             with self._lock:
-                self._apply_edits()
+                edited = self._apply_edits()
                 self._is_drawing = True
                 try:
                     with _collapse_watch() as collapses:
-                        FigureCanvasAgg.draw(self)
+                        self._agg_draw()
                     image = self._snapshot()
                 finally:
                     self._is_drawing = False
@@ -215,7 +238,7 @@ class BackgroundCanvas(FigureCanvasQTAgg):
         self.last_render_s = time.perf_counter() - started
         self.render_threads.add(threading.current_thread().name)
         try:
-            self._bridge.sig_frame.emit(image, generation, bool(collapses))
+            self._bridge.sig_frame.emit(image, generation, bool(collapses), edited)
         except RuntimeError:  # the canvas was deleted while drawing
             pass
 
@@ -226,8 +249,11 @@ class BackgroundCanvas(FigureCanvasQTAgg):
         image.setDevicePixelRatio(self.device_pixel_ratio)
         return image
 
-    def _on_frame(self, image: QImage | None, generation: int, collapsed: bool) -> None:
+    def _on_frame(self, image: QImage | None, generation: int, collapsed: bool, edited: bool = False) -> None:
         self._rendering = False
+        observers = getattr(self.figure, "_axobservers", None)
+        if edited and observers is not None:  # held back on the render thread: the toolbar updates here
+            observers.process("_axes_change_event", self.figure)
         self.render_count += 1
         self._drawn_generation = max(self._drawn_generation, generation)  # a failed draw is not retried
         if image is not None:

@@ -31,6 +31,15 @@ KEPT_OVERLAY = "task-vector mass kept"
 CHANGE_OVERLAY = "relative change"
 
 
+def overlay_scale(name: str):  # noqa: ANN201 - an OverlayScale
+    """Each overlay's colours mean the same whatever the values: similarity and shares on 0–1, change from 0."""
+    from merge_studio.graph.overlay import OverlayScale
+
+    if name in (COSINE_OVERLAY, KEPT_OVERLAY):
+        return OverlayScale.share()
+    return OverlayScale("from_zero")
+
+
 def _cosine_job(path_a: Path, path_b: Path) -> Callable[[CancelToken], Generator[Any, None, dict[str, float]]]:
     def job(cancel: CancelToken) -> Generator[Any, None, dict[str, float]]:
         from merge_studio.core.analysis import iter_layer_cosine
@@ -188,7 +197,7 @@ class ViewWiring(QObject):
     # --- graph ----------------------------------------------------------------------------
     @Slot(str)
     def _on_graph_layer_selected(self, layer: str) -> None:
-        self.window.inspector.show_layer(layer)
+        # the Graph tab describes the node itself (its properties panel); the Permutations tab follows
         if self.permutations is not None and hasattr(self.permutations, "select_layer"):
             self.permutations.select_layer(layer)
 
@@ -319,8 +328,7 @@ class ViewWiring(QObject):
         worker = self.sender()
         name = self._overlay_jobs.get(worker)
         if name and values and self.graph is not None:
-            scale = (0.0, 1.0) if name == KEPT_OVERLAY else (None, None)  # a share: 0..1, not stretched
-            self.graph.set_overlay(name, values, show=bool(worker.property("show_overlay")), vmin=scale[0], vmax=scale[1])
+            self.graph.set_overlay(name, values, show=bool(worker.property("show_overlay")), scale=overlay_scale(name))
 
     @Slot(object)
     def _on_overlay_failed(self, error: Any) -> None:

@@ -79,7 +79,7 @@ def test_overlay_colours_the_layers_it_has_values_for(qtbot, view):
     assert fill["hidden.0"] == "#440154"  # viridis low end
     assert fill["head"] == "#fde725"  # viridis high end
     assert fill["hidden.1"] == "#f4f4f4"  # no value
-    assert view.picture.graph.legend.title == "relative change"
+    assert view.picture.graph.legend.title == "relative change: from 0 (no change) to 1"  # the legend says the scale
     assert view.overlay_combo.currentText() == "relative change"
 
 
@@ -126,13 +126,27 @@ def test_checkpoint_without_architecture_shows_its_module_tree(qtbot, view, unty
 def test_tree_rows_are_coloured_by_the_overlay_and_clickable(qtbot, view, untyped_checkpoint):
     with qtbot.waitSignal(view.sig_graph_ready, timeout=20000):
         view.show_checkpoint(untyped_checkpoint)
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    from merge_studio.graph.overlay import OverlayScale
+
     with qtbot.waitSignal(view.sig_graph_ready, timeout=20000):
-        view.set_overlay("cosine", {"encoder.proj": 0.2, "decoder.out": 0.9})
+        view.set_overlay("cosine", {"encoder.proj": 0.2, "decoder.out": 0.9}, scale=OverlayScale.share())
     model = view.tree_model
-    rows = {model.item(r, 0).text(): model.item(r, 0) for r in range(model.rowCount())}
-    proj = rows["encoder"].child(0, 0)
-    assert proj.text() == "proj" and proj.background().color().name() == "#440154"
-    assert rows["decoder"].background().color().name() == "#fde725"
+
+    def rows():
+        return {model.item(r, 0).text(): model.item(r, 0) for r in range(model.rowCount())}
+
+    proj = rows()["encoder"].child(0, 0)
+    # a similarity keeps its meaning: 0.2 is a fifth of the way up the 0-1 scale, not its bottom
+    assert proj.text() == "proj" and proj.background().color().name() == to_hex(colormaps["viridis"](0.2))
+    assert rows()["decoder"].background().color().name() == to_hex(colormaps["viridis"](0.9))
+    with qtbot.waitSignal(view.sig_graph_ready, timeout=20000):
+        view.stretch_check.setChecked(True)  # asked for: the values' own range over the whole map
+    proj = rows()["encoder"].child(0, 0)
+    assert proj.background().color().name() == "#440154"
+    assert rows()["decoder"].background().color().name() == "#fde725"
     with qtbot.waitSignal(view.sig_layer_selected) as blocker:
         view.tree_view.clicked.emit(proj.index())
     assert blocker.args == ["encoder.proj"]

@@ -144,8 +144,14 @@ def test_clicking_a_graph_node_opens_its_group_and_its_tensors(qtbot, window, ml
         qtbot.mouseClick(graph.graphics.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     assert blocker.args == ["head"]
     assert tab.view.current_group == "hidden.0"  # head's inputs are hidden.0's units
-    assert window.inspector.proxy.rowCount() == 2  # head.weight and head.bias
-    assert window.inspector.filter_count.text() == "2 of 4 tensors match"
+    # the Graph tab describes the node itself; the Inspector's filter is left alone
+    properties = graph.properties
+    assert properties.tensor_names == ["head.bias", "head.weight"]
+    assert "head" in properties.title.text() and "Linear" in properties.details.text()
+    assert window.inspector.filter_edit.text() == ""
+    qtbot.waitUntil(lambda: properties.stats_table.rowCount() == 4, timeout=10_000)  # 2 tensors × 2 models
+    models = {properties.stats_table.item(r, 1).text() for r in range(4)}
+    assert models == {m.name for m in window.session.models[:2]}
 
 
 def test_the_arch_chosen_in_the_graph_is_saved_in_the_recipe_and_restored(qtbot, window, tmp_path):
@@ -248,7 +254,7 @@ def test_a_ties_merge_offers_the_share_of_task_vector_mass_kept(qtbot, window, m
     kept = graph._overlays["task-vector mass kept"].values
     assert kept and all(0.0 <= v <= 1.0 for v in kept.values())
     graph.overlay_combo.setCurrentText("task-vector mass kept")  # each overlay can be shown
-    assert graph.current_overlay().title == "task-vector mass kept"
+    assert graph.current_overlay().title == "task-vector mass kept: scale 0 to 1"  # a share: fixed scale
     qtbot.waitUntil(lambda: not window.runner.running(), timeout=10_000)
 
 

@@ -88,9 +88,6 @@ def _row_widget(layout: QHBoxLayout, parent: QWidget) -> QWidget:
 def _flow_widget(layout: FlowLayout, parent: QWidget) -> QWidget:
     holder = QWidget(parent)
     holder.setLayout(layout)
-    policy = holder.sizePolicy()
-    policy.setHeightForWidth(True)
-    holder.setSizePolicy(policy)
     return holder
 
 

@@ -40,6 +40,7 @@ from merge_studio.gui.views.checkpoint_model import (
     SUBTITLE_ROLE,
     CheckpointTableModel,
 )
+from merge_studio.gui.views.name_elide import fit_name
 
 EMPTY_TEXT = "Drop checkpoints or model folders here\nor use File ▸ Open… (Ctrl+O)"
 
@@ -80,7 +81,7 @@ class NameDelegate(QStyledItemDelegate):
         foreground = index.data(Qt.ItemDataRole.ForegroundRole)
         painter.setPen(foreground.color() if foreground is not None else text_color)
         painter.drawText(top, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom),
-                         metrics.elidedText(title, Qt.TextElideMode.ElideMiddle, top.width()))
+                         fit_name(title, metrics, top.width()))
         small = QFont(opt.font)
         small.setBold(False)
         small.setPointSizeF(max(opt.font.pointSizeF() * 0.85, 7.0))

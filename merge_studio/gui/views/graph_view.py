@@ -4,6 +4,13 @@ The view only shows what core jobs produce (:mod:`merge_studio.graph.jobs`); tra
 and Graphviz layout run on a worker thread through :class:`JobRunner`. The SVG from
 Graphviz is drawn whole, and one transparent item per graph node sits on top of it
 to take hover and clicks, so what you click is exactly what Graphviz drew.
+
+Beside the graph (below it when the tab is narrow) a properties panel describes
+the clicked node: module, tensors, statistics per loaded model and the overlay's
+value. An overview in the corner shows where the view is in a large graph.
+Overlays colour on a scale with a fixed meaning (see
+:class:`~merge_studio.graph.overlay.OverlayScale`); "Stretch colours" spreads the
+values over the whole map instead, and the legend says which.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtSvgWidgets import QGraphicsSvgItem
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QGraphicsScene, QHBoxLayout,
-    QInputDialog, QLabel, QLineEdit, QMenu, QSpinBox, QStackedWidget, QToolButton, QTreeView, QVBoxLayout,
+    QInputDialog, QLabel, QLineEdit, QMenu, QSpinBox, QSplitter, QStackedWidget, QToolButton, QTreeView, QVBoxLayout,
     QWidget,
 )
 
@@ -27,9 +34,13 @@ from merge_studio.core.progress import CancelToken
 from merge_studio.graph.jobs import GraphPicture, Overlay, iter_arch_picture, iter_checkpoint_picture
 from merge_studio.graph.key_tree import KeyTreeNode, key_tree
 from merge_studio.graph.model import GraphNode, ModuleGraph
+from merge_studio.graph.overlay import OverlayScale
+from merge_studio.gui.flow_layout import FlowLayout
 from merge_studio.graph.render import INSTALL_HINT, render_png
 from merge_studio.gui.views.graph_items import SELECT_PEN, NodeItem, ZoomView
 from merge_studio.gui.views.graph_marks import iter_restyle, with_style
+from merge_studio.gui.views.graph_minimap import GraphMinimap
+from merge_studio.gui.views.graph_properties import GraphProperties, ModelsProvider
 from merge_studio.gui.views.graph_tree import PATH_ROLE, fill_tree_model
 from merge_studio.gui.workers import JobRunner, JobWorker
 
@@ -39,6 +50,23 @@ EMPTY_TEXT = (
     "otherwise the tree of modules read from its tensor names."
 )
 NO_OVERLAY = "No overlay"
+NARROW_WIDTH = 760  # narrower than this, the properties panel goes under the graph
+
+
+def _together(*widgets: QWidget) -> QWidget:
+    """Widgets that stay on one line when the tool bar wraps (a label and its field)."""
+    holder = QWidget()
+    row = QHBoxLayout(holder)
+    row.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        row.addWidget(widget)
+    return holder
+
+
+def _flow_holder(flow: FlowLayout, parent: QWidget) -> QWidget:
+    holder = QWidget(parent)
+    holder.setLayout(flow)
+    return holder
 
 
 class GraphView(QWidget):
@@ -55,16 +83,19 @@ class GraphView(QWidget):
     sig_arch_chosen = Signal(str)
     """The user picked an architecture for the shown checkpoint (to remember it)."""
 
-    def __init__(self, runner: JobRunner | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, runner: JobRunner | None = None, parent: QWidget | None = None,
+                 models_provider: ModelsProvider | None = None) -> None:
         super().__init__(parent)
         self._runner = runner or JobRunner(self)
+        self._models_provider = models_provider
         self._worker: JobWorker | None = None
         self._source: Callable[[int, bool, Overlay | None], PictureJob] | None = None
         self._picture: GraphPicture | None = None
         self._items: dict[str, NodeItem] = {}
         self._overlays: dict[str, Overlay] = {}
         self._marks: dict[str, dict[str, str]] = {}  # overlay name -> layer -> colour
-        self._scales: dict[str, tuple[float | None, float | None]] = {}  # overlay name -> fixed (vmin, vmax)
+        self._scales: dict[str, tuple[float | None, float | None]] = {}  # overlay name -> (vmin, vmax) drawn
+        self._meanings: dict[str, tuple[dict[str, float], str, OverlayScale]] = {}  # name -> (values, cmap, scale)
         self._matches: list[str] = []
         self._checkpoint: Any = None
         self._arch_by_path: dict[str, str] = {}
@@ -76,13 +107,15 @@ class GraphView(QWidget):
 
     # --- layout ---------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        bar = QHBoxLayout()
+        bar = FlowLayout()  # wraps onto a second line when the tab is narrow; no control is cut
         self.depth_spin = QSpinBox(minimum=0, maximum=12, value=3, toolTip="How many levels of submodules to open")
         self.nested_check = QCheckBox("Expand nested", toolTip="Draw opened modules as boxes around their layers")
         self.overlay_combo = QComboBox(toolTip="Colour layers by a per-layer value")
         self.overlay_combo.addItem(NO_OVERLAY)
         self.overlay_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.overlay_combo.setMinimumContentsLength(12)
+        self.stretch_check = QCheckBox("Stretch colours", toolTip="Spread the overlay's values over the whole colour "
+                                       "map (small differences look large) instead of its fixed scale")
         self.search_edit = QLineEdit(placeholderText="Find layer…", clearButtonEnabled=True)
         self.arch_button = QToolButton(text="Architecture", toolTip="Pick the model that gives this checkpoint its graph")
         self.arch_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
@@ -100,10 +133,11 @@ class GraphView(QWidget):
         self.zoom_in_button, self.zoom_out_button, self.fit_button = buttons["zoom_in"], buttons["zoom_out"], buttons["fit"]
         self.export_svg_button, self.export_png_button = buttons["svg"], buttons["png"]
         # two rows: beside the model list the tab is ~600 px wide, too narrow for one
-        for widget in (QLabel("Depth"), self.depth_spin, self.nested_check, self.arch_button, self.repeats_button):
+        bar.addWidget(_together(QLabel("Depth"), self.depth_spin))
+        for widget in (self.nested_check, self.arch_button, self.repeats_button):
             bar.addWidget(widget)
-        bar.addWidget(QLabel("Colour by"))
-        bar.addWidget(self.overlay_combo, 1)
+        bar.addWidget(_together(QLabel("Colour by"), self.overlay_combo))
+        bar.addWidget(self.stretch_check)
         tools = QHBoxLayout()
         tools.addWidget(self.search_edit, 1)
         for button in buttons.values():
@@ -124,21 +158,33 @@ class GraphView(QWidget):
         self.stack = QStackedWidget()
         for page in (self.empty_label, self.graphics, self.tree_view):
             self.stack.addWidget(page)
+        self.minimap = GraphMinimap(self.graphics)
+        self.properties = GraphProperties(self._runner, self._models_provider, self)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.splitter.setObjectName("graph_properties_split")
+        self.splitter.addWidget(self.stack)
+        self.splitter.addWidget(self.properties)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setCollapsible(0, False)
 
         layout = QVBoxLayout(self)
-        layout.addLayout(bar)
+        layout.addWidget(_flow_holder(bar, self))
         layout.addLayout(tools)
         layout.addWidget(self.banner)
-        layout.addWidget(self.stack, 1)
+        layout.addWidget(self.splitter, 1)
         layout.addWidget(self.status_label)
 
         self.depth_spin.valueChanged.connect(self._on_options_changed)
         self.nested_check.toggled.connect(self._on_options_changed)
         self.overlay_combo.currentTextChanged.connect(self._on_overlay_combo_changed)
+        self.stretch_check.toggled.connect(self._on_stretch_toggled)
+        for bar_ in (self.graphics.horizontalScrollBar(), self.graphics.verticalScrollBar()):
+            bar_.rangeChanged.connect(lambda *_: self.minimap.refresh())
         self.search_edit.textChanged.connect(self._on_search_changed)
         self.search_edit.returnPressed.connect(self._on_search_next)
-        self.zoom_in_button.clicked.connect(lambda: self.graphics.zoom(1.25))
-        self.zoom_out_button.clicked.connect(lambda: self.graphics.zoom(0.8))
+        self.zoom_in_button.clicked.connect(lambda: (self.graphics.zoom(1.25), self.minimap.refresh()))
+        self.zoom_out_button.clicked.connect(lambda: (self.graphics.zoom(0.8), self.minimap.refresh()))
         self.fit_button.clicked.connect(self.fit)
         self.export_svg_button.clicked.connect(lambda: self._on_export_clicked("svg"))
         self.export_png_button.clicked.connect(lambda: self._on_export_clicked("png"))
@@ -165,6 +211,7 @@ class GraphView(QWidget):
         self._source, self._picture, self._checkpoint = None, None, None
         self._clear_scene()
         self.tree_model.clear()
+        self.properties.clear()
         self.banner.hide()
         self.status_label.clear()
         self.stack.setCurrentWidget(self.empty_label)
@@ -249,16 +296,20 @@ class GraphView(QWidget):
         show: bool = True,
         vmin: float | None = None,
         vmax: float | None = None,
+        scale: OverlayScale | None = None,
     ) -> None:
         """Offer ``values`` (module path → number) as an overlay and show it now (unless ``show=False``).
 
         ``marks`` (module path → colour) paints layers apart from the scale, e.g. the
-        layers re-basin could not permute; the legend gains a line for them. ``vmin``/``vmax``
-        fix the colour scale (shares: 0 and 1) instead of stretching it over the values.
+        layers re-basin could not permute; the legend gains a line for them. ``scale``
+        says what the colours mean (``vmin``/``vmax`` given together: a fixed scale);
+        without one, values ≥ 0 are coloured from 0 and signed values diverge around 0.
         """
-        self._overlays[name] = Overlay(name, dict(values), cmap)
+        if scale is None:
+            scale = OverlayScale("fixed", vmin, vmax) if vmin is not None and vmax is not None else OverlayScale.for_values(values)
+        self._meanings[name] = (dict(values), cmap, scale)
+        self._realise_overlay(name)
         self._marks[name] = dict(marks or {})
-        self._scales[name] = (vmin, vmax)
         if self.overlay_combo.findText(name) < 0:
             self.overlay_combo.addItem(name)
         if not show:
@@ -267,6 +318,19 @@ class GraphView(QWidget):
             self._apply_overlay()
         else:
             self.overlay_combo.setCurrentText(name)  # applies through the signal
+
+    def _realise_overlay(self, name: str) -> None:
+        """The overlay as drawn: its scale (or the values' own range, when stretched) and a legend saying which."""
+        values, cmap, scale = self._meanings[name]
+        shown = OverlayScale("stretch") if self.stretch_check.isChecked() else scale
+        vmin, vmax, colours, words = shown.resolve(values, cmap)
+        self._overlays[name] = Overlay(f"{name}: {words}", values, colours)
+        self._scales[name] = (vmin, vmax)
+
+    def overlay_scale(self, name: str | None = None) -> OverlayScale | None:
+        """The scale an overlay was offered with (not the stretched one)."""
+        meaning = self._meanings.get(name or self.overlay_combo.currentText())
+        return meaning[2] if meaning is not None else None
 
     def overlay_names(self) -> list[str]:
         """The overlays the combo offers (without "No overlay")."""
@@ -333,6 +397,7 @@ class GraphView(QWidget):
 
     def fit(self) -> None:
         self.graphics.fitInView(self.scene.itemsBoundingRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        self.minimap.refresh()
 
     def export(self, path: str | Path) -> None:
         """Write the current picture as SVG or PNG (PNG is laid out off the GUI thread)."""
@@ -360,6 +425,7 @@ class GraphView(QWidget):
 
     def shutdown(self) -> None:
         """Stop layout jobs and wait for their threads (call before the widget goes away)."""
+        self.properties.shutdown()
         self._runner.shutdown()
 
     def closeEvent(self, event) -> None:  # noqa: ANN001, N802
@@ -409,6 +475,7 @@ class GraphView(QWidget):
         if picture.tree is not None:
             self._fill_tree(picture.tree)
         self._set_banner(picture.dot_missing, picture.notes)
+        self.properties.set_overlay(self.current_overlay(), picture.graph.legend)
         if picture.graph.kind == "module" and picture.svg:
             self._fill_scene(picture)
             if same_layout:  # only the colours changed: keep the user's zoom and position
@@ -466,6 +533,7 @@ class GraphView(QWidget):
         # unless the graph is wider than the window.
         self.graphics.zoom(max(0.3, min(4 / 3, self.graphics.viewport().width() / max(size.width(), 1.0))))
         self.graphics.centerOn(size.center().x(), 0)
+        self.minimap.refresh()
 
     def _fill_tree(self, tree: KeyTreeNode) -> None:
         self._tree = tree
@@ -487,15 +555,38 @@ class GraphView(QWidget):
 
     # --- user actions -------------------------------------------------------------------------
     def _on_node_clicked(self, node: GraphNode) -> None:
+        self._describe(node)
         if node.module_path:
             self.select_layer(node.module_path)
             self.sig_layer_selected.emit(node.module_path)
+
+    def _describe(self, node: GraphNode) -> None:
+        legend = self._picture.graph.legend if self._picture is not None else None
+        self.properties.show_node(node, self._checkpoint, self.current_overlay(), legend)
 
     @Slot()
     def _on_tree_clicked(self, index) -> None:  # noqa: ANN001
         path = index.data(PATH_ROLE)
         if path:
+            nodes = self._picture.graph.nodes_for(path) if self._picture is not None else []
+            self._describe(nodes[0] if nodes and nodes[0].module_path == path else GraphNode(path, path, path, ""))
             self.sig_layer_selected.emit(path)
+
+    @Slot(bool)
+    def _on_stretch_toggled(self, _stretch: bool) -> None:
+        for name in self._meanings:
+            self._realise_overlay(name)
+        self._apply_overlay()
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
+        """Narrow: the properties under the graph, so the graph keeps the width."""
+        super().resizeEvent(event)
+        wanted = Qt.Orientation.Vertical if self.width() < NARROW_WIDTH else Qt.Orientation.Horizontal
+        if self.splitter.orientation() != wanted:
+            self.splitter.setOrientation(wanted)
+            total = self.splitter.height() if wanted == Qt.Orientation.Vertical else self.splitter.width()
+            self.splitter.setSizes([int(total * 0.75), int(total * 0.25)] if wanted == Qt.Orientation.Vertical
+                                   else [int(total * 0.68), int(total * 0.32)])
 
     @Slot()
     def _on_options_changed(self) -> None:

@@ -163,6 +163,10 @@ class Inspector(QWidget):
         self.tabs.addTab(tensors_page, "Tensors")
         self.tabs.addTab(self.module_tree, "Modules")
         self.tabs.addTab(self.compat_view, "Compatibility")
+        from merge_studio.gui.views.metadata_view import MetadataView
+
+        self.metadata_view = MetadataView(self)
+        self.tabs.addTab(self.metadata_view, "Metadata")
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 10, 12, 8)
@@ -185,11 +189,13 @@ class Inspector(QWidget):
             self.subtitle.setText("Select a model in the list to see what is inside it.")
             self.tensor_model.set_infos([])
             self.module_tree.clear()
+            self.metadata_view.set_metadata({})
             self._update_count()
             return
         self.title.setText(model.name)
         if model.status != "ready" or model.summary is None or model.checkpoint is None:
             self.subtitle.setText(str(model.path) + ("\nCannot open: " + model.error if model.error else "\nLoading…"))
+            self.metadata_view.set_metadata({})
             self.tensor_model.set_infos([])
             self.module_tree.clear()
             self._update_count()
@@ -203,7 +209,8 @@ class Inspector(QWidget):
         self._fact_labels["Dtypes"].setText(", ".join(f"{k} ×{v}" for k, v in s.dtypes.items()) or "–")
         meta = s.metadata
         self._fact_labels["Metadata"].setText(f"{len(meta)} entr{'y' if len(meta) == 1 else 'ies'}" if meta else "none")
-        self._fact_labels["Metadata"].setToolTip("\n".join(f"{k}: {v[:120]}" for k, v in list(meta.items())[:30]))
+        self._fact_labels["Metadata"].setToolTip("Every entry in full: the Metadata tab below")
+        self.metadata_view.set_metadata(meta)
         self._show_values_check(model)
         infos = list(model.checkpoint.infos.values())
         self.tensor_model.set_infos(infos)
