@@ -128,6 +128,10 @@ class WindowActions:
         self.log_panel.log("Preparing the demo models (trained once, then cached)…")
         worker = self.runner.start(lambda token: iter_demo_models(cancel=token), "demo")
         worker.sig_progress.connect(self.job_status.update_progress)
+        if hasattr(self.welcome, "set_demo_progress"):  # the first start trains: say so where the user clicked
+            worker.sig_progress.connect(lambda _p: self.welcome.set_demo_progress(
+                "Training the demo models (first start only): " + self.job_status.label.text().partition(" — ")[2]))
+            worker.sig_done.connect(lambda: self.welcome.set_demo_progress(None))
         worker.sig_result.connect(self._on_demo_ready)
         worker.sig_failed.connect(lambda error: self.show_error(error, "The demo could not be prepared"))
         worker.sig_done.connect(lambda: self.job_status.finish("Ready"))

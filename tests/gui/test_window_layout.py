@@ -139,3 +139,44 @@ def test_a_1024x768_screenshot_after_a_barrier_sweep_has_no_collapsed_plots(qtbo
     assert not [w for w in caught if "collapsed" in str(w.message)]
     assert "collapsed" not in capsys.readouterr().err
     assert QImage(str(out)).width() == 1024
+
+
+def test_barrier_sweeps_and_alignments_show_time_left(qtbot, monkeypatch):
+    from merge_studio.core.progress import Progress
+    from merge_studio.gui.views import status_panel
+    from merge_studio.gui.views.barrier_plot import BarrierPanel
+
+    clock = [100.0]
+    monkeypatch.setattr(status_panel.time, "monotonic", lambda: clock[0])
+    panel = BarrierPanel()
+    qtbot.addWidget(panel)
+    panel.set_running(True)
+    clock[0] += 10.0  # a quarter of the points took 10 s
+    panel.set_progress(Progress("barrier", 25, 100, current="naive λ=0.24", unit="points"))
+    assert panel.progress.format() == "25/100 points · about 30 s left"
+    eta = status_panel.EtaClock()
+    clock[0] += 4.0
+    assert eta.update(Progress("weight matching", 3, 4, unit="sweeps (estimated)")) == "about 1 s left"
+
+
+def test_the_demo_card_shows_the_training_progress_and_comes_back_when_done(qtbot, small_window, monkeypatch):
+    from types import SimpleNamespace
+
+    from merge_studio.core import demo
+    from merge_studio.core.progress import Progress
+    from merge_studio.gui.views.welcome import DEMO_HINT
+
+    seen: list[str] = []
+
+    def training(cancel=None):
+        yield Progress("demo", 120, 300, current="resnet20_seed0", unit="work")
+        return SimpleNamespace(paths=lambda prefix=None: [], models=())
+
+    monkeypatch.setattr(demo, "iter_demo_models", training)
+    card = small_window.welcome.demo_button
+    worker = small_window.load_demo()
+    worker.sig_progress.connect(lambda _p: seen.append(card.text.text()))
+    with qtbot.waitSignal(worker.sig_done, timeout=10_000):
+        pass
+    assert seen and seen[0].startswith("Training the demo models (first start only): resnet20_seed0 · 40%")
+    assert card.text.text() == DEMO_HINT and card.isEnabled()

@@ -284,20 +284,32 @@ def iter_weight_matching(
     b = _float_state(spec, state_b, "B", dev)
     _check_shapes(a, b)
     best: MatchingResult | None = None
+    history: list[int] = []  # sweeps each finished start took: the estimate for the next ones
     for attempt in range(max(1, restarts)):
         perms = {g.name: torch.arange(g.size, device=dev) for g in spec.groups}
         for name, p in (init or {}).items():
             if name in perms:
                 perms[name] = torch.as_tensor(p, device=dev).long()
-        result = yield from _descend(_Problem(spec, a, b, perms), seed + attempt, max_sweeps, dev, cancel, attempt, restarts)
+        result = yield from _descend(_Problem(spec, a, b, perms), seed + attempt, max_sweeps, dev, cancel, attempt, restarts,
+                                     history)
+        history.append(result.sweeps)
         if best is None or result.objective[-1:] > best.objective[-1:]:
             best = result
     assert best is not None
     return replace(best, seed=seed, best_seed=best.seed, seconds=time.perf_counter() - start, restarts=max(1, restarts))
 
 
+def _sweep_estimate(history: list[int], sweeps: int, improving: bool, max_sweeps: int, starts_left: int) -> tuple[int, int]:
+    """(sweeps done, sweeps expected) over all starts, for a progress bar and its time estimate."""
+    typical = round(sum(history) / len(history)) if history else 0
+    this_start = min(max_sweeps, max(sweeps + (1 if improving else 0), typical))
+    done = sum(history) + sweeps
+    return done, sum(history) + this_start + (starts_left - 1) * max(typical, this_start)
+
+
 def _descend(
-    problem: _Problem, seed: int, max_sweeps: int, dev: torch.device, cancel: CancelToken | None, attempt: int, restarts: int
+    problem: _Problem, seed: int, max_sweeps: int, dev: torch.device, cancel: CancelToken | None, attempt: int, restarts: int,
+    history: list[int] | None = None,
 ) -> Generator[Progress, None, MatchingResult]:
     """Algorithm 1 from one starting point: sweeps in random order until no group improves."""
     units = _units(problem.spec)
@@ -322,8 +334,10 @@ def _descend(
             objective.append(problem.objective())
         sweeps += 1
         note = f" (start {attempt + 1} of {restarts})" if restarts > 1 else ""
-        # the number of sweeps is not known in advance (it stops when nothing improves)
-        yield Progress("weight matching", sweeps, None, current=f"sweep {sweeps}{note}", unit="sweeps",
+        # the number of sweeps is not known in advance (it stops when nothing improves): estimated
+        # from the starts already finished, and at least one more while this one still improves
+        done, total = _sweep_estimate(history or [], sweeps, improved, max_sweeps, restarts - attempt)
+        yield Progress("weight matching", done, total, current=f"sweep {sweeps}{note}", unit="sweeps (estimated)",
                        message=f"sweep {sweeps}{note}: objective {objective[-1]:.6g}")
         if not improved:
             converged = True

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from merge_studio.gui.align_job import AlignOutcome, iter_align_files, save_aligned, suggest_aligned_path
 from merge_studio.gui.views.permutation_view import PermutationView
+from merge_studio.gui.views.status_panel import EtaClock
 from merge_studio.gui.workers import JobRunner, JobWorker
 
 ModelsProvider = Callable[[], Sequence[tuple[str, Path]]]
@@ -49,6 +50,7 @@ class AlignStrip(QWidget):
         self.device = "auto"
         self.outcome: AlignOutcome | None = None
         self.worker: JobWorker | None = None
+        self.eta = EtaClock()  # "about 12 s left", as merges show
         self._arch_typed = False
 
         self.model_a = QComboBox(self, toolTip="The reference model: B's units are reordered to match it")
@@ -157,6 +159,7 @@ class AlignStrip(QWidget):
         worker.sig_cancelled.connect(self._on_worker_cancelled)
         worker.sig_done.connect(self._on_worker_done)
         self.worker = worker
+        self.eta.start()
         self.status.setText("Aligning…")
         self._refresh_buttons()
         self.sig_job_started.emit(worker)
@@ -213,7 +216,8 @@ class AlignStrip(QWidget):
 
     @Slot(object)
     def _on_worker_progress(self, progress: Any) -> None:
-        self.status.setText(progress.message or f"{progress.stage} {progress.done}")
+        eta = self.eta.update(progress)
+        self.status.setText((progress.message or f"{progress.stage} {progress.done}") + (f" · {eta}" if eta else ""))
 
     @Slot(object)
     def _on_worker_result(self, outcome: AlignOutcome) -> None:

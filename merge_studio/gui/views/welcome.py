@@ -41,6 +41,9 @@ def _display_name(path: Path) -> str:
     return f"{path.name}  —  {folder}"
 
 
+DEMO_HINT = "Small models, ready to merge, graph, align and compare."
+
+
 class ActionCard(QPushButton):
     """A large button with an icon, a title and one line saying what it does."""
 
@@ -113,7 +116,7 @@ class WelcomeView(QWidget):
         self.open_recipe_button = ActionCard(
             "open-recipe", "Open recipe…", "A saved merge recipe or a mergekit config. (Ctrl+Shift+O)", self)
         self.demo_button = ActionCard(
-            "demo", "Try the demo", "Small models, ready to merge, graph, align and compare.", self)
+            "demo", "Try the demo", DEMO_HINT, self)
         self.open_files_button.clicked.connect(self.sig_open_files)
         self.open_recipe_button.clicked.connect(self.sig_open_recipe)
         self.demo_button.clicked.connect(self.sig_try_demo)
@@ -184,6 +187,16 @@ class WelcomeView(QWidget):
         self.columns.setSpacing(14 if stacked else 28)
         self.recent_list.setMaximumHeight(STACKED_RECENT_HEIGHT if stacked else QWIDGETSIZE_MAX)
         super().resizeEvent(event)
+
+    def set_demo_progress(self, text: str | None) -> None:
+        """While the demo trains (first start only): say so on its card, with the progress; ``None`` when done."""
+        card = self.demo_button
+        if text is None:
+            card.text.setText(DEMO_HINT)
+            card.setEnabled(True)
+        else:
+            card.text.setText(text)
+            card.setEnabled(False)
 
     def set_recent(self, paths: Sequence[str | Path]) -> None:
         """Show these recently used files (newest first); recipes get the recipe icon."""
