@@ -214,7 +214,8 @@ class BackgroundCanvas(FigureCanvasQTAgg):
         self._rendering = True
         self._last_start = time.monotonic()
         generation = self._generation
-        self._thread = threading.Thread(target=self._render, args=(generation,), name="plot-render", daemon=True)
+        # not a daemon: leaving the app waits for a render in flight instead of killing it inside Agg
+        self._thread = threading.Thread(target=self._render, args=(generation,), name="plot-render")
         self._thread.start()
 
     def _render(self, generation: int) -> None:
@@ -260,10 +261,14 @@ class BackgroundCanvas(FigureCanvasQTAgg):
             self._frame = image
             self.last_draw_collapsed = collapsed
         self.update()
-        if collapsed:
-            self._grow()
+        if collapsed and image is not None and self._drawn_at_this_size(image):
+            self._grow()  # a frame drawn for an older (smaller) size says nothing about this one
         if self._generation > self._drawn_generation:
             self._schedule()  # asked again while drawing
+
+    def _drawn_at_this_size(self, image: QImage) -> bool:
+        ratio = self.device_pixel_ratio
+        return abs(image.width() - self.width() * ratio) <= 2 and abs(image.height() - self.height() * ratio) <= 2
 
     def _grow(self) -> None:
         """The axes did not fit: ask the layout for more height and draw again at the new size."""

@@ -60,7 +60,7 @@ NO_MERGED = "(none)"
 NARROW_PLOT_WIDTH = 760  # beside the model list at 1280 px the plots get ~600 px
 FOLD_OPTIONS_BELOW = 900  # window height under which the options start folded
 STACK_WIDTH = 640  # narrower than this, loss and accuracy are drawn one above the other
-MIN_AXES_SIZE = (260, 150)  # the smallest plot (pixels) whose labels, ticks and legend stay readable
+MIN_AXES_SIZE = (260, 140)  # the smallest plot (pixels) whose labels, ticks and legend stay readable
 
 
 def _compact_bars(figure: Any) -> None:
@@ -144,7 +144,7 @@ class _PlotPage(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSortingEnabled(False)
-        self.table.setMinimumHeight(60)
+        self.table.setMinimumHeight(48)
         self.save_button = QPushButton("Save numbers…", self)
         self.save_button.setToolTip("Write the numbers behind the plot as CSV or JSON")
         self.save_button.setEnabled(False)

@@ -14,21 +14,56 @@ it scroll sideways); their popups still show whole names.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from PySide6.QtWidgets import QComboBox, QFrame, QScrollArea, QTabWidget, QWidget
 
 COMBO_MIN_CHARACTERS = 10
 
 
 class _PageScroller(QScrollArea):
+    """Fits its page to the visible area, never below the page's minimum size (then it scrolls).
+
+    Sized here rather than by ``widgetResizable``: with that, any word-wrapped label on
+    the page (height-for-width) makes Qt size the page to its *preferred* height, and
+    the page scrolls although everything would fit.
+    """
+
     def __init__(self, page: QWidget, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("tab_page_scroller")
         self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setWidgetResizable(True)
+        self.setWidgetResizable(False)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-        self.setWidget(page)
         self.page = page
+        self._fitting = False
+        self.setWidget(page)  # the scroll area filters the page's events (see eventFilter)
+
+    def fit_page(self) -> None:
+        if self._fitting or self.widget() is None:
+            return
+        self._fitting = True
+        try:
+            wanted = self.page.minimumSizeHint().expandedTo(self.page.minimumSize())
+            area = self.maximumViewportSize()  # the room without scroll bars
+            width = max(area.width(), wanted.width())
+            height = max(area.height(), wanted.height())
+            if height > area.height():  # a vertical scroll bar will take some width
+                width = max(wanted.width(), area.width() - self.verticalScrollBar().sizeHint().width())
+            if width > area.width():
+                height = max(wanted.height(), area.height() - self.horizontalScrollBar().sizeHint().height())
+            if self.page.size() != QSize(width, height):
+                self.page.resize(width, height)
+        finally:
+            self._fitting = False
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
+        super().resizeEvent(event)
+        self.fit_page()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if watched is self.page and event.type() == QEvent.Type.LayoutRequest:
+            QTimer.singleShot(0, self.fit_page)  # after the page's layout settled
+        return super().eventFilter(watched, event)
 
 
 class ScrollingTabs(QTabWidget):
