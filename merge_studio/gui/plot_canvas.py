@@ -219,7 +219,15 @@ class BackgroundCanvas(FigureCanvasQTAgg):
         self._thread.start()
 
     def _render(self, generation: int) -> None:
-        """On the render thread: queued edits, the Agg draw, a copy of the pixels."""
+        """On the render thread; a canvas deleted meanwhile (its window closed) just ends it quietly."""
+        try:
+            self._render_once(generation)
+        except BaseException:  # noqa: BLE001 - a thread's last resort: never reach the app's exception dialog
+            if shiboken6.isValid(self):
+                traceback.print_exc()
+
+    def _render_once(self, generation: int) -> None:
+        """Queued edits, the Agg draw, a copy of the pixels, then the frame to the GUI thread."""
         image = None
         collapses: list[str] = []
         edited = False
@@ -235,11 +243,14 @@ class BackgroundCanvas(FigureCanvasQTAgg):
                 finally:
                     self._is_drawing = False
         except Exception:  # noqa: BLE001 - report and keep the window alive, like matplotlib's own idle draw
+            if not shiboken6.isValid(self):
+                return
             traceback.print_exc()
         self.last_render_s = time.perf_counter() - started
         self.render_threads.add(threading.current_thread().name)
         try:
-            self._bridge.sig_frame.emit(image, generation, bool(collapses), edited)
+            if shiboken6.isValid(self._bridge):
+                self._bridge.sig_frame.emit(image, generation, bool(collapses), edited)
         except RuntimeError:  # the canvas was deleted while drawing
             pass
 
@@ -314,6 +325,18 @@ class BackgroundCanvas(FigureCanvasQTAgg):
             self.edit(resize)
         finally:
             self._in_resize_event = False
+
+    def hideEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
+        """The window is closing (not just another tab shown): let a render in flight finish first,
+        so no thread draws into a canvas Qt is about to delete."""
+        super().hideEvent(event)
+        if not self.window().isVisible():
+            self.finish_rendering()
+
+    def finish_rendering(self, timeout_s: float = 5.0) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout_s)
 
     def print_figure(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - save while no render runs
         with self.hold():

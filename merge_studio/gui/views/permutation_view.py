@@ -243,8 +243,10 @@ class PermutationView(QWidget):
         return self.select_group(name) if name else False
 
     def figure(self, which: str) -> Figure:
-        """The figure behind a picture: ``group``, ``convergence`` or ``overview``."""
-        return {"group": self.group_canvas, "convergence": self.convergence_canvas, "overview": self.overview_canvas}[which].figure
+        """The figure behind a picture: ``group``, ``convergence`` or ``overview`` (with every queued change made)."""
+        canvas = {"group": self.group_canvas, "convergence": self.convergence_canvas, "overview": self.overview_canvas}[which]
+        canvas.flush()
+        return canvas.figure
 
     def save_picture(self, which: str, path: str | Path) -> Path:
         saved = save_axes_figure(self.figure(which), path)
@@ -329,8 +331,15 @@ class PermutationView(QWidget):
                 plot_similarity(axes[1], sim, colorbar=False)
                 plot_similarity(axes[2], sim, group["perm"])
             fig.suptitle(f"{group['name']}: {group['moved_fraction']:.0%} of {group['size']} units moved", fontsize=10)
-            _fit_text(fig, self.group_canvas.width() / columns)
+            _fit_text(fig, self._group_size()[0] / columns)
             self._fitted = layout
+
+    def _group_size(self) -> tuple[float, float]:
+        """The group canvas's size in screen pixels, from its figure (the render thread may ask)."""
+        fig = self.group_canvas.figure
+        ratio = self.group_canvas.device_pixel_ratio or 1.0
+        width, height = fig.get_size_inches() * fig.dpi / ratio
+        return float(width), float(height)
 
     def _group_layout(self, with_similarity: bool) -> tuple[bool, int, int | None]:
         """(stacked, columns, title characters per line) for the canvas's current size.
@@ -338,7 +347,7 @@ class PermutationView(QWidget):
         A canvas taller than about half its width (the tab beside the model list) puts
         the permutation above the similarity matrices, so each picture is twice as large.
         """
-        width, height = self.group_canvas.width(), self.group_canvas.height()
+        width, height = self._group_size()
         stacked = with_similarity and height > STACK_RATIO * width
         columns = 2 if stacked else (3 if with_similarity else 1)
         return stacked, columns, _fit_chars(width / columns)
