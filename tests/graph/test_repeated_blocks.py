@@ -92,3 +92,14 @@ def test_expanded_layers_share_position_inputs_through_one_labelled_edge(tmp_pat
     assert {f"model.layers.{i}.self_attn" for i in range(6)} <= _paths(graph)
     assert "to all 6 layers" in graph.dot
     assert render_svg(graph.dot)  # and it lays out
+
+
+def test_a_mark_on_any_layer_marks_the_block_drawn_for_all_of_them(gpt6):
+    from merge_studio.gui.views.graph_marks import mark_graph
+
+    model, tokens = gpt6
+    graph = module_graph(model, tokens, depth=2)
+    marked = mark_graph(graph, {"blocks.4.mlp.fc1": "#ff0000"})
+    mlp = graph.nodes_for("blocks.0.mlp")[0]
+    assert marked.fills[mlp.node_id] == "#ff0000"
+    assert marked.fills[graph.nodes_for("blocks.0.attn")[0].node_id] != "#ff0000"

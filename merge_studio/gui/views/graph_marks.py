@@ -34,6 +34,15 @@ def marked_path(path: str, marks: Mapping[str, str]) -> str | None:
     return next((colour for layer, colour in marks.items() if layer.startswith(prefix)), None)
 
 
+def _marked(path: str, graph: ModuleGraph, marks: Mapping[str, str]) -> str | None:
+    """A drawn block that stands for many layers (×32) is marked when any of them is."""
+    if not graph.repeats or not path:
+        return marked_path(path, marks)
+    from merge_studio.graph.repeats import instance_paths
+
+    return next((c for p in instance_paths(path, graph.repeats) if (c := marked_path(p, marks)) is not None), None)
+
+
 def _legend_dot(marks: Mapping[str, str], label: str) -> str:
     lines = []
     for i, colour in enumerate(dict.fromkeys(marks.values())):
@@ -52,7 +61,7 @@ def mark_graph(graph: ModuleGraph, marks: Mapping[str, str], label: str = DEFAUL
     fills, fonts = dict(graph.fills), dict(graph.font_colors)
     hit = False
     for node in graph.nodes:
-        colour = marked_path(node.module_path, marks)
+        colour = _marked(node.module_path, graph, marks)
         if colour is not None:
             fills[node.node_id], fonts[node.node_id] = colour, font_for(colour)
             hit = True

@@ -131,3 +131,15 @@ def test_the_example_input_is_token_ids_with_a_causal_mask(tmp_path):
     assert data["input_ids"].shape == (1, 16) and int(data["input_ids"].max()) < 320
     assert data["attention_mask"].shape == (1, 1, 16, 16)
     assert data["attention_mask"][0, 0, 0, 1] < -1e30 and data["attention_mask"][0, 0, 1, 0] == 0
+
+
+def test_without_transformers_the_graph_tab_shows_the_tree_and_says_what_to_install(tmp_path, monkeypatch):
+    from merge_studio.core.progress import drive
+    from merge_studio.graph.jobs import iter_checkpoint_picture
+
+    folder = make_hf_folder(tmp_path / "llama", "llama")
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with open_checkpoint(folder) as ck:
+        picture = drive(iter_checkpoint_picture(ck))
+    assert picture.arch is None and picture.tree is not None
+    assert "pip install 'merge-studio[hf]'" in picture.notes[0]
