@@ -92,7 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--merged", metavar="M", help="also draw the path A → M → B through this merged model")
     parser.add_argument("--aligned", metavar="B2", help="also draw A → B2, where B2 is B aligned (permuted) to A")
     parser.add_argument("--align", action="store_true",
-                        help="align B to A by weight matching first and also draw A → aligned B")
+                        help="align B to A first and also draw A → aligned B (and A → aligned B with REPAIR)")
+    parser.add_argument("--align-method", choices=("auto", "weight", "activation"), default="auto",
+                        help="how --align finds the permutation: weight matching, activation matching on the data, "
+                        "or auto (both, keeping the one whose midpoint merge has the lower loss; default)")
     parser.add_argument("--curves", help=f"comma-separated subset of {', '.join(CURVE_KINDS)} (default: all that apply)")
     parser.add_argument("--reset-bn", choices=("auto", "on", "off"), default="auto",
                         help="re-estimate BatchNorm statistics at every point (auto: when the model has BatchNorm)")
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         request = BarrierRequest(
             model_a=args.model_a, model_b=args.model_b, arch=args.arch, data=data_spec(args), steps=args.steps,
             splits=parse_splits(args.splits), curves=curves, merged=args.merged, aligned_b=args.aligned,
-            align=args.align, reset_bn=args.reset_bn, save_dir=args.save_models, device=args.device,
+            align=args.align, align_method=args.align_method, reset_bn=args.reset_bn, save_dir=args.save_models, device=args.device,
         )
         with torch_threads(args):
             report = drive(request.job(), bar)

@@ -27,6 +27,7 @@ CURVE_COLOURS = {
     "naive": "#D55E00",
     "BN reset": "#E69F00",
     "aligned": "#0072B2",
+    "aligned + REPAIR": "#CC79A7",
     "via merged": "#009E73",
 }
 _FALLBACK = ["#CC79A7", "#56B4E9", "#F0E442", "#000000"]

@@ -81,3 +81,23 @@ def test_align_with_a_pt2_program_as_the_architecture(tmp_path, capsys):
     with safe_open(str(out), "pt") as f:
         groups = json.loads(f.metadata()["merge_studio.permutation"])["groups"]
     assert set(groups) == {"features.0", "features.4", "classifier.0"}
+
+
+def test_align_by_activations_on_data_and_auto_says_which_alignment_it_kept(tmp_path, capsys):
+    a, b = _pair(tmp_path)
+    out = tmp_path / "b_aligned.safetensors"
+    code = main(["align", str(a), str(b), "--arch", ARCH, "-o", str(out), "--data", "digits", "--examples", "200",
+                 "--method", "auto", "--report", str(tmp_path / "r.json"), "--quiet"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert set(report["candidates"]) == {"weight", "activation"}
+    assert "(kept)" in printed.out and "agree on" in printed.out
+    assert report["max_output_difference"] < 1e-9
+
+
+def test_activation_matching_without_data_is_refused_with_a_hint(tmp_path, capsys):
+    a, b = _pair(tmp_path)
+    code = main(["align", str(a), str(b), "--arch", ARCH, "-o", str(tmp_path / "o.safetensors"), "--method", "activation",
+                 "--quiet"])
+    assert code == 1 and "needs data" in capsys.readouterr().err

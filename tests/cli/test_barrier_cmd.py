@@ -87,13 +87,14 @@ def test_evaluate_json_has_loss_and_accuracy_per_split(mlp_files, capsys):
     assert entry["name"] == "mlp0" and 0.0 <= entry["test"]["accuracy"] <= 1.0 and entry["test"]["n"] == 30
 
 
-def test_barrier_with_align_adds_the_curve_to_b_aligned_by_weight_matching(mlp_files, capsys):
+def test_barrier_with_align_adds_the_curves_to_b_aligned_and_repaired(mlp_files, capsys):
     code = main(["barrier", *mlp_files, "--align", "--steps", "3", "--max-examples", "40", "--splits", "test", "--json", "--quiet"])
     out = capsys.readouterr()
     assert code == 0, out.err
     report = json.loads(out.out)
     curves = {c["label"]: c for c in report["curves"]}
-    assert set(curves) == {"naive", "aligned"}
+    assert set(curves) == {"naive", "aligned", "aligned + REPAIR"}
+    assert report["extra"]["alignment"] in ("weight", "activation")  # auto: the better of the two
     # aligning B changes the path but not B's own loss
     assert curves["aligned"]["loss"]["test"][-1] == pytest.approx(curves["naive"]["loss"]["test"][-1], rel=1e-5)
     assert curves["aligned"]["loss"]["test"][1] != pytest.approx(curves["naive"]["loss"]["test"][1])

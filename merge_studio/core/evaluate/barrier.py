@@ -5,6 +5,8 @@ The curves a user can ask for:
 ``naive``     A → B as stored (interpolated BN statistics kept: the honest baseline)
 ``bn_reset``  A → B with BatchNorm statistics re-estimated at every point
 ``aligned``   A → B′ where B′ is B permuted to match A (supplied by the re-basin code)
+``repaired``  A → B′ with REPAIR at every point: each hidden unit's mean and spread reset to
+              the interpolation of the endpoints' (and BatchNorm statistics re-estimated)
 ``merged``    A → M → B, the path through a merged model M
 
 ``bn_reset`` is left out for models without BatchNorm (it would repeat ``naive``).
@@ -18,7 +20,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,7 +138,7 @@ def default_curves(module: nn.Module, *, aligned: bool, merged: bool, reset_bn: 
     if has_batchnorm(module) and reset_bn not in ("off", False):
         kinds.append("bn_reset")
     if aligned:
-        kinds.append("aligned")
+        kinds += ["aligned", "repaired"]
     if merged:
         kinds.append("merged")
     return kinds
@@ -179,13 +181,16 @@ def iter_barrier_comparison(
     unknown = [k for k in kinds if k not in CURVE_KINDS]
     if unknown:
         raise MergeStudioError(f"unknown curve {unknown[0]!r}", hint=f"choose from {', '.join(CURVE_KINDS)}")
-    if "aligned" in kinds and aligned_b is None:
-        raise MergeStudioError("the aligned curve needs B aligned to A", hint="run an alignment first, or leave that curve out")
+    for kind in ("aligned", "repaired"):
+        if kind in kinds and aligned_b is None:
+            raise MergeStudioError(f"the {CURVE_LABELS[kind]} curve needs B aligned to A",
+                                   hint="run an alignment first, or leave that curve out")
     if "merged" in kinds and merged is None:
         raise MergeStudioError("the path through a merged model needs the merged model", hint="merge first, or leave that curve out")
     a_name, b_name = model_names
     anchor = merged_anchor or MergedAnchor()
-    plans: list[tuple[str, list[StateDict], tuple[str, ...], bool, tuple[float, ...] | None]] = []
+    Correction = Callable[[nn.Module, float], None]
+    plans: list[tuple[str, list[StateDict], tuple[str, ...], bool | Correction, tuple[float, ...] | None]] = []
     for kind in kinds:
         if kind == "naive":
             plans.append((kind, [state_a, state_b], (a_name, b_name), False, None))
@@ -194,6 +199,10 @@ def iter_barrier_comparison(
         elif kind == "aligned":
             assert aligned_b is not None
             plans.append((kind, [state_a, aligned_b], (a_name, f"{b_name}′"), resolve_reset_bn(reset_bn, module), None))
+        elif kind == "repaired":
+            assert aligned_b is not None
+            repairer = _repairer(module, state_a, aligned_b, data, device)
+            plans.append((kind, [state_a, aligned_b], (a_name, f"{b_name}′"), repairer, None))
         else:
             assert merged is not None
             end, end_name = (merged_b, f"{b_name}′") if merged_b is not None else (state_b, b_name)
@@ -204,10 +213,12 @@ def iter_barrier_comparison(
     results: list[BarrierCurve] = []
     for n, (kind, states, names, do_reset, positions) in enumerate(plans):
         label = CURVE_LABELS[kind]
+        correct = do_reset if callable(do_reset) else None
         job = iter_path_interpolation(
-            module, states, data, steps=steps, splits=splits, reset_bn=do_reset, label=label,
+            module, states, data, steps=steps, splits=splits, reset_bn=bool(do_reset) and correct is None, label=label,
             anchor_names=names, save_dir=None if save_dir is None else Path(save_dir) / kind,
             device=device, positions=positions, anchor_note=anchor.description if positions else "", cancel=cancel,
+            correct=correct,
         )
         try:
             while True:
@@ -224,6 +235,18 @@ def iter_barrier_comparison(
         curves=tuple(results), task=data.task, data=data.describe(), steps=steps, splits=tuple(splits),
         model_names=(a_name, b_name),
     )
+
+
+def _repairer(module: nn.Module, state_a: StateDict, aligned_b: StateDict, data: EvalData, device: torch.device | str) -> Callable[[nn.Module, float], None]:
+    """REPAIR between A and B′, measured once on the training split (used at every λ)."""
+    from merge_studio.core.device import resolve_device
+    from merge_studio.core.rebasin.repair import Repairer, calibration_batches
+    from merge_studio.core.rebasin.spec import spec_from_module
+
+    dev = resolve_device(device)
+    spec = spec_from_module(module, data.train.inputs[:2])
+    repairer = Repairer(module, spec, [state_a, aligned_b], calibration_batches(data.train.inputs), device=dev)
+    return repairer.interpolation
 
 
 __all__ = ["BarrierReport", "CURVE_KINDS", "CURVE_LABELS", "barrier_height", "default_curves", "iter_barrier_comparison"]

@@ -2,5 +2,6 @@
 
 from __future__ import annotations
 
-CURVE_KINDS = ("naive", "bn_reset", "aligned", "merged")
-CURVE_LABELS = {"naive": "naive", "bn_reset": "BN reset", "aligned": "aligned", "merged": "via merged"}
+CURVE_KINDS = ("naive", "bn_reset", "aligned", "repaired", "merged")
+CURVE_LABELS = {"naive": "naive", "bn_reset": "BN reset", "aligned": "aligned", "repaired": "aligned + REPAIR",
+                "merged": "via merged"}

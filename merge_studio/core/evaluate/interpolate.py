@@ -9,7 +9,7 @@ is known, so plots fill in live.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -151,6 +151,7 @@ def iter_path_interpolation(
     positions: Sequence[float] | None = None,
     anchor_note: str = "",
     cancel: CancelToken | None = None,
+    correct: Callable[[nn.Module, float], None] | None = None,
 ) -> Generator[Progress | BarrierPoint, None, BarrierCurve]:
     """Evaluate ``steps`` evenly spaced points along the chain of lines through ``states``.
 
@@ -159,6 +160,7 @@ def iter_path_interpolation(
     own position is always one of the points, so the curve passes through the model.
     ``module`` is a template: its weights are overwritten. With BN reset on, every
     point (the endpoints too) gets statistics re-estimated on the training split.
+    ``correct(module, λ)``, when given, adjusts each point in place instead (REPAIR).
     """
     if steps < 2:
         raise ValueError("an interpolation needs at least 2 steps")
@@ -186,7 +188,9 @@ def iter_path_interpolation(
     for i, lam in enumerate(lambdas):
         check_cancel(cancel)
         interp.set(float(lam))
-        if do_reset:
+        if correct is not None:
+            correct(module, float(lam))
+        elif do_reset:
             reset_batchnorm(module, on_dev.train, device=dev, batch_size=data.batch_size)
         if folder is not None:
             _save_point(module, folder, label, float(lam), names)
@@ -196,7 +200,7 @@ def iter_path_interpolation(
             points.append(point)
             yield point
         yield Progress("interpolate", i + 1, steps, current=f"{label} λ={lam:.3f}", unit="points")
-    return BarrierCurve.from_points(label, points, reset_bn=do_reset, anchors=names,
+    return BarrierCurve.from_points(label, points, reset_bn=do_reset or correct is not None, anchors=names,
                                     positions=tuple(positions) if positions is not None else (), anchor_note=anchor_note)
 
 

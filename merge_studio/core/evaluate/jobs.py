@@ -127,6 +127,7 @@ class BarrierRequest:
     aligned_b: str | None = None
     aligned_state: Mapping[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
     align: bool = False
+    align_method: str = "auto"  # weight, activation, or auto (both, keeping the better merge)
     reset_bn: str = "auto"
     save_dir: str | None = None
     device: str = "auto"
@@ -135,10 +136,11 @@ class BarrierRequest:
     def wants_alignment(self) -> bool:
         """Align B to A inside the job: asked for, or the aligned curve chosen with no B′ given."""
         has_b_prime = self.aligned_state is not None or self.aligned_b is not None
-        return not has_b_prime and (self.align or (self.curves is not None and "aligned" in self.curves))
+        wanted = self.curves is not None and ("aligned" in self.curves or "repaired" in self.curves)
+        return not has_b_prime and (self.align or wanted)
 
     def job(self, cancel: CancelToken | None = None) -> Generator[Progress | BarrierPoint, None, BarrierReport]:
-        """Open the models, align B to A when asked (weight matching), then run :func:`iter_barrier_comparison`."""
+        """Open the models, align B to A when asked (``align_method``), then run :func:`iter_barrier_comparison`."""
         yield Progress("load", 0, None, current=display_name(self.model_a), message="reading checkpoints")
         with contextlib.ExitStack() as stack:
             state_a, state_b = _lazy(stack, self.model_a), _lazy(stack, self.model_b)
@@ -149,17 +151,21 @@ class BarrierRequest:
             check_cancel(cancel)
             module, arch = template_for(self.arch, self.model_a, detected_arch(self.model_a), self.device)
             names = (display_name(self.model_a), display_name(self.model_b))
+            data = load_data(with_tokenizer(self.data, self.model_a), for_module=module)
+            extra = {"arch": arch}
             if self.wants_alignment:
                 from merge_studio.core.arch import example_input
-                from merge_studio.core.rebasin.align import iter_align
+                from merge_studio.core.rebasin.choose import iter_chosen_alignment
 
                 state_a, state_b = dict(state_a), dict(state_b)  # matching needs both in memory
-                result = yield from iter_align(module, state_a, state_b, example_input(arch), arch=arch, models=names,
-                                               device=self.device, cancel=cancel)
+                result = yield from iter_chosen_alignment(
+                    module, state_a, state_b, example_input(arch), data, choose=self.align_method, arch=arch,
+                    models=names, device=self.device, cancel=cancel, compare=self.align_method == "auto",
+                )
                 aligned = result.aligned
+                extra["alignment"] = str(result.report.get("method"))
             merged_b = (aligned_with(anchor, module, arch, dict(state_b))
                         if anchor is not None and anchor.aligned_b else None)
-            data = load_data(with_tokenizer(self.data, self.model_a), for_module=module)
             splits = self.splits if data.tokens is None else ("test",)  # text: one set of windows
             report = yield from iter_barrier_comparison(
                 module, state_a, state_b, data, curves=self.curves, aligned_b=aligned, merged=merged,
@@ -169,7 +175,7 @@ class BarrierRequest:
             )
         return BarrierReport(
             curves=report.curves, task=report.task, data=report.data, steps=report.steps, splits=report.splits,
-            model_names=report.model_names, extra={"arch": arch},
+            model_names=report.model_names, extra=extra,
         )
 
 

@@ -20,7 +20,9 @@ from typing import Any
 RECIPE_KEY = "merge_studio.recipe"
 PERMUTATION_KEY = "merge_studio.permutation"
 # methods whose result is a point of the straight line between two models, and the coefficient of the second one
-_ON_THE_LINE = {"lerp", "slerp", "weighted_average", "simple_average", "weight_matching"}
+_ON_THE_LINE = {"lerp", "slerp", "weighted_average", "simple_average", "weight_matching", "activation_matching",
+                "rebasin_auto"}
+_ALIGNING = {"weight_matching", "activation_matching", "rebasin_auto"}  # interpolate A with B aligned to A
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ def merged_anchor(metadata: Mapping[str, str], path_a: str | Path, path_b: str |
     paths = [m.path for m in recipe.models]
     if len(paths) != 2 or recipe.method not in _ON_THE_LINE:
         return MergedAnchor(description=f"{recipe.method}, off the line")
+    if params.get("repair") or params.get("reset_bn"):
+        return MergedAnchor(description=f"{recipe.method} with statistics corrected, off the line")
     if _same_file(paths[0], path_a) and _same_file(paths[1], path_b):
         flipped = False
     elif _same_file(paths[0], path_b) and _same_file(paths[1], path_a):
@@ -86,11 +90,11 @@ def merged_anchor(metadata: Mapping[str, str], path_a: str | Path, path_b: str |
     position = 1.0 - coefficient if flipped else coefficient
     if not 0.0 <= position <= 1.0:
         return MergedAnchor(description=f"{words}, beyond A or B")
-    aligned = recipe.method == "weight_matching"
+    aligned = recipe.method in _ALIGNING
     perms: dict[str, list[int]] = {}
     if aligned:
         if flipped:  # weight matching aligned the *first* model's partner, which is A here
-            return MergedAnchor(description="weight matching with A and B swapped")
+            return MergedAnchor(description=f"{recipe.method} with A and B swapped")
         try:
             perms = {k: list(v) for k, v in json.loads(metadata.get(PERMUTATION_KEY, "{}")).get("groups", {}).items()}
         except (ValueError, AttributeError):
@@ -109,7 +113,7 @@ def _second_coefficient(recipe: Any, params: Mapping[str, Any]) -> tuple[float |
     if method in ("lerp", "slerp"):
         t = _number(params.get("t"))
         return t, f"{method} t = {t:g}" if t is not None else method
-    if method == "weight_matching":
+    if method in _ALIGNING:
         alpha = _number(params.get("alpha"))
         return alpha, f"α = {alpha:g}" if alpha is not None else method
     weights = [_number(m.params.get("weight", 1.0)) for m in recipe.models]

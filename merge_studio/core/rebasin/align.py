@@ -1,14 +1,16 @@
 """Align model B to model A from end to end: spec, matching, permutation, proof, report.
 
-This is what ``merge-studio align``, the ``weight_matching`` method, the GUI and the
-benchmark call; each step is a plain function in the neighbouring modules.
+This is what ``merge-studio align``, the ``weight_matching`` and ``activation_matching``
+methods, the GUI and the benchmark call; each step is a plain function in the
+neighbouring modules. ``method`` chooses how the permutations are found: from the
+weights (``"weight"``) or from activations on data (``"activation"``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -17,10 +19,12 @@ from merge_studio.core.progress import CancelToken, Progress, check_cancel
 from merge_studio.core.rebasin.apply import apply_permutation, verify_function
 from merge_studio.core.rebasin.matching import MatchingResult, iter_weight_matching
 from merge_studio.core.rebasin.report import build_report
-from merge_studio.core.rebasin.spec import PermutationSpec, spec_from_module
-from merge_studio.errors import ArchitectureError
+from merge_studio.core.rebasin.spec import ModuleAnalysis, PermutationSpec, analyse_module
+from merge_studio.errors import ArchitectureError, MethodError
 
 DEFAULT_TOLERANCE = 1e-6
+MatchMethod = Literal["weight", "activation"]
+METHOD_NAMES = {"weight": "weight_matching", "activation": "activation_matching"}
 
 
 @dataclass(frozen=True)
@@ -50,21 +54,39 @@ def iter_align(
     models: tuple[str, str] = ("A", "B"),
     spec: PermutationSpec | None = None,
     cancel: CancelToken | None = None,
+    method: MatchMethod = "weight",
+    batches: Sequence[Any] | None = None,
+    analysis: ModuleAnalysis | None = None,
 ) -> Generator[Progress, None, AlignResult]:
     """Find B's permutation, apply it, and check B still computes the same outputs.
 
     ``module`` is any instance of the architecture (its weights are not used).
+    ``method="activation"`` needs ``batches``: model inputs both models are run on.
     A difference above ``tolerance`` raises an error naming the group at fault.
     """
+    if method not in METHOD_NAMES:
+        raise MethodError(f"unknown alignment method {method!r}", hint="choose 'weight' or 'activation'")
+    if method == "activation" and not batches:
+        raise MethodError("activation matching needs data to run both models on",
+                          hint="give evaluation data (e.g. --data digits), or align by weights")
     yield Progress("align", 0, None, message="tracing the model for its permutation groups")
+    if analysis is None and (spec is None or method == "activation"):
+        analysis = analyse_module(module, example_input)
     if spec is None:
-        spec = spec_from_module(module, example_input)
+        assert analysis is not None
+        spec = analysis.spec
     _check_against_module(module, state_a, "model A")
     _check_against_module(module, state_b, "model B")
     check_cancel(cancel)
-    matching = yield from iter_weight_matching(
-        spec, state_a, state_b, max_sweeps=max_sweeps, seed=seed, restarts=restarts, device=device, cancel=cancel
-    )
+    if method == "activation":
+        from merge_studio.core.rebasin.activation import iter_activation_matching
+
+        assert analysis is not None and batches is not None
+        matching = yield from iter_activation_matching(analysis, state_a, state_b, batches, seed=seed, device=device, cancel=cancel)
+    else:
+        matching = yield from iter_weight_matching(
+            spec, state_a, state_b, max_sweeps=max_sweeps, seed=seed, restarts=restarts, device=device, cancel=cancel
+        )
     check_cancel(cancel)
     yield Progress("align", 0, None, message="checking that the permuted model computes the same function")
     aligned = apply_permutation(spec, state_b, matching.perms)

@@ -20,8 +20,16 @@ from merge_studio.errors import ArchitectureError
 
 
 def member_index(member: Member, perm: torch.Tensor) -> torch.Tensor:
-    """Element indices along the member's axis range for a unit permutation (blocks kept whole)."""
+    """Element indices along the member's axis range for a unit permutation (blocks kept whole).
+
+    A key/value member of a grouped-query attention group (``repeat > 1``) follows the
+    permutation the group's query heads induce on its fewer heads.
+    """
     perm = perm.to(torch.long)
+    if member.repeat > 1:
+        from merge_studio.core.rebasin.heads import kv_permutation
+
+        perm = kv_permutation(perm, member.heads, member.repeat)
     if member.block == 1:
         return perm
     inner = torch.arange(member.block, device=perm.device)

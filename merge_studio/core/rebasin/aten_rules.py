@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from merge_studio.core.rebasin.propagate import Propagator
 
 ELEMENTWISE = {
-    "relu", "relu_", "gelu", "silu", "tanh", "sigmoid", "add", "add_", "sub", "mul", "mul_", "div", "dropout",
+    "to", "relu", "relu_", "gelu", "silu", "tanh", "sigmoid", "add", "add_", "sub", "mul", "mul_", "div", "dropout",
     "clone", "hardtanh", "hardtanh_", "leaky_relu", "elu", "neg", "exp", "sqrt", "rsqrt", "pow", "abs", "where",
     "clamp", "_to_copy", "alias", "detach", "hardswish", "contiguous", "masked_fill", "square", "erf",
 }  # fmt: skip
@@ -62,6 +62,8 @@ def aten_rule(prop: Propagator, node: fx.Node, meta: Any, name: str) -> Any:
         return prop.matmul(node, meta)
     if name == "linear":
         return prop.functional_linear(node, meta)
+    if name == "addmm":
+        return _addmm(prop, node, meta)
     if name == "layer_norm":
         return prop.functional_layer_norm(node, meta)
     pool = POOL.match(name)
@@ -79,6 +81,20 @@ def aten_rule(prop: Propagator, node: fx.Node, meta: Any, name: str) -> Any:
             L.pin_dim(prop.vars, weight[0], None)  # rows are picked by token id
             return (*indices, weight[1])
     return NotImplemented
+
+
+def _addmm(prop: Propagator, node: fx.Node, meta: Any) -> Any:
+    """``bias + x @ w`` (Hugging Face's Conv1D, weights stored input-first): x's columns meet w's rows."""
+    b, x, w = (prop.label_of(a) for a in node.args[:3])
+    if not isinstance(x, tuple) or not isinstance(w, tuple) or len(x) != 2 or len(w) != 2:
+        return prop.unknown(node, "matrix product with unlabelled operands")
+    for seg in w[0]:
+        prop.vars.producers.discard(seg.var)  # the weight's first axis is its input here, not the units it writes
+    prop.vars.producers.update(seg.var for seg in w[1] if seg.var)
+    prop.unify(x[1], w[0])
+    if isinstance(b, tuple) and len(b) >= 1:
+        prop.unify(w[1], b[-1])
+    return (x[0], w[1])
 
 
 def _conv(prop: Propagator, node: fx.Node, meta: Any) -> Any:
@@ -111,6 +127,28 @@ def _batch_norm(prop: Propagator, node: fx.Node, meta: Any) -> Any:
     return x
 
 
+def _slice_part(prop: Propagator, label: Any, node: fx.Node) -> Any:
+    """The labels of ``x[start:end]`` along a dimension when the range holds whole units (splitting their group)."""
+    size = L.dim_size(label)
+    start = node.args[2] if len(node.args) > 2 else node.kwargs.get("start", 0)
+    end = node.args[3] if len(node.args) > 3 else node.kwargs.get("end", size)
+    step = node.args[4] if len(node.args) > 4 else node.kwargs.get("step", 1)
+    if not all(isinstance(v, int) or v is None for v in (start, end, step)) or step not in (1, None):
+        return None
+    start = 0 if start is None else (start + size if start < 0 else min(start, size))
+    end = size if end is None else (end + size if end < 0 else min(end, size))
+    label = L.refine_at(prop.vars, label, [start, end])
+    part, pos = [], 0
+    for seg in label:
+        lo, hi = pos, pos + seg.length
+        if start <= lo and hi <= end:
+            part.append(seg)
+        elif hi > start and lo < end:
+            return None  # the range cuts through a unit
+        pos = hi
+    return tuple(part) if part else None
+
+
 def _select(prop: Propagator, node: fx.Node, meta: Any, name: str) -> Any:
     """``x.select(dim, i)`` drops a dimension, ``x.slice(dim, a, b)`` narrows it: fine unless it holds units."""
     x = prop.label_of(node.args[0])
@@ -119,6 +157,10 @@ def _select(prop: Propagator, node: fx.Node, meta: Any, name: str) -> Any:
     dim = int(node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) % len(x)
     if name == "slice" and meta[dim] == L.dim_size(x[dim]):
         return x  # the whole dimension
+    if name == "slice":
+        part = _slice_part(prop, x[dim], node)
+        if part is not None:
+            return (*x[:dim], part, *x[dim + 1 :])
     if L.is_free(prop.vars, x[dim]):
         L.pin_dim(prop.vars, x[dim], prop.report("selects some of the permuted units"))
     if name == "select":

@@ -43,7 +43,9 @@ class Member:
 
     The range starts at ``offset`` and holds ``n`` units of ``block`` elements
     each; a packed tensor such as ``in_proj_weight`` (q, k and v stacked) has one
-    member per part.
+    member per part. ``repeat > 1`` marks a key/value projection under grouped-query
+    attention: its ``n`` units are ``heads`` key/value heads, each serving ``repeat``
+    query heads, and it follows the permutation the group's query heads induce.
     """
 
     tensor: str
@@ -51,13 +53,18 @@ class Member:
     offset: int = 0
     n: int = 0
     block: int = 1
+    repeat: int = 1
+    heads: int = 0
 
     @property
     def length(self) -> int:
         return self.n * self.block
 
     def to_json(self) -> dict[str, int | str]:
-        return {"tensor": self.tensor, "axis": self.axis, "offset": self.offset, "n": self.n, "block": self.block}
+        out: dict[str, int | str] = {"tensor": self.tensor, "axis": self.axis, "offset": self.offset, "n": self.n, "block": self.block}
+        if self.repeat > 1:
+            out.update(repeat=self.repeat, heads=self.heads)
+        return out
 
 
 def fixed_dim(size: int) -> DimLabel:
@@ -96,8 +103,12 @@ class AxisVars:
         self.members: dict[int, list[Member]] = {}
         self._pinned: dict[int, list[str]] = {}  # root -> reasons (empty: natural)
         self.heads: dict[int, tuple[int, int]] = {}  # var -> (n_heads, partner var sharing the head order)
+        self.kv: dict[int, tuple[int, int]] = {}  # query-side var -> (key/value var, query heads per kv head)
+        self.fixed_within: set[int] = set()  # head-structured vars whose order inside a head must stay (rotary)
+        self.names: dict[int, str] = {}  # explicit group names (attention found in a graph)
         self.producers: set[int] = set()  # variables created by a layer writing these units
         self.param_axes: set[int] = set()  # variables of a parameter's axis fetched directly (get_attr)
+        self._refined: dict[int, list[tuple[int, int]]] = {}  # root -> (piece var, units) after a split
 
     def new(self, size: int, hint: str) -> int:
         var = len(self._parent)
@@ -133,6 +144,9 @@ class AxisVars:
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return
+        if ra in self._refined or rb in self._refined:
+            self._union_refined(ra, rb, reason)
+            return
         if FIXED in (ra, rb):
             self.fix(rb if ra == FIXED else ra, reason)
             return
@@ -148,12 +162,19 @@ class AxisVars:
             self._pinned[ra] = self._pinned.pop(ra, []) + self._pinned.pop(rb, [])
         if rb in self.heads:
             self.heads.setdefault(ra, self.heads[rb])
+        for table in (self.kv, self.names):
+            if rb in table:
+                table.setdefault(ra, table[rb])
+        if rb in self.fixed_within:
+            self.fixed_within.add(ra)
 
     def fix(self, var: int, reason: str | None = None) -> None:
         """Pin ``var``; a ``reason`` marks it as blocked by something the spec could not follow."""
         root = self.find(var)
         if root == FIXED:
             return
+        for piece, _ in self._refined.get(root, []):
+            self.fix(piece, reason)
         reasons = self._pinned.setdefault(root, [])
         if reason and reason not in reasons:
             reasons.append(reason)
@@ -178,8 +199,71 @@ class AxisVars:
         return True
 
     def add_member(self, var: int, member: Member) -> None:
-        if var != FIXED:
-            self.members.setdefault(var, []).append(member)
+        if var == FIXED:
+            return
+        pieces = self._refined.get(self.find(var))
+        if pieces is not None:  # the variable was split: so is every axis joining it later
+            start = 0
+            for piece, n in pieces:
+                self.add_member(piece, Member(member.tensor, member.axis, member.offset + start * member.block, n, member.block))
+                start += n
+            return
+        self.members.setdefault(var, []).append(member)
+
+    # -- splitting a variable into consecutive pieces (a fused projection cut into q, k, v) -----
+    def refined(self, var: int) -> list[tuple[int, int]] | None:
+        return self._refined.get(self.find(var))
+
+    def refine(self, var: int, sizes: list[int]) -> list[int] | None:
+        """Split a free variable into consecutive pieces of ``sizes`` units, each its own variable.
+
+        Restricting a permutation to one within each piece is always allowed, so every
+        axis of the variable is cut the same way; labels naming the old variable are
+        read through :meth:`refined`. ``None`` when it cannot be (pinned, or heads).
+        """
+        root = self.find(var)
+        if self.is_fixed(root) or root in self.heads or root in self.kv or sum(sizes) != self._size[root]:
+            return None
+        if root in self._refined:
+            current = [n for _, n in self._refined[root]]
+            return [p for p, _ in self._refined[root]] if current == list(sizes) else None
+        hint = self._hint[root]
+        pieces, start = [], 0
+        for n in sizes:
+            pieces.append(self.new(n, f"{hint}[{start}:{start + n}]"))
+            start += n
+        moved = [m for v in range(1, len(self._parent)) if self.find(v) == root for m in self.members.pop(v, [])]
+        self._refined[root] = list(zip(pieces, sizes, strict=True))
+        if any(self.find(v) == root for v in self.producers):
+            self.producers.update(pieces)
+        for m in moved:
+            self.add_member(root, m)
+        return pieces
+
+    def _union_refined(self, ra: int, rb: int, reason: str | None) -> None:
+        """Union where one side was split: split the other the same way and join the pieces."""
+        pa, pb = self._refined.get(ra), self._refined.get(rb)
+        if FIXED in (ra, rb) or self.is_fixed(ra) or self.is_fixed(rb):
+            for root in (ra, rb):
+                for piece, _ in self._refined.get(root, []):
+                    self.fix(piece, reason)
+                self.fix(root, reason)
+            return
+        sizes = [n for _, n in (pa or pb or [])]
+        if pa is None:
+            self.refine(ra, sizes)
+        if pb is None:
+            self.refine(rb, sizes)
+        pa, pb = self._refined.get(ra), self._refined.get(rb)
+        if pa is None or pb is None or [n for _, n in pa] != [n for _, n in pb]:
+            why = reason or "axes split into different pieces meet"
+            for root in (ra, rb):
+                for piece, _ in self._refined.get(root, []):
+                    self.fix(piece, why)
+                self.fix(root, why)
+            return
+        for (x, _), (y, _) in zip(pa, pb, strict=True):
+            self.union(x, y, reason)
 
     def groups(self) -> dict[int, list[Member]]:
         """Members of free (permutable) variables, by root in creation order."""

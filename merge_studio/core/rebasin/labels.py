@@ -25,6 +25,38 @@ from merge_studio.core.rebasin.axes import (
 Report = Callable[[str], str]
 
 
+def normalize_dim(vars_: AxisVars, label: DimLabel) -> DimLabel:
+    """The dimension with every split variable replaced by its pieces (see :meth:`AxisVars.refine`)."""
+    if not any(seg.var != FIXED and vars_.refined(seg.var) for seg in label):
+        return label
+    out: list[Segment] = []
+    for seg in label:
+        pieces = vars_.refined(seg.var) if seg.var != FIXED else None
+        if pieces is None:
+            out.append(seg)
+        else:
+            out.extend(normalize_dim(vars_, tuple(Segment(p, n, seg.block) for p, n in pieces)))
+    return tuple(out)
+
+
+def normalize(vars_: AxisVars, label: TensorLabel) -> TensorLabel:
+    return tuple(normalize_dim(vars_, dim) for dim in label)
+
+
+def refine_at(vars_: AxisVars, label: DimLabel, cuts: Sequence[int]) -> DimLabel:
+    """Split free segments that element offsets ``cuts`` fall inside (between units), so the cuts land between segments."""
+    changed = False
+    pos = 0
+    for seg in label:
+        inside = sorted(c - pos for c in cuts if pos < c < pos + seg.length)
+        if inside and seg.var != FIXED and not vars_.is_fixed(seg.var) and all(c % seg.block == 0 for c in inside):
+            units = [c // seg.block for c in inside]
+            sizes = [b - a for a, b in zip([0, *units], [*units, seg.n], strict=True)]
+            changed |= vars_.refine(seg.var, sizes) is not None
+        pos += seg.length
+    return normalize_dim(vars_, label) if changed else label
+
+
 def is_free(vars_: AxisVars, label: DimLabel) -> bool:
     """Whether any unit in this dimension may still be permuted."""
     return any(seg.var != FIXED and not vars_.is_fixed(seg.var) for seg in label)
@@ -152,12 +184,17 @@ def concat_dims(dims: Sequence[DimLabel]) -> DimLabel:
 
 
 def slice_dim(vars_: AxisVars, label: DimLabel, sizes: Sequence[int], report: Report) -> list[DimLabel]:
-    """Cut a dimension into consecutive parts (``split``/``chunk``); a cut through units pins them."""
+    """Cut a dimension into consecutive parts (``split``/``chunk``).
+
+    A cut between two units of one group splits the group (each part keeps its own
+    permutation); a cut through a unit's block pins it.
+    """
     cuts = set()
     pos = 0
     for s in sizes:
         pos += s
         cuts.add(pos)
+    label = refine_at(vars_, label, sorted(cuts))
     bounds = set()
     pos = 0
     for seg in label:

@@ -58,6 +58,9 @@ class MatchingResult:
     order: tuple[tuple[str, ...], ...] = field(default=())
     restarts: int = 1
     best_seed: int | None = None  # the seed whose descent was kept, when there were restarts
+    method: str = "weight"  # "weight" or "activation"
+    correlation: dict[str, float] = field(default_factory=dict)  # activation matching: matched correlation per group
+    by_weights: tuple[str, ...] = ()  # activation matching: groups no activation showed, matched by weights
 
     def moved_fraction(self) -> dict[str, float]:
         """Share of each group's units that left their place."""
@@ -143,10 +146,20 @@ class _Problem:
         describe activations, not weights, and their large positive variances would
         swamp the similarity.
         """
-        parts = [self.contribution(group, m) for m in group.members if m.tensor not in self.spec.buffers]
+        parts = [self.contribution(group, m) for m in group.members if m.tensor not in self.spec.buffers and m.repeat == 1]
         if not parts:
             device = next(iter(self.a.values())).device
             return torch.zeros(group.size, group.size, device=device)
+        cost = parts[0].clone()
+        for part in parts[1:]:
+            cost += part
+        return cost
+
+    def kv_cost(self, group: PermutationGroup) -> torch.Tensor | None:
+        """The key/value members' share (grouped-query attention), over key/value units; ``None`` without any."""
+        parts = [self.contribution(group, m) for m in group.members if m.tensor not in self.spec.buffers and m.repeat > 1]
+        if not parts:
+            return None
         cost = parts[0].clone()
         for part in parts[1:]:
             cost += part
@@ -180,23 +193,27 @@ def _value(cost: np.ndarray, perm: np.ndarray) -> float:
     return float(cost[np.arange(len(perm)), perm].sum())
 
 
-def _solve_heads(costs: list[np.ndarray], n_heads: int) -> list[np.ndarray]:
-    """Best structured permutations for groups sharing one order of heads."""
-    dims = [c.shape[0] // n_heads for c in costs]
-    score = np.zeros((n_heads, n_heads))
-    within: dict[tuple[int, int, int], np.ndarray] = {}
-    for k, (c, d) in enumerate(zip(costs, dims, strict=True)):
-        for i in range(n_heads):
-            for j in range(n_heads):
-                block = c[i * d : (i + 1) * d, j * d : (j + 1) * d]
-                perm, val = _assign(block)
-                within[(k, i, j)] = perm
-                score[i, j] += val
-    head_perm, _ = _assign(score)
-    return [
-        np.concatenate([head_perm[i] * d + within[(k, i, head_perm[i])] for i in range(n_heads)])
-        for k, d in enumerate(dims)
-    ]
+def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.double().cpu().numpy()
+
+
+def _unit_value(group: PermutationGroup, cost: np.ndarray, kv_cost: np.ndarray | None, perm: np.ndarray) -> float:
+    value = _value(cost, perm)
+    if kv_cost is not None:
+        from merge_studio.core.rebasin.heads import kv_permutation
+
+        value += _value(kv_cost, kv_permutation(torch.as_tensor(perm), group.n_kv_heads, group.n_heads // group.n_kv_heads).numpy())
+    return value
+
+
+def solve_unit(groups: list[PermutationGroup], costs: list[np.ndarray], kv_costs: list[np.ndarray | None]) -> list[np.ndarray]:
+    """Best permutation(s) of one coordinate-descent unit: a plain group, or groups sharing heads."""
+    if len(groups) == 1 and groups[0].n_heads <= 1:
+        return [_assign(costs[0])[0]]
+    from merge_studio.core.rebasin.heads import solve_heads
+
+    first = groups[0]
+    return solve_heads(costs, kv_costs, first.n_heads, first.n_kv_heads, [g.fixed_within for g in groups])
 
 
 @contextmanager
@@ -239,13 +256,11 @@ def _step(problem: _Problem, unit: tuple[str, ...], solved: dict[tuple[str, ...]
         return False
     groups = [problem.spec.group(n) for n in unit]
     costs = [problem.cost(g).double().cpu().numpy() for g in groups]
-    if len(groups) == 1 and groups[0].n_heads <= 1:
-        new = [_assign(costs[0])[0]]
-    else:
-        new = _solve_heads(costs, groups[0].n_heads)
+    kv_costs = [_numpy(problem.kv_cost(g)) for g in groups]
+    new = solve_unit(groups, costs, kv_costs)
     old = [problem.perms[g.name].cpu().numpy() for g in groups]
-    old_val = sum(_value(c, p) for c, p in zip(costs, old, strict=True))
-    new_val = sum(_value(c, p) for c, p in zip(costs, new, strict=True))
+    old_val = sum(_unit_value(g, c, kv, p) for g, c, kv, p in zip(groups, costs, kv_costs, old, strict=True))
+    new_val = sum(_unit_value(g, c, kv, p) for g, c, kv, p in zip(groups, costs, kv_costs, new, strict=True))
     if new_val <= old_val + RELATIVE_GAIN * max(1.0, abs(old_val)):
         solved[unit] = key
         return False

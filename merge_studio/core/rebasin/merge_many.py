@@ -2,14 +2,17 @@
 
 In turns (seeded random order), each model is weight-matched to the average of
 all the *other* aligned models; rounds repeat until no permutation changes, then
-the aligned models are averaged. BatchNorm statistics of the average describe no
-real model, so callers with data should re-estimate them afterwards.
+the aligned models are averaged. With ``matching="activation"`` each model is
+instead matched to the others' averaged activations on the data. BatchNorm
+statistics of the average describe no real model, so callers with data should
+re-estimate them (or use REPAIR) afterwards.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,11 +64,19 @@ def iter_merge_many(
     seed: int = 0,
     device: str | torch.device = "auto",
     cancel: CancelToken | None = None,
+    matching: str = "weight",
+    analysis: Any = None,
+    batches: Sequence[Any] | None = None,
 ) -> Generator[Progress, None, MergeManyResult]:
-    """Align every model to the others' average in turns, then average them."""
+    """Align every model to the others' average in turns, then average them.
+
+    ``matching="activation"`` needs ``analysis`` (from :func:`analyse_module`) and ``batches``.
+    """
     n = len(states)
     if n < 2:
         raise MethodError(f"MergeMany needs at least two models, got {n}")
+    if matching == "activation" and (analysis is None or not batches):
+        raise MethodError("MergeMany by activations needs data to run the models on", hint="choose evaluation data")
     member_tensors = list(spec.members_by_tensor())
     perms = [{g.name: torch.arange(g.size) for g in spec.groups} for _ in range(n)]
     aligned = [dict(s) for s in states]
@@ -77,12 +88,20 @@ def iter_merge_many(
         changed = 0
         for k, i in enumerate(rng.permutation(n)):
             check_cancel(cancel)
-            others = [{t: aligned[j][t] for t in member_tensors} for j in range(n) if j != i]
-            target = average_states(others)
-            result = yield from _quiet(
-                iter_weight_matching(spec, target, states[i], max_sweeps=max_sweeps, seed=seed + rounds * n + k,
-                                     device=device, cancel=cancel, init=perms[i])
-            )
+            if matching == "activation":
+                from merge_studio.core.rebasin.activation import iter_activation_matching
+
+                others_full = [aligned[j] for j in range(n) if j != i]
+                result = yield from _quiet(
+                    iter_activation_matching(analysis, others_full, states[i], batches, seed=seed, device=device, cancel=cancel)
+                )
+            else:
+                others = [{t: aligned[j][t] for t in member_tensors} for j in range(n) if j != i]
+                target = average_states(others)
+                result = yield from _quiet(
+                    iter_weight_matching(spec, target, states[i], max_sweeps=max_sweeps, seed=seed + rounds * n + k,
+                                         device=device, cancel=cancel, init=perms[i])
+                )
             if any(not torch.equal(result.perms[g], perms[i][g]) for g in perms[i]):
                 changed += 1
             perms[i] = result.perms

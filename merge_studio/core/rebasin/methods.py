@@ -1,188 +1,181 @@
-"""Re-basin as merge methods: ``weight_matching`` (two models) and ``merge_many`` (N models).
+"""Re-basin as merge methods: ``weight_matching``, ``activation_matching``, ``rebasin_auto`` (two
+models) and ``merge_many`` (N models).
 
 Declared like every other method, so recipes, ``--param``, the GUI form and the
-docs come from the pydantic parameters below. Both are whole-model jobs: they
-build the architecture from ``ctx.arch`` (or the checkpoints' recorded one).
+docs come from the pydantic parameters below. All are whole-model jobs: they build
+the architecture from ``ctx.arch`` (or the checkpoints' recorded one); the jobs
+live in :mod:`merge_studio.core.rebasin.method_jobs`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Generator, Mapping, Sequence
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import Any, Literal
 
 from pydantic import Field
 
-from merge_studio.core.lazy_torch import nn, torch
 from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.spec import MethodParams, MethodSpec, ModelJobContext, ModelMergeOutput, NoModelParams, ui
-from merge_studio.core.progress import Progress, check_cancel
-from merge_studio.errors import MethodError
+from merge_studio.core.progress import Progress
 
 # Equal to rebasin.align.DEFAULT_TOLERANCE; repeated so declaring these methods
 # (done when the window lists methods) does not import the re-basin machinery.
 DEFAULT_TOLERANCE = 1e-6
 
 
-class WeightMatchingParams(MethodParams):
-    alpha: float = Field(
+def _alpha() -> Any:
+    return Field(
         0.5, ge=0.0, le=1.0, title="α (towards aligned B)",
         description="After aligning B to A: 0 gives A, 1 gives the aligned B, 0.5 their midpoint.",
         json_schema_extra=ui("slider", step=0.05, per_layer=False),
     )
-    max_sweeps: int = Field(
+
+
+def _seed(what: str) -> Any:
+    return Field(0, ge=0, title="Seed", description=what, json_schema_extra=ui("seed", per_layer=False))
+
+
+def _tolerance(what: str) -> Any:
+    return Field(
+        DEFAULT_TOLERANCE, gt=0.0, le=1.0, title="Tolerance", description=what,
+        json_schema_extra=ui("spin", decimals=9, per_layer=False),
+    )
+
+
+def _reset_bn(what: str) -> Any:
+    return Field(False, title="Re-estimate BatchNorm statistics", description=what, json_schema_extra=ui("check", per_layer=False))
+
+
+def _repair(default: bool) -> Any:
+    return Field(
+        default, title="REPAIR",
+        description="After interpolating, reset every hidden unit's mean and spread to the interpolation of the models' "
+        "(Jordan et al. 2023), folded into the layers' weights and biases; BatchNorm statistics are re-estimated. "
+        "Needs data.",
+        json_schema_extra=ui("check", per_layer=False),
+    )
+
+
+def _examples() -> Any:
+    return Field(
+        1000, ge=2, le=1_000_000, title="Examples",
+        description="Training examples of the data both models are run on to compare their activations.",
+        json_schema_extra=ui("spin", per_layer=False),
+    )
+
+
+def _max_sweeps() -> Any:
+    return Field(
         100, ge=1, le=10000, title="Max sweeps",
         description="Stop coordinate descent after this many passes over the groups, even if it still improves.",
         json_schema_extra=ui("spin", per_layer=False),
     )
-    seed: int = Field(0, ge=0, title="Seed", description="Order in which groups are visited.", json_schema_extra=ui("seed", per_layer=False))
-    restarts: int = Field(
+
+
+def _restarts() -> Any:
+    return Field(
         0, ge=0, le=100, title="Restarts",
         description="Run the descent from this many seeds (seed, seed+1, ...) and keep the best match; "
         "helps narrow residual networks, costs time proportionally. 0: automatic (8 for models with "
         "at most 1024 hidden units to permute, else 1).",
         json_schema_extra=ui("spin", per_layer=False),
     )
-    tolerance: float = Field(
-        DEFAULT_TOLERANCE, gt=0.0, le=1.0, title="Tolerance",
-        description="Largest relative output change of B allowed after permuting (checked in float64); above it the merge fails.",
-        json_schema_extra=ui("spin", decimals=9, per_layer=False),
-    )
-    reset_bn: bool = Field(
-        False, title="Re-estimate BatchNorm statistics",
-        description="Recompute BatchNorm running statistics of the result on the evaluation data (needs data).",
-        json_schema_extra=ui("check", per_layer=False),
-    )
+
+
+CHECK = "Largest relative output change of B allowed after permuting (checked in float64); above it the merge fails."
+
+
+class WeightMatchingParams(MethodParams):
+    alpha: float = _alpha()
+    max_sweeps: int = _max_sweeps()
+    seed: int = _seed("Order in which groups are visited.")
+    restarts: int = _restarts()
+    tolerance: float = _tolerance(CHECK)
+    reset_bn: bool = _reset_bn("Recompute BatchNorm running statistics of the result on the evaluation data (needs data).")
+    repair: bool = _repair(False)
+
+
+class ActivationMatchingParams(MethodParams):
+    alpha: float = _alpha()
+    examples: int = _examples()
+    seed: int = _seed("Recorded with the result (activation matching itself is deterministic).")
+    tolerance: float = _tolerance(CHECK)
+    repair: bool = _repair(True)
+    reset_bn: bool = _reset_bn("Without REPAIR: recompute BatchNorm running statistics of the result on the evaluation data.")
+
+
+class AutoAlignmentParams(MethodParams):
+    alpha: float = _alpha()
+    examples: int = _examples()
+    max_sweeps: int = _max_sweeps()
+    seed: int = _seed("Order in which weight matching visits the groups.")
+    restarts: int = _restarts()
+    tolerance: float = _tolerance(CHECK)
+    repair: bool = _repair(True)
+    reset_bn: bool = _reset_bn("Without REPAIR: recompute BatchNorm running statistics of the result on the evaluation data.")
 
 
 class MergeManyParams(MethodParams):
+    matching: Literal["weight", "activation"] = Field(
+        "weight", title="Matching",
+        description="Align each model to the others by their weights, or by their activations on the data.",
+        json_schema_extra=ui("combo", per_layer=False),
+    )
     max_iterations: int = Field(
         100, ge=1, le=10000, title="Max rounds",
         description="Stop after this many rounds of aligning each model to the others' average.",
         json_schema_extra=ui("spin", per_layer=False),
     )
-    seed: int = Field(0, ge=0, title="Seed", description="Order of models and groups.", json_schema_extra=ui("seed", per_layer=False))
-    tolerance: float = Field(
-        DEFAULT_TOLERANCE, gt=0.0, le=1.0, title="Tolerance",
-        description="Largest relative output change allowed for each permuted model (checked in float64).",
-        json_schema_extra=ui("spin", decimals=9, per_layer=False),
-    )
-    reset_bn: bool = Field(
-        False, title="Re-estimate BatchNorm statistics",
-        description="Recompute BatchNorm running statistics of the average on the evaluation data (needs data).",
-        json_schema_extra=ui("check", per_layer=False),
-    )
-
-
-def _architecture(checkpoints: Sequence[Any], ctx: ModelJobContext, label: str) -> tuple[str, nn.Module, Any]:
-    from merge_studio.core.arch import detect_arch, example_input
-    from merge_studio.core.rebasin.align import module_for_alignment
-
-    arch = ctx.arch or detect_arch(checkpoints[0])
-    if arch is None:
-        raise MethodError(
-            f"{label} needs the architecture of {checkpoints[0].name}",
-            hint="choose one (e.g. zoo:mlp) in the window or give --arch / 'arch:' in the recipe",
-        )
-    return arch, module_for_alignment(arch), example_input(arch)
-
-
-def _float_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-
-
-def _reset_bn(module: nn.Module, state: dict[str, torch.Tensor], ctx: ModelJobContext, label: str) -> dict[str, torch.Tensor]:
-    from merge_studio.core.evaluate import DataSpec, load_data, reset_batchnorm
-
-    if ctx.data is None:
-        raise MethodError(
-            f"{label}: re-estimating BatchNorm statistics needs evaluation data",
-            hint="give data (e.g. 'data: {source: digits}' in the recipe) or turn reset_bn off",
-        )
-    dtypes = {k: v.dtype for k, v in state.items()}
-    module.load_state_dict(_float_copy(state))
-    data = load_data(DataSpec.model_validate(ctx.data), for_module=module)
-    module.to(ctx.device)
-    reset_batchnorm(module, data.train, device=ctx.device)
-    return {k: v.detach().to("cpu", dtypes[k]) for k, v in module.state_dict().items()}
-
-
-def _check_inputs(module: nn.Module, ctx: ModelJobContext, n: int = 64) -> list[torch.Tensor] | None:
-    """A batch of the evaluation data, so the function check also runs on real inputs when given."""
-    if ctx.data is None:
-        return None
-    from merge_studio.core.evaluate import DataSpec, load_data
-
-    data = load_data(DataSpec.model_validate(ctx.data), for_module=module)
-    return [data.test.inputs[:n].cpu()]
+    seed: int = _seed("Order of models and groups.")
+    examples: int = _examples()
+    tolerance: float = _tolerance("Largest relative output change allowed for each permuted model (checked in float64).")
+    reset_bn: bool = _reset_bn("Recompute BatchNorm running statistics of the average on the evaluation data (needs data).")
+    repair: bool = _repair(False)
 
 
 def weight_matching_merge(
     checkpoints: Sequence[Any], base: Any, params: WeightMatchingParams, model_params: Sequence[NoModelParams], ctx: ModelJobContext
 ) -> Generator[Progress, None, ModelMergeOutput]:
     """Align B to A by weight matching, then interpolate (1 − α)·A + α·π(B)."""
-    from merge_studio.core.rebasin.align import interpolate_states, iter_align
-    from merge_studio.core.rebasin.report import permutation_metadata
+    from merge_studio.core.rebasin.method_jobs import two_model_merge
 
-    arch, module, example = _architecture(checkpoints, ctx, "Weight matching")
-    state_a, state_b = checkpoints[0].state_dict(), checkpoints[1].state_dict()
-    names = ctx.model_names or tuple(ck.name for ck in checkpoints)
-    result = yield from iter_align(
-        module, state_a, state_b, example, arch=arch, max_sweeps=params.max_sweeps, seed=params.seed, restarts=params.restarts,
-        device=ctx.device, tolerance=params.tolerance, models=(names[0], names[1]), cancel=ctx.cancel,
-        data=_check_inputs(module, ctx),
-    )
-    check_cancel(ctx.cancel)
-    merged = interpolate_states(state_a, result.aligned, params.alpha)
-    if params.reset_bn:
-        merged = _reset_bn(module, merged, ctx, "Weight matching")
-    report = {**result.report, "alpha": params.alpha, "reset_bn": params.reset_bn}
-    return ModelMergeOutput(state_dicts=[merged], metadata=permutation_metadata(report), report=report)
+    return (yield from two_model_merge(checkpoints, params, ctx, choose="weight", label="Weight matching"))
+
+
+def activation_matching_merge(
+    checkpoints: Sequence[Any], base: Any, params: ActivationMatchingParams, model_params: Sequence[NoModelParams],
+    ctx: ModelJobContext,
+) -> Generator[Progress, None, ModelMergeOutput]:
+    """Align B to A by activation matching on the data, then interpolate (1 − α)·A + α·π(B)."""
+    from merge_studio.core.rebasin.method_jobs import two_model_merge
+
+    return (yield from two_model_merge(checkpoints, params, ctx, choose="activation", label="Activation matching"))
+
+
+def auto_alignment_merge(
+    checkpoints: Sequence[Any], base: Any, params: AutoAlignmentParams, model_params: Sequence[NoModelParams],
+    ctx: ModelJobContext,
+) -> Generator[Progress, None, ModelMergeOutput]:
+    """Align B to A by both methods, keep the one whose midpoint has the lower loss, then interpolate."""
+    from merge_studio.core.rebasin.method_jobs import two_model_merge
+
+    return (yield from two_model_merge(checkpoints, params, ctx, choose="auto", label="Re-basin (auto)"))
 
 
 def merge_many_merge(
     checkpoints: Sequence[Any], base: Any, params: MergeManyParams, model_params: Sequence[NoModelParams], ctx: ModelJobContext
 ) -> Generator[Progress, None, ModelMergeOutput]:
-    """Align every model to the others' average in turns, then average (Ainsworth et al., Algorithm 3)."""
-    from merge_studio.core.rebasin.apply import verify_function
-    from merge_studio.core.rebasin.merge_many import iter_merge_many
-    from merge_studio.core.rebasin.spec import spec_from_module
+    """Align every model to the others in turns, then average (Ainsworth et al., Algorithm 3)."""
+    from merge_studio.core.rebasin import method_jobs
 
-    arch, module, example = _architecture(checkpoints, ctx, "MergeMany")
-    states = [ck.state_dict() for ck in checkpoints]
-    names = ctx.model_names or tuple(ck.name for ck in checkpoints)
-    yield Progress("merge many", 0, None, message="tracing the model for its permutation groups")
-    spec = spec_from_module(module, example)
-    result = yield from iter_merge_many(
-        spec, states, max_iterations=params.max_iterations, seed=params.seed, device=ctx.device, cancel=ctx.cancel
-    )
-    diffs = []
-    for state, aligned, perms in zip(states, result.aligned, result.perms, strict=True):
-        diffs.append(verify_function(module, state, aligned, example, tol=params.tolerance, spec=spec, perms=perms, seed=params.seed))
-    merged = result.merged
-    if params.reset_bn:
-        merged = _reset_bn(module, merged, ctx, "MergeMany")
-    report = {
-        "format": "merge_studio.merge_many_report",
-        "arch": arch,
-        "models": list(names),
-        "groups": [g.to_json() for g in spec.groups],
-        "unpermuted": [p.to_json() for p in spec.unpermuted],
-        "blocked": {k: list(v) for k, v in spec.blocked.items()},
-        "perms": {name: {g: p.tolist() for g, p in perms.items()} for name, perms in zip(names, result.perms, strict=True)},
-        "moved_fraction": dict(zip(names, result.moved_fraction(), strict=True)),
-        "rounds": result.rounds,
-        "converged": result.converged,
-        "changes_per_round": list(result.changes_per_round),
-        "max_output_difference": max(diffs),
-        "reset_bn": params.reset_bn,
-    }
-    metadata = {
-        "merge_studio.permutation": json.dumps({"models": report["perms"], "rounds": result.rounds}, separators=(",", ":")),
-        "merge_studio.arch": arch,
-    }
-    return ModelMergeOutput(state_dicts=[merged], metadata=metadata, report=report)
+    return (yield from method_jobs.merge_many_merge(checkpoints, base, params, model_params, ctx))
 
+
+SPEC_NOTE = ("Groups of units that must move together come from the traced graph (residual adds, BatchNorm "
+             "statistics, attention heads). The permuted B is checked to compute the same outputs before merging; "
+             "parts the spec could not follow keep their order and are listed in the report.")
+REFERENCE = "Ainsworth, Hayase & Srinivasa 2023, Git Re-Basin (arXiv:2209.04836)"
+REPAIR_REFERENCE = "Jordan et al. 2023, REPAIR (ICLR, arXiv:2211.08403)"
 
 register_method(
     MethodSpec(
@@ -194,10 +187,41 @@ register_method(
         merge_model=weight_matching_merge,
         n_models=(2, 2),
         needs_arch=True,
-        reference="Ainsworth, Hayase & Srinivasa 2023, Git Re-Basin (arXiv:2209.04836), Algorithm 1",
-        details="Groups of units that must move together come from the traced graph (residual adds, BatchNorm "
-        "statistics, attention heads). The permuted B is checked to compute the same outputs before merging; "
-        "parts the spec could not follow keep their order and are listed in the report.",
+        reference=f"{REFERENCE}, Algorithm 1; {REPAIR_REFERENCE}",
+        details=SPEC_NOTE + " Works best on models trained with weight decay; otherwise try activation matching.",
+    )
+)
+register_method(
+    MethodSpec(
+        name="activation_matching",
+        label="Activation matching (Git Re-Basin)",
+        family="Re-basin",
+        description="Permute B's hidden units so its activations on the data correlate best with A's, then interpolate.",
+        params=ActivationMatchingParams,
+        merge_model=activation_matching_merge,
+        n_models=(2, 2),
+        needs_arch=True,
+        needs_data=True,
+        reference=f"{REFERENCE}, §3.1; {REPAIR_REFERENCE}",
+        details=SPEC_NOTE + " Correlations are accumulated batch by batch at every place the graph shows a group's "
+        "units (layer outputs, residual streams, attention projections).",
+    )
+)
+register_method(
+    MethodSpec(
+        name="rebasin_auto",
+        label="Re-basin, best alignment (auto)",
+        family="Re-basin",
+        description="Align B by weight matching and by activation matching, keep the one whose merge has the lower "
+        "loss on the data, then interpolate.",
+        params=AutoAlignmentParams,
+        merge_model=auto_alignment_merge,
+        n_models=(2, 2),
+        needs_arch=True,
+        needs_data=True,
+        reference=f"{REFERENCE}; {REPAIR_REFERENCE}",
+        details=SPEC_NOTE + " The report names the alignment kept, both midpoint losses, and how much the two "
+        "alignments agree in each group.",
     )
 )
 register_method(
@@ -210,7 +234,7 @@ register_method(
         merge_model=merge_many_merge,
         n_models=(2, None),
         needs_arch=True,
-        reference="Ainsworth, Hayase & Srinivasa 2023, Git Re-Basin (arXiv:2209.04836), Algorithm 3",
-        details="BatchNorm models usually need their statistics re-estimated after averaging (reset_bn).",
+        reference=f"{REFERENCE}, Algorithm 3",
+        details="BatchNorm models usually need their statistics re-estimated after averaging (reset_bn), or REPAIR.",
     )
 )

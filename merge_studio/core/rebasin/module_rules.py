@@ -171,6 +171,10 @@ def _self_attention(prop: Propagator, node: fx.Node, name: str, module: nn.Modul
     out = prop.fresh(o.out_features, f"{name}.out_proj", [(f"{name}.out_proj.weight", 0)])
     if o.bias is not None:
         prop.attach(out, f"{name}.out_proj.bias", 0)
+    # the layer is kept whole in the graph: its projections are watched through their own modules
+    for sub, port, var, n in (("q_proj", "output", qk, q.out_features), ("k_proj", "output", qk, k.out_features),
+                              ("v_proj", "output", vo, v.out_features), ("out_proj", "input", vo, v.out_features)):
+        prop.module_sites.append((node, f"{name}.{sub}", port, var, n))
     return (*x[:-1], out)
 
 

@@ -63,6 +63,7 @@ class Propagator(ShapeRules):
         self.vars = AxisVars()
         self.env: dict[fx.Node, Any] = {}
         self.points: dict[str, str] = {}  # node name -> reason (first one)
+        self.module_sites: list[tuple[fx.Node, str, str, int, int]] = []  # (node, sub-module, port, var, units)
         self._node: fx.Node | None = None
         self._module_rule = module_rule
 
@@ -94,7 +95,17 @@ class Propagator(ShapeRules):
         return label
 
     def label_of(self, arg: Any) -> Any:
-        return self.env.get(arg) if isinstance(arg, fx.Node) else None
+        if not isinstance(arg, fx.Node):
+            return None
+        return self.normalized(self.env.get(arg))
+
+    def normalized(self, value: Any) -> Any:
+        """Labels read through any variable split since they were made."""
+        if isinstance(value, Multi):
+            return Multi(self.normalized(v) for v in value)
+        if isinstance(value, tuple):
+            return L.normalize(self.vars, value)
+        return value
 
     def unify(self, a: DimLabel, b: DimLabel) -> DimLabel:
         return L.unify_dims(self.vars, a, b, self.report)
@@ -125,9 +136,20 @@ class Propagator(ShapeRules):
 
     # -- walking ---------------------------------------------------------------------
     def run(self) -> None:
+        from merge_studio.core.rebasin.attention import find_attention
+        from merge_studio.core.rebasin.attention_rule import attention_rule
+
+        self.attention = find_attention(self.gm)
+        inside = {n for p in self.attention for n in p.internal}
+        outputs = {p.out: p for p in self.attention}
         for node in self.gm.graph.nodes:
             self._node = node
-            self.env[node] = self.visit(node)
+            if node in inside:
+                self.env[node] = None  # between an attention's projections and its output: the rule below covers it
+            elif node in outputs:
+                self.env[node] = attention_rule(self, outputs[node], tensor_meta(node))
+            else:
+                self.env[node] = self.visit(node)
 
     def visit(self, node: fx.Node) -> Any:
         meta = tensor_meta(node)

@@ -61,7 +61,11 @@ def build_report(
         "seconds": round(result.seconds, 4),
         "max_output_difference": _finite(max_output_difference),
         "tolerance": tolerance,
+        "method": result.method,
     }
+    if result.method == "activation":
+        report["correlation"] = dict(result.correlation)
+        report["matched_by_weights"] = list(result.by_weights)
     if extra:
         report.update(extra)
     return report

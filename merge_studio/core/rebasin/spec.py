@@ -15,12 +15,17 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from merge_studio.core.rebasin.axes import Member
-from merge_studio.core.rebasin.module_rules import is_attention_module
 from merge_studio.core.rebasin.propagate import Propagator
-from merge_studio.errors import ArchitectureError
+from merge_studio.core.rebasin.sites import ActivationSite, find_sites
+from merge_studio.core.rebasin.trace import as_args, fx_trace, graph_module, record_shapes, set_mode
+
+__all__ = [
+    "ActivationSite", "ModuleAnalysis", "PermutationGroup", "PermutationSpec", "UnpermutedPoint",
+    "analyse_module", "as_args", "set_mode", "spec_from_module", "trace",
+]
+trace = fx_trace  # the name other modules and tests know
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,11 @@ class PermutationGroup:
 
     ``n_heads > 1`` marks an attention group whose permutation must keep heads
     whole (a permutation of heads, then one within each head); ``head_partner`` is
-    the other attention group that shares the same order of heads.
+    the other attention group that shares the same order of heads. Under
+    grouped-query attention ``kv_heads`` (< ``n_heads``) key/value heads each serve
+    ``n_heads // kv_heads`` query heads: query heads move with their key/value head
+    or among its query heads, and the within-head order is one per key/value head.
+    ``fixed_within`` keeps the order inside each head (rotary embeddings).
     """
 
     name: str
@@ -37,6 +46,13 @@ class PermutationGroup:
     members: tuple[Member, ...]
     n_heads: int = 1
     head_partner: str | None = None
+    kv_heads: int = 0
+    fixed_within: bool = False
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads (as many as query heads without grouped-query attention)."""
+        return self.kv_heads or self.n_heads
 
     @property
     def head_dim(self) -> int:
@@ -53,6 +69,8 @@ class PermutationGroup:
             "size": self.size,
             "n_heads": self.n_heads,
             "head_partner": self.head_partner,
+            "kv_heads": self.n_kv_heads,
+            "fixed_within": self.fixed_within,
             "members": [m.to_json() for m in self.members],
         }
 
@@ -108,44 +126,15 @@ class PermutationSpec:
     def from_json(cls, data: dict[str, Any]) -> PermutationSpec:
         groups = tuple(
             PermutationGroup(
-                g["name"], int(g["size"]), tuple(Member(**m) for m in g["members"]), int(g.get("n_heads", 1)), g.get("head_partner")
+                g["name"], int(g["size"]), tuple(Member(**m) for m in g["members"]), int(g.get("n_heads", 1)),
+                g.get("head_partner"), int(g.get("kv_heads", 0)) if int(g.get("kv_heads", 0)) != int(g.get("n_heads", 1)) else 0,
+                bool(g.get("fixed_within", False)),
             )
             for g in data.get("groups", [])
         )
         points = tuple(UnpermutedPoint(p["node"], p["reason"], tuple(p.get("tensors", ()))) for p in data.get("unpermuted", []))
         blocked = {k: tuple(v) for k, v in data.get("blocked", {}).items()}
         return cls(groups, points, blocked, frozenset(data.get("buffers", ())))
-
-
-class _Tracer(fx.Tracer):
-    """Keeps attention modules whole so the heads rule applies to them."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return is_attention_module(m) or super().is_leaf_module(m, module_qualified_name)
-
-
-def trace(module: nn.Module) -> fx.GraphModule:
-    """Symbolically trace ``module``; failures become an :class:`ArchitectureError`."""
-    try:
-        graph = _Tracer().trace(module)
-    except Exception as exc:  # noqa: BLE001 - tracing raises many kinds of errors
-        raise ArchitectureError(
-            f"cannot trace {type(module).__name__} to find its permutations: {exc}",
-            hint="the model's forward must be traceable by torch.fx (no Python control flow on tensor values)",
-        ) from exc
-    return fx.GraphModule(module, graph)
-
-
-def set_mode(module: nn.Module, training: bool) -> None:
-    """``train``/``eval`` where allowed (exported programs refuse both and always run as exported)."""
-    try:
-        module.train(training)
-    except NotImplementedError:
-        pass
-
-
-def _as_args(example_input: Any) -> tuple[Any, ...]:
-    return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
 
 
 def _aliases(module: nn.Module) -> dict[str, list[str]]:
@@ -176,6 +165,17 @@ def _tie_shared(prop: Propagator, aliases: dict[str, list[str]]) -> None:
                     prop.vars.fix(var, reason)
 
 
+def _with_aliases(members: list[Member], aliases: dict[str, list[str]]) -> list[Member]:
+    """Members repeated under every name their tensor is saved as (tied weights), without repeats."""
+    out: list[Member] = []
+    for m in members:
+        for alias in aliases.get(m.tensor, [m.tensor]):
+            am = Member(alias, m.axis, m.offset, m.n, m.block, m.repeat, m.heads)
+            if am not in out:
+                out.append(am)
+    return out
+
+
 def _group_name(hint: str, taken: set[str]) -> str:
     name, k = hint, 2
     while name in taken:
@@ -184,74 +184,108 @@ def _group_name(hint: str, taken: set[str]) -> str:
     return name
 
 
-def spec_from_module(module: nn.Module, example_input: Any) -> PermutationSpec:
-    """Derive the permutation groups of ``module`` by tracing it on ``example_input``.
+@dataclass(frozen=True)
+class ModuleAnalysis:
+    """The spec of a module, the graph it was read from, and where each group's units can be watched."""
+
+    spec: PermutationSpec
+    graph: fx.GraphModule
+    sites: tuple[ActivationSite, ...]
+
+
+def analyse_module(module: nn.Module, example_input: Any) -> ModuleAnalysis:
+    """Trace ``module`` on ``example_input``: its permutation groups and their activation sites.
 
     A module that is already a graph (a ``torch.export`` program's module, as
-    ``.pt2`` architectures are loaded) is used as it is, with ATen operator rules.
+    ``.pt2`` architectures are loaded) is used as it is, with ATen operator rules;
+    one torch.fx cannot trace is exported first.
     """
-    if type(module).__name__ == "UnflattenedModule":
-        raise ArchitectureError(
-            "an unflattened exported program hides its graph behind submodule calls",
-            hint="trace the flat program instead: torch.export.load(path).module()",
-        )
-    gm = module if isinstance(module, fx.GraphModule) else trace(module)
-    was_training = module.training
-    set_mode(gm, False)
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*_as_args(example_input))
-    except Exception as exc:  # noqa: BLE001
-        raise ArchitectureError(
-            f"running {type(module).__name__} on its example input failed: {exc}",
-            hint="check that the example input fits the model",
-        ) from exc
-    finally:
-        set_mode(gm, was_training)
-        set_mode(module, was_training)
+    gm = graph_module(module, example_input)
+    record_shapes(gm, module, example_input)
     aliases = _aliases(module)
+    for name, names in _aliases(gm).items():
+        aliases.setdefault(name, names)
     prop = Propagator(gm, set(aliases))
     prop.run()
     _tie_shared(prop, aliases)
-    buffers = frozenset(name for name, _ in module.named_buffers())
-    return _build_spec(prop, aliases, buffers)
+    buffers = frozenset(name for name, _ in module.named_buffers()) | frozenset(name for name, _ in gm.named_buffers())
+    spec, names = _build_spec(prop, aliases, buffers)
+    return ModuleAnalysis(spec, gm, tuple(find_sites(prop, names)))
 
 
-def _build_spec(prop: Propagator, aliases: dict[str, list[str]], buffers: frozenset[str]) -> PermutationSpec:
+def spec_from_module(module: nn.Module, example_input: Any) -> PermutationSpec:
+    """Derive the permutation groups of ``module`` by tracing it on ``example_input``."""
+    return analyse_module(module, example_input).spec
+
+
+def _tie_heads(vars_: Any, kv: dict[int, tuple[int, int]]) -> None:
+    """Head groups move together or not at all: a pinned partner (or key/value side) pins the other."""
+    changed = True
+    while changed:
+        changed = False
+        for var, (_heads, partner) in list(vars_.heads.items()):
+            if vars_.is_fixed(partner) and not vars_.is_fixed(var):
+                vars_.fix(var, f"{vars_.hint(var)}: its heads are tied to units that cannot move")
+                changed = True
+        for q, (k, _rep) in kv.items():
+            if vars_.is_fixed(q) != vars_.is_fixed(k):
+                why = f"{vars_.hint(q)}: its query heads are tied to key/value heads that cannot move"
+                vars_.fix(q, why)
+                vars_.fix(k, why)
+                changed = True
+
+
+def _build_spec(
+    prop: Propagator, aliases: dict[str, list[str]], buffers: frozenset[str]
+) -> tuple[PermutationSpec, dict[int, tuple[str, bool]]]:
     vars_ = prop.vars
-    for var, (_heads, partner) in list(vars_.heads.items()):
-        if vars_.is_fixed(partner) and not vars_.is_fixed(var):
-            vars_.fix(var, f"{vars_.hint(var)}: its heads are tied to units that cannot move")
-    for root, members in vars_.groups().items():
-        if len({(m.tensor, m.axis) for m in members}) == 1:
+    kv = {vars_.find(q): (vars_.find(k), rep) for q, (k, rep) in vars_.kv.items()}
+    _tie_heads(vars_, kv)
+    kv_roots = {k for k, _ in kv.values()}
+    found = vars_.groups()
+    for root, members in found.items():
+        if root in kv_roots:
+            continue
+        extra = found.get(kv[root][0], []) if root in kv else []
+        if len({(m.tensor, m.axis) for m in members + extra}) == 1:
             vars_.fix(root)  # one tensor axis alone: nothing else moves with it, so it must stay
-    roots = vars_.groups()
+            if root in kv:
+                vars_.fix(kv[root][0])
+    _tie_heads(vars_, kv)
+    found = vars_.groups()
+    roots = {r: m for r, m in found.items() if r not in kv_roots}
     taken: set[str] = set()
     producers: dict[int, list[str]] = {}
     for var in sorted(vars_.producers):
         producers.setdefault(vars_.find(var), []).append(vars_.hint(var))
+    explicit = {vars_.find(v): n for v, n in vars_.names.items()}
+    fixed_within = {vars_.find(v) for v in vars_.fixed_within}
     names: dict[int, str] = {}
     for root in roots:
         hint = producers[root][0] if producers.get(root) else vars_.hint(root)
-        hint = re.sub(r"\.weight\[0\]$", "", hint)  # exported graphs: name by the layer
+        hint = re.sub(r"\.weight\[[01]\]$", "", hint)  # exported graphs: name by the layer
         if len(producers.get(root, [])) > 1:
             hint = f"residual:{hint}"  # several layers write into these units: a residual stream
-        names[root] = _group_name(hint, taken)
+        names[root] = _group_name(explicit.get(root, hint), taken)
     groups: list[PermutationGroup] = []
     for root, members in roots.items():
-        expanded: list[Member] = []
-        for m in members:
-            for alias in aliases.get(m.tensor, [m.tensor]):
-                am = Member(alias, m.axis, m.offset, m.n, m.block)
-                if am not in expanded:
-                    expanded.append(am)
         n_heads, partner = 1, None
         if root in vars_.heads:
             heads, other = vars_.heads[root]
             other_root = vars_.find(other)
             if other_root in names:
                 n_heads, partner = heads, names[other_root]
-        groups.append(PermutationGroup(names[root], vars_.size(root), tuple(expanded), n_heads, partner))
+        expanded = _with_aliases(members, aliases)
+        kv_heads = 0
+        if root in kv and n_heads > 1:
+            kv_root, rep = kv[root]
+            head_dim = vars_.size(root) // n_heads
+            kv_heads = vars_.size(kv_root) // head_dim
+            expanded += _with_aliases(
+                [Member(m.tensor, m.axis, m.offset, m.n, m.block, rep, kv_heads) for m in found.get(kv_root, [])], aliases
+            )
+        groups.append(PermutationGroup(names[root], vars_.size(root), tuple(expanded), n_heads, partner,
+                                       kv_heads, root in fixed_within and n_heads > 1))
     blocked: dict[str, list[str]] = {}
     for member, reasons in vars_.blocked_members().items():
         for alias in aliases.get(member.tensor, [member.tensor]):
@@ -263,7 +297,10 @@ def _build_spec(prop: Propagator, aliases: dict[str, list[str]], buffers: frozen
         tensors = tuple(t for t, rs in blocked.items() if tag in rs)
         points.append(UnpermutedPoint(node, reason, tensors))
     member_tensors = {m.tensor for g in groups for m in g.members}
-    return PermutationSpec(
+    spec = PermutationSpec(
         tuple(groups), tuple(points), {k: tuple(v) for k, v in blocked.items()}, buffers & member_tensors
     )
+    sites = {root: (names[root], False) for root in roots}
+    sites.update({kv[q][0]: (names[q], True) for q in roots if q in kv})
+    return spec, sites
 

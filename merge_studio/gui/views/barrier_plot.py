@@ -236,8 +236,10 @@ class BarrierPanel(QWidget):
             box.setChecked(kind in ("naive", "bn_reset", "merged"))
             self.curve_checks[kind] = box
         self.curve_checks["bn_reset"].setToolTip("Only drawn for models with BatchNorm")
-        self.curve_checks["aligned"].setToolTip("A → B aligned to A (weight matching runs first unless an "
-                                                "alignment from the Permutations tab is given)")
+        self.curve_checks["aligned"].setToolTip("A → B aligned to A (the better of weight and activation matching runs "
+                                                "first unless an alignment from the Permutations tab is given)")
+        self.curve_checks["repaired"].setToolTip("A → aligned B, every hidden unit's mean and spread reset to the "
+                                                 "interpolation of the endpoints' at each point (REPAIR)")
         self.reset_bn = QCheckBox("Re-estimate BN statistics", self)
         self.reset_bn.setChecked(True)
         self.reset_bn.setToolTip("For models with BatchNorm: recompute running statistics on training data at "
@@ -389,6 +391,7 @@ class BarrierPanel(QWidget):
         self.aligned_state = state_dict
         self._aligned_pair = (self.model_a.currentData(), self.model_b.currentData()) if state_dict is not None else None
         self.curve_checks["aligned"].setChecked(state_dict is not None)
+        self.curve_checks["repaired"].setChecked(state_dict is not None)
         self._refresh_buttons()
 
     def set_data_source(self, source: str) -> None:

@@ -130,9 +130,18 @@ def test_comparison_draws_aligned_and_merged_curves_when_given(two_mlps, digits_
         iter_barrier_comparison(make_mlp(3), a, b, digits_flat, aligned_b=b, merged=merged, steps=3, device="cpu"),
         on_progress=progress.append,
     )
-    assert [c.label for c in report.curves] == ["naive", "aligned", "via merged"]
-    assert [p.done for p in progress] == list(range(1, 10)) and progress[-1].total == 9
+    assert [c.label for c in report.curves] == ["naive", "aligned", "aligned + REPAIR", "via merged"]
+    assert [p.done for p in progress] == list(range(1, 13)) and progress[-1].total == 12
     assert report.curve("via merged").anchors == ("A", "merged", "B")
+    assert report.curve("aligned + REPAIR").reset_bn  # each point's unit statistics were reset
+
+
+def test_repair_lowers_the_aligned_curve_of_two_trained_mlps(two_mlps, digits_flat, make_mlp):
+    a, b = (m.state_dict() for m in two_mlps)
+    report = drive(iter_barrier_comparison(make_mlp(3), a, b, digits_flat, curves=["aligned", "repaired"], aligned_b=b,
+                                           steps=3, splits=("test",), device="cpu"))
+    plain, repaired = (report.curve(label).losses["test"][1] for label in ("aligned", "aligned + REPAIR"))
+    assert repaired < plain  # the midpoint's collapsed unit statistics are restored
 
 
 def test_report_saves_json_and_csv_with_every_point(two_mlps, digits_flat, make_mlp, tmp_path):

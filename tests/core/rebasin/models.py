@@ -130,17 +130,19 @@ def randomize_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
 
 def random_perms(spec: PermutationSpec, seed: int = 0) -> dict[str, torch.Tensor]:
     """A random permutation for every group (attention groups keep heads whole, sharing the head order)."""
+    from merge_studio.core.rebasin.heads import random_head_perms
+
     g = torch.Generator().manual_seed(seed)
     perms: dict[str, torch.Tensor] = {}
-    head_orders: dict[frozenset[str], torch.Tensor] = {}
     for group in spec.groups:
+        if group.name in perms:
+            continue
         if group.n_heads <= 1:
             perms[group.name] = torch.randperm(group.size, generator=g)
             continue
-        key = frozenset((group.name, group.head_partner or group.name))
-        order = head_orders.setdefault(key, torch.randperm(group.n_heads, generator=g))
-        d = group.head_dim
-        perms[group.name] = torch.cat([order[i] * d + torch.randperm(d, generator=g) for i in range(group.n_heads)])
+        unit = [group] + ([spec.group(group.head_partner)] if group.head_partner else [])
+        made = random_head_perms(group.n_heads, group.n_kv_heads, [u.head_dim for u in unit], [u.fixed_within for u in unit], g)
+        perms.update({u.name: p for u, p in zip(unit, made, strict=True)})
     return perms
 
 

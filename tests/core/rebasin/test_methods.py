@@ -161,3 +161,60 @@ def test_merge_many_re_estimates_batchnorm_statistics_on_the_data(tmp_path):
     mean_key = next(k for k in merged if k.endswith("running_mean"))
     assert out.report["reset_bn"] is True
     assert not torch.allclose(merged[mean_key], torch.zeros_like(merged[mean_key]))  # fresh models start at 0
+
+
+def _run_with_data(method_name, paths, arch=ARCH, **params):
+    spec = get_method(method_name)
+    checkpoints = [open_checkpoint(p) for p in paths]
+    try:
+        ctx = ModelJobContext(device=torch.device("cpu"), arch=arch, data={"source": "digits", "max_examples": 200})
+        return drive(spec.merge_model(checkpoints, None, spec.params(**params), [], ctx))
+    finally:
+        for ck in checkpoints:
+            ck.close()
+
+
+def test_activation_matching_of_a_permuted_copy_interpolates_to_the_original(tmp_path):
+    torch.manual_seed(7)
+    module = build_module(ARCH)
+    spec = spec_from_module(module, example_input(ARCH))
+    a = module.state_dict()
+    b = apply_permutation(spec, a, random_perms(spec, 5))
+    out = _run_with_data("activation_matching", [_save(tmp_path, "a.safetensors", a), _save(tmp_path, "b.safetensors", b)],
+                         alpha=0.5, repair=False)
+    assert out.report["method"] == "activation" and out.report["max_output_difference"] < 1e-9
+    for name, tensor in a.items():
+        assert torch.allclose(out.state_dicts[0][name], tensor, atol=1e-6)
+
+
+def test_activation_matching_needs_data_and_says_so(tmp_path):
+    paths = [_save(tmp_path, f"{n}.safetensors", build_module(ARCH).state_dict()) for n in ("a", "b")]
+    assert get_method("activation_matching").needs_data
+    with pytest.raises(MethodError, match="needs evaluation data"):
+        _run("activation_matching", paths)
+
+
+def test_the_auto_method_keeps_the_alignment_whose_merge_has_the_lower_loss_and_shows_both(tmp_path):
+    torch.manual_seed(8)
+    paths = [_save(tmp_path, f"{n}.safetensors", build_module(ARCH).state_dict()) for n in ("a", "b")]
+    out = _run_with_data("rebasin_auto", paths, examples=100)
+    candidates = out.report["candidates"]
+    losses = {m: c["midpoint_loss"] for m, c in candidates.items()}
+    assert set(losses) == {"weight", "activation"}
+    assert out.report["method"] == min(losses, key=losses.get)
+    assert all(0.0 <= g["agreement"] <= 1.0 for g in out.report["groups"])
+    assert out.report["repair"] and out.report["repair_layers"]["layers"] == ["hidden.0", "hidden.1"]
+
+
+def test_merge_many_by_activations_of_permuted_copies_gives_back_the_original(tmp_path):
+    torch.manual_seed(9)
+    module = build_module(ARCH)
+    spec = spec_from_module(module, example_input(ARCH))
+    a = module.state_dict()
+    paths = [_save(tmp_path, f"m{i}.safetensors", apply_permutation(spec, a, random_perms(spec, i))) for i in range(3)]
+    out = _run_with_data("merge_many", paths, matching="activation", max_iterations=5)
+    assert out.report["converged"] and out.report["method"] == "activation"
+    model, reference = build_module(ARCH, out.state_dicts[0]).eval(), build_module(ARCH, a).eval()
+    x = example_input(ARCH, batch_size=4)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), atol=1e-5)  # all three found one common order
