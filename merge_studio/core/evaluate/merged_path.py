@@ -76,8 +76,8 @@ def merged_anchor(metadata: Mapping[str, str], path_a: str | Path, path_b: str |
     paths = [m.path for m in recipe.models]
     if len(paths) != 2 or recipe.method not in _ON_THE_LINE:
         return MergedAnchor(description=f"{recipe.method}, off the line")
-    if params.get("repair") or params.get("reset_bn"):
-        return MergedAnchor(description=f"{recipe.method} with statistics corrected, off the line")
+    if params.get("repair"):
+        return MergedAnchor(description=f"{recipe.method} with REPAIR, off the line")
     if _same_file(paths[0], path_a) and _same_file(paths[1], path_b):
         flipped = False
     elif _same_file(paths[0], path_b) and _same_file(paths[1], path_a):
