@@ -8,7 +8,7 @@ similarity matrices on the worker thread, so the GUI thread only draws.
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,21 @@ def choose_arch(arch: str | None, *checkpoints: Any) -> str:
     )
 
 
+def _load_data(source: str | None, module: Any, method: str) -> tuple[Any, str | None]:
+    """The data to align on, or ``None`` with a note when Auto cannot use it (activation matching needs it)."""
+    if not source:
+        return None, "no data chosen: weight matching only" if method == "auto" else None
+    from merge_studio.core.evaluate.data import DataSpec, load_data
+    from merge_studio.errors import MergeStudioError
+
+    try:
+        return load_data(DataSpec(source=source), for_module=module), None
+    except MergeStudioError as exc:
+        if method != "auto":
+            raise
+        return None, f"the data could not be loaded for this model ({exc.message}): weight matching only"
+
+
 def iter_align_files(
     path_a: str | Path,
     path_b: str | Path,
@@ -66,12 +81,19 @@ def iter_align_files(
     arch: str | None = None,
     seed: int = 0,
     device: str = "auto",
+    method: str = "weight",
+    data_source: str | None = None,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, AlignOutcome]:
-    """Open both files, align B to A with weight matching, and return everything the tab shows."""
+    """Open both files, align B to A, and return everything the tab shows.
+
+    ``method`` is ``weight``, ``activation`` or ``auto``; with data both methods run,
+    so the tab can show how much they agree, and ``auto`` keeps the better merge.
+    """
     from merge_studio.core.arch import example_input
     from merge_studio.core.checkpoints import open_checkpoint
-    from merge_studio.core.rebasin.align import iter_align, module_for_alignment
+    from merge_studio.core.rebasin.align import module_for_alignment
+    from merge_studio.core.rebasin.choose import iter_chosen_alignment
     from merge_studio.core.rebasin.similarity import SimilarityProvider
 
     path_a, path_b = Path(path_a), Path(path_b)
@@ -84,9 +106,13 @@ def iter_align_files(
     check_cancel(cancel)
     yield Progress("load", 2, 2, unit="checkpoints", message=f"building {spec}")
     module = module_for_alignment(spec)
-    result = yield from iter_align(
-        module, state_a, state_b, example_input(spec), arch=spec, seed=seed, device=device, models=names, cancel=cancel
+    data, note = _load_data(data_source, module, method)
+    result = yield from iter_chosen_alignment(
+        module, state_a, state_b, example_input(spec), data, choose=method, arch=spec, seed=seed, device=device,
+        models=names, cancel=cancel,
     )
+    if note:
+        result = replace(result, report={**result.report, "note": note})
     check_cancel(cancel)
     similarity = SimilarityProvider(result.spec, state_a, state_b, result.matching.perms, device="cpu")
     return AlignOutcome(path_a, path_b, names, spec, result, similarity, metadata_b)

@@ -420,3 +420,25 @@ def test_the_align_strip_follows_the_model_list_and_prefers_base_and_other(qtbot
     assert strip.paths() == (mlps[2].absolute(), mlps[1].absolute())
     window.method_panel.device_combo.setCurrentIndex(window.method_panel.device_combo.findData("cpu"))
     assert strip.device_provider() == window.session.output.device
+
+
+def test_auto_alignment_on_digits_says_which_method_it_kept_and_how_much_the_two_agree(qtbot, window, mlps):
+    tab, outcome = align_in_window(qtbot, window, mlps[:2])
+    assert tab.strip.options.method() == "auto" and tab.strip.options.data_source() == "digits"  # the defaults
+    assert outcome.report["choice"] == "auto" and set(outcome.report["candidates"]) == {"weight", "activation"}
+    assert "Auto kept" in tab.view.summary.text()
+    header = tab.view.groups.headerItem()
+    assert [header.text(i) for i in range(header.columnCount())] == ["Group", "Units", "Moved", "Agree"]
+    agree = tab.view.groups.topLevelItem(0).text(3)
+    assert agree.endswith("%") and 0 <= int(agree[:-1]) <= 100
+
+
+def test_weight_matching_without_data_needs_nothing_but_the_weights(qtbot, window, mlps):
+    window.build_deferred_views()
+    strip = window.extra_views["Permutations"].strip
+    strip.options.set_method("weight")
+    strip.options.set_data_source(None)
+    tab, outcome = align_in_window(qtbot, window, mlps[:2])
+    assert outcome.report["method"] == "weight" and "candidates" in outcome.report
+    assert set(outcome.report["candidates"]) == {"weight"} and "agreement" not in outcome.report
+    assert tab.view.groups.headerItem().columnCount() == 3

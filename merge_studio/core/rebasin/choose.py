@@ -100,6 +100,14 @@ def iter_chosen_alignment(
     """
     from merge_studio.errors import MethodError
 
+    note = None
+    if data is not None:
+        problem = data_problem(module, data)
+        if problem is not None:
+            if choose == "activation":
+                raise MethodError(f"activation matching cannot run the model on this data: {problem}",
+                                  hint="choose data the model accepts (the same inputs it was trained on)")
+            data, note = None, f"the data does not fit the model ({problem}): weight matching only"
     if data is None and choose != "weight":
         if choose == "activation":
             raise MethodError("activation matching needs data to run both models on", hint="choose evaluation data")
@@ -128,7 +136,19 @@ def iter_chosen_alignment(
         chosen = min(losses, key=losses.__getitem__)
     else:
         chosen = choose if choose in results else next(iter(results))
-    return _with_comparison(results, chosen, losses, choose, split)
+    result = _with_comparison(results, chosen, losses, choose, split)
+    return replace(result, report={**result.report, "note": note}) if note else result
+
+
+def data_problem(module: nn.Module, data: EvalData) -> str | None:
+    """Why the model cannot run on the data (``None`` when a two-example batch goes through)."""
+    work = copy.deepcopy(module).eval()
+    try:
+        with torch.no_grad():
+            work(data.train.inputs[:2])
+    except Exception as exc:  # noqa: BLE001 - any failure means the data does not fit
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
+    return None
 
 
 def _with_comparison(

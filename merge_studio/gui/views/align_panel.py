@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from merge_studio.gui.align_job import AlignOutcome, iter_align_files, save_aligned, suggest_aligned_path
+from merge_studio.gui.views.align_options import AlignOptions
 from merge_studio.gui.views.permutation_view import PermutationView
 from merge_studio.gui.views.status_panel import EtaClock
 from merge_studio.gui.workers import JobRunner, JobWorker
@@ -65,7 +66,9 @@ class AlignStrip(QWidget):
         self.run_button = QPushButton("Align B to A", self)
         self.run_button.setObjectName("align_button")
         self.save_button = QPushButton("Save aligned B…", self, enabled=False)
-        self.status = QLabel("Align two models with weight matching to see which units moved.", self)
+        self.options = AlignOptions(self)
+        self.status = QLabel("Align two models (by weights, by activations on data, or the better of both) "
+                             "to see which units moved.", self)
         self.status.setObjectName("muted")
         self.status.setWordWrap(True)
 
@@ -79,11 +82,12 @@ class AlignStrip(QWidget):
         grid.addWidget(self.model_b, 0, 3)
         grid.addWidget(QLabel("Seed", self), 0, 4)
         grid.addWidget(self.seed, 0, 5)
-        grid.addWidget(QLabel("Arch", self), 1, 0)
-        grid.addWidget(self.arch, 1, 1, 1, 3)
-        grid.addWidget(self.run_button, 1, 4, 1, 2)
-        grid.addWidget(self.status, 2, 0, 1, 4)
-        grid.addWidget(self.save_button, 2, 4, 1, 2)
+        grid.addWidget(self.options, 1, 0, 1, 6)
+        grid.addWidget(QLabel("Arch", self), 2, 0)
+        grid.addWidget(self.arch, 2, 1, 1, 3)
+        grid.addWidget(self.run_button, 2, 4, 1, 2)
+        grid.addWidget(self.status, 3, 0, 1, 4)
+        grid.addWidget(self.save_button, 3, 4, 1, 2)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
 
@@ -150,8 +154,10 @@ class AlignStrip(QWidget):
             self.sig_arch_chosen.emit(arch)
         seed = self.seed.value()
         device = self.device_provider() if self.device_provider is not None else self.device
+        method, data = self.options.method(), self.options.data_source()
         worker = self.runner.start(
-            lambda token: iter_align_files(pair[0], pair[1], arch=arch, seed=seed, device=device, cancel=token), "align"
+            lambda token: iter_align_files(pair[0], pair[1], arch=arch, seed=seed, device=device, method=method,
+                                           data_source=data, cancel=token), "align"
         )
         worker.sig_progress.connect(self._on_worker_progress)
         worker.sig_result.connect(self._on_worker_result)
@@ -224,7 +230,8 @@ class AlignStrip(QWidget):
         self.outcome = outcome
         seconds = outcome.report.get("seconds")
         took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
-        self.status.setText(f"Aligned {Path(outcome.names[1]).stem} to {Path(outcome.names[0]).stem}{took} "
+        how = "activation matching" if outcome.report.get("method") == "activation" else "weight matching"
+        self.status.setText(f"Aligned {Path(outcome.names[1]).stem} to {Path(outcome.names[0]).stem} by {how}{took} "
                             f"({outcome.arch}, seed {outcome.report.get('seed', self.seed.value())}).")
         self.sig_aligned.emit(outcome)
 
@@ -253,7 +260,7 @@ class AlignStrip(QWidget):
         self.run_button.setText("Cancel" if self.running else "Align B to A")
         self.run_button.setEnabled(self.running or (pair is not None and pair[0] != pair[1]))
         self.save_button.setEnabled(self.outcome is not None and not self.running)
-        for widget in (self.model_a, self.model_b, self.arch, self.seed):
+        for widget in (self.model_a, self.model_b, self.arch, self.seed, self.options):
             widget.setEnabled(not self.running)
 
     def shutdown(self) -> None:

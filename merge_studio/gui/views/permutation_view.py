@@ -69,6 +69,36 @@ def layer_marks(report: Mapping[str, Any]) -> dict[str, str]:
     return dict.fromkeys(blocked_layers(report), BLOCKED_COLOUR)
 
 
+AGREE_TIP = ("Share of this group's units that weight matching and activation matching sent to the same unit of B: "
+             "high means both read the models alike; low means trust the one whose merge scores better")
+
+
+def _units_text(group: Mapping[str, Any]) -> str:
+    heads = group.get("n_heads", 1)
+    if heads <= 1:
+        return str(group["size"])
+    kv = group.get("kv_heads", heads)
+    return f"{group['size']} · {heads} heads" + (f" / {kv} kv" if kv != heads else "")
+
+
+def _method_text(report: Mapping[str, Any]) -> str:
+    """Which matching was used and, after Auto, why (the midpoint losses of both)."""
+    method = report.get("method")
+    if method not in ("weight", "activation"):
+        return ""
+    names = {"weight": "weight matching", "activation": "activation matching"}
+    candidates = report.get("candidates") or {}
+    losses = {m: c.get("midpoint_loss") for m, c in candidates.items() if c.get("midpoint_loss") is not None}
+    if report.get("choice") == "auto" and len(losses) > 1:
+        other = next(m for m in losses if m != method)
+        return (f"Auto kept {names[method]}: loss at the midpoint {losses[method]:.3g} "
+                f"against {losses[other]:.3g} for {names[other]}")
+    line = f"Aligned by {names[method]}"
+    if report.get("note"):
+        line += f" ({report['note']})"
+    return line
+
+
 def group_for_layer(report: Mapping[str, Any], layer: str) -> str | None:
     """The group holding a layer's output units (else any group touching it), for graph clicks."""
     fallback = None
@@ -257,21 +287,29 @@ class PermutationView(QWidget):
     def _fill_groups(self, report: Mapping[str, Any]) -> None:
         self.groups.blockSignals(True)
         self.groups.clear()
+        agree = report.get("agreement") or {}
+        columns = ["Group", "Units", "Moved"] + (["Agree"] if agree else [])
+        self.groups.setHeaderLabels(columns)
+        self.groups.setColumnCount(len(columns))
         for g in report.get("groups", []):
-            heads = f" · {g['n_heads']} heads" if g.get("n_heads", 1) > 1 else ""
-            item = QTreeWidgetItem([g["name"], f"{g['size']}{heads}", f"{g['moved_fraction']:.0%}"])
+            item = QTreeWidgetItem([g["name"], _units_text(g), f"{g['moved_fraction']:.0%}"])
             item.setData(0, GROUP_ROLE, g["name"])
             item.setToolTip(0, "\n".join(sorted({m["tensor"] for m in g["members"]})))
+            if g.get("fixed_within"):
+                item.setToolTip(1, "Whole heads move; the order inside each head stays (rotary embeddings)")
+            if agree and g["name"] in agree:
+                item.setText(3, f"{agree[g['name']]:.0%}")
+                item.setToolTip(3, AGREE_TIP)
             self.groups.addTopLevelItem(item)
         blocked = QBrush(QColor(BLOCKED_COLOUR))
         for point in report.get("unpermuted", []):
             item = QTreeWidgetItem([f"✗ {point['node']}", "", "not permuted"])
             item.setToolTip(0, f"{point['reason']}\nkept in place: {', '.join(point.get('tensors', [])) or '—'}")
-            for col in range(3):
+            for col in range(len(columns)):
                 item.setForeground(col, blocked)
             item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsSelectable)
             self.groups.addTopLevelItem(item)
-        for col in range(3):
+        for col in range(len(columns)):
             self.groups.resizeColumnToContents(col)
         self.groups.blockSignals(False)
         n_groups = len(report.get("groups", []))
@@ -285,7 +323,8 @@ class PermutationView(QWidget):
             text += f"; {len(report['unpermuted'])} point(s) could not be permuted (in orange)"
         if report.get("shown_model"):  # one model of several (MergeMany)
             text = f"{report['shown_model']}: {text}"
-        self.summary.setText(text)
+        method_line = _method_text(report)
+        self.summary.setText(f"{text}\n{method_line}" if method_line else text)
 
     def _show_group(self, name: str) -> None:
         self._current = name
