@@ -55,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "file, or file.py:function); without it only weight matching runs")
     parser.add_argument("--task", choices=("classification", "regression", "language_modeling"), default="classification",
                         help="what the data's targets are (used to score the merges --method auto compares)")
-    parser.add_argument("--examples", type=int, default=1000, metavar="N",
-                        help="training examples run through both models (default 1000)")
+    parser.add_argument("--examples", type=int, default=2000, metavar="N",
+                        help="training examples run through both models (default 2000)")
     parser.add_argument("--no-repair", action="store_true",
                         help="--method auto compares plain midpoints (BatchNorm re-estimated) instead of REPAIRed ones")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
@@ -93,7 +93,7 @@ def save_aligned(state: dict, path: Path, metadata: dict[str, str]) -> Path:
 def align_files(
     a: str | Path, b: str | Path, output: str | Path, *, arch: str | None = None, report_path: str | Path | None = None,
     seed: int = 0, restarts: int = 0, max_sweeps: int = 100, tolerance: float = 1e-6, device: str = "auto", on_progress=None,  # noqa: ANN001
-    method: str = "auto", data: Any = None, examples: int = 1000, repair: bool = True,
+    method: str = "auto", data: Any = None, examples: int = 2000, repair: bool = True,
 ) -> dict:
     """Align checkpoint B to A and write the result (and the report); returns the report.
 

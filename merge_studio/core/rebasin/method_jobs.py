@@ -95,7 +95,7 @@ def two_model_merge(
         data = eval_data(module, ctx, label, "") if ctx.data is not None else None  # real inputs for the check
     result = yield from iter_chosen_alignment(
         module, state_a, state_b, example, data, choose=choose, repair=wants_repair, compare=choose == "auto",
-        examples=getattr(params, "examples", 1000), arch=arch, max_sweeps=getattr(params, "max_sweeps", 100),
+        examples=getattr(params, "examples", 2000), arch=arch, max_sweeps=getattr(params, "max_sweeps", 100),
         seed=params.seed, restarts=getattr(params, "restarts", 0), device=ctx.device, tolerance=params.tolerance,
         models=(names[0], names[1]), cancel=ctx.cancel,
     )

@@ -58,7 +58,7 @@ def _repair(default: bool) -> Any:
 
 def _examples() -> Any:
     return Field(
-        1000, ge=2, le=1_000_000, title="Examples",
+        2000, ge=2, le=1_000_000, title="Examples",
         description="Training examples of the data both models are run on to compare their activations.",
         json_schema_extra=ui("spin", per_layer=False),
     )

@@ -56,6 +56,8 @@ def _layer_kind(module: nn.Module) -> tuple[int, int] | None:
         return -1, 0
     if isinstance(module, CONV) and module.groups == 1:
         return 1, 0
+    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
+        return -1, 0
     nf = getattr(module, "nf", None)  # Hugging Face Conv1D: weight (in, out), output units last
     if isinstance(nf, int) and module.weight.dim() == 2 and module.weight.shape[1] == nf:
         return -1, 1
