@@ -101,3 +101,19 @@ def test_activation_matching_without_data_is_refused_with_a_hint(tmp_path, capsy
     code = main(["align", str(a), str(b), "--arch", ARCH, "-o", str(tmp_path / "o.safetensors"), "--method", "activation",
                  "--quiet"])
     assert code == 1 and "needs data" in capsys.readouterr().err
+
+
+def test_two_hugging_face_folders_align_by_their_own_config(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("transformers")
+    from tests.hf_models import make_hf_folder
+
+    a, b = make_hf_folder(tmp_path / "a", "llama", seed=0), make_hf_folder(tmp_path / "b", "llama", seed=1)
+    out, report = tmp_path / "b_aligned.safetensors", tmp_path / "r.json"
+    code = main(["align", str(a), str(b), "-o", str(out), "--method", "weight", "--report", str(report), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(report.read_text())
+    assert data["arch"].startswith("hf:") and data["max_output_difference"] < 1e-5
+    qk = next(g for g in data["groups"] if g["name"].endswith("self_attn.qk"))
+    assert (qk["n_heads"], qk["kv_heads"], qk["fixed_within"]) == (4, 2, True)  # grouped-query, rotary

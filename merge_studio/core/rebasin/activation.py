@@ -36,7 +36,7 @@ from merge_studio.core.rebasin.matching import (
 )
 from merge_studio.core.rebasin.sites import ActivationSite
 from merge_studio.core.rebasin.spec import ModuleAnalysis, set_mode
-from merge_studio.core.rebasin.trace import graph_args
+from merge_studio.core.rebasin.trace import fixed_batch_size, graph_args
 from merge_studio.errors import ArchitectureError, MethodError
 
 EPS = 1e-8
@@ -131,6 +131,15 @@ def _graph_with_state(graph: fx.GraphModule, state: Mapping[str, torch.Tensor], 
     return gm
 
 
+def rebatch(batches: Sequence[Any], size: int) -> list[Any]:
+    """The same examples in batches of exactly ``size`` (a remainder smaller than that is left out)."""
+    tensors = [b for b in batches if isinstance(b, torch.Tensor)]
+    if len(tensors) != len(batches) or not tensors or all(len(t) == size for t in tensors):
+        return list(batches)
+    whole = torch.cat(tensors)
+    return [whole[i : i + size] for i in range(0, len(whole) - size + 1, size)]
+
+
 def _to_device(x: Any, device: torch.device) -> Any:
     if isinstance(x, torch.Tensor):
         return x.to(device)
@@ -169,6 +178,9 @@ def iter_site_correlations(
     gms_a = [_graph_with_state(analysis.graph, state, dev, "A") for state in target_list]
     gm_b = _graph_with_state(analysis.graph, state_b, dev, "B")
     batches = list(batches)
+    fixed = fixed_batch_size(analysis.graph)
+    if fixed is not None:  # a program exported for one batch size: feed it batches of that size
+        batches = rebatch(batches, fixed)
     if not batches:
         raise MethodError("activation matching needs data to run the models on", hint="choose evaluation data")
     for i, batch in enumerate(batches):

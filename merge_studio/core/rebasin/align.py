@@ -64,6 +64,9 @@ def iter_align(
     ``method="activation"`` needs ``batches``: model inputs both models are run on.
     A difference above ``tolerance`` raises an error naming the group at fault.
     """
+    from merge_studio.core.rebasin.trace import primary_input
+
+    example_input = primary_input(example_input)
     if method not in METHOD_NAMES:
         raise MethodError(f"unknown alignment method {method!r}", hint="choose 'weight' or 'activation'")
     if method == "activation" and not batches:

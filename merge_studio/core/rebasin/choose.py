@@ -98,8 +98,10 @@ def iter_chosen_alignment(
     only the chosen method (``weight`` or ``activation``); data then only adds real
     inputs to the function check.
     """
+    from merge_studio.core.rebasin.trace import primary_input
     from merge_studio.errors import MethodError
 
+    example_input = primary_input(example_input)
     note = None
     if data is not None:
         problem = data_problem(module, data)

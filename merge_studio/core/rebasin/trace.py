@@ -11,6 +11,7 @@ imports sympy on first use, which alone took a second.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -36,6 +37,20 @@ class _Tracer(fx.Tracer):
 
 def as_args(example_input: Any) -> tuple[Any, ...]:
     return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+
+
+def primary_input(example_input: Any) -> Any:
+    """What data batches stand in for: the example itself, or the first tensor of a keyword example.
+
+    Architecture providers may give keyword examples (a language model's token ids with
+    a ready attention mask); alignment feeds models plain batches of the data, so it
+    traces and checks them with that one tensor, passed first (``input_ids``).
+    """
+    if isinstance(example_input, Mapping):
+        for value in example_input.values():
+            if isinstance(value, torch.Tensor):
+                return value
+    return example_input
 
 
 def set_mode(module: nn.Module, training: bool) -> None:
@@ -70,18 +85,59 @@ def _no_cache_kwargs(module: nn.Module) -> dict[str, Any]:
 EXTRA_ARGS = "merge_studio_extra_args"  # gm.meta key: flat inputs after the example input (keyword arguments)
 
 
+def _dynamic_shapes(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """Batch (and, for token ids, sequence) sizes left free, so the graph runs on batches of any size."""
+    try:
+        names = list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    if len(names) < len(args) or any(names[i] in ("args", "kwargs") for i in range(len(args))):
+        return None
+    out: dict[str, Any] = {}
+    for name, value in [*zip(names, args, strict=False), *kwargs.items()]:
+        if isinstance(value, torch.Tensor) and value.dim() >= 1:
+            dims = {0: torch.export.Dim.AUTO}
+            if value.dim() == 2 and not value.is_floating_point():
+                dims[1] = torch.export.Dim.AUTO  # token ids: sequences of any length
+            out[name] = dims
+        else:
+            out[name] = None
+    return out
+
+
 def export_graph(module: nn.Module, example_input: Any) -> fx.GraphModule:
-    """The flat ATen graph of ``module`` from ``torch.export`` (non-strict), for models fx cannot trace."""
+    """The flat ATen graph of ``module`` from ``torch.export`` (non-strict), for models fx cannot trace.
+
+    Batch sizes (and token sequence lengths) are exported as free sizes where torch
+    allows, so activations can be read on data batches of any size; otherwise the
+    graph is fixed to the example's shapes.
+    """
     was_training = module.training
     set_mode(module, False)
-    kwargs = _no_cache_kwargs(module)
+    args, kwargs = as_args(example_input), _no_cache_kwargs(module)
     try:
-        program = torch.export.export(module, as_args(example_input), kwargs, strict=False)
+        try:
+            program = torch.export.export(module, args, kwargs, dynamic_shapes=_dynamic_shapes(module, args, kwargs),
+                                          strict=False)
+        except Exception:  # noqa: BLE001 - some models only export with fixed shapes
+            program = torch.export.export(module, args, kwargs, strict=False)
     finally:
         set_mode(module, was_training)
     gm = program.module()
     gm.meta[EXTRA_ARGS] = tuple(kwargs.values())
     return gm
+
+
+def fixed_batch_size(gm: fx.GraphModule) -> int | None:
+    """The batch size an exported graph was fixed to (``None`` when it takes any)."""
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            val = node.meta.get("val")
+            shape = getattr(val, "shape", None)
+            if shape is not None and len(shape) >= 1:
+                return int(shape[0]) if isinstance(shape[0], int) else None
+            return None
+    return None
 
 
 def graph_args(gm: fx.GraphModule, example_input: Any) -> tuple[Any, ...]:
@@ -96,6 +152,7 @@ def graph_module(module: nn.Module, example_input: Any) -> fx.GraphModule:
             "an unflattened exported program hides its graph behind submodule calls",
             hint="trace the flat program instead: torch.export.load(path).module()",
         )
+    example_input = primary_input(example_input)
     if isinstance(module, fx.GraphModule):
         return module
     try:
@@ -129,6 +186,7 @@ class _ShapeRecorder(fx.Interpreter):
 
 def record_shapes(gm: fx.GraphModule, module: nn.Module, example_input: Any) -> None:
     """Run ``gm`` once in eval mode on the example input, storing each node's shape in ``meta``."""
+    example_input = primary_input(example_input)
     was_training = module.training
     set_mode(gm, False)
     try:

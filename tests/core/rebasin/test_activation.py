@@ -72,3 +72,17 @@ def test_activation_matching_without_data_is_refused_with_a_hint():
     model = build()
     with pytest.raises(MethodError, match="needs data"):
         drive(iter_align(model, model.state_dict(), model.state_dict(), make_input(), method="activation", device="cpu"))
+
+
+def test_a_program_exported_for_one_batch_size_is_fed_batches_of_that_size():
+    torch.manual_seed(0)
+    build, make_input = ARCHITECTURES["vgg"]
+    model = randomize_batchnorm(build()).eval()
+    program = torch.export.export(model, (torch.randn(2, 1, 8, 8),)).module()
+    analysis = analyse_module(program, torch.randn(2, 1, 8, 8))
+    state = program.state_dict()
+    state_b = apply_permutation(analysis.spec, state, random_perms(analysis.spec, seed=3))
+    batches = [torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    result = drive(iter_activation_matching(analysis, state, state_b, batches, device="cpu"))
+    aligned = apply_permutation(analysis.spec, state_b, result.perms)
+    assert all(torch.allclose(aligned[k], v) for k, v in state.items())

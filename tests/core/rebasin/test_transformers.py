@@ -9,6 +9,8 @@ projections (GPT-2's ``c_attn``) are cut into their query, key and value parts.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -35,16 +37,23 @@ def _hf(family: str, seed: int):
     return make_hf_model(family, seed=seed, vocab_size=96)
 
 
-def _tokens(n: int = 2) -> list[torch.Tensor]:
+def _tokens(n: int = 2, shape: tuple[int, int] = (4, 8)) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(5)
-    return [torch.randint(0, 96, (4, 8), generator=g) for _ in range(n)]
+    return [torch.randint(0, 96, shape, generator=g) for _ in range(n)]
+
+
+@functools.lru_cache(maxsize=3)
+def _analysed(family: str):
+    """Model A of a family and its analysis (exporting a graph takes seconds: done once per family)."""
+    a = _hf(family, 0)
+    return a, analyse_module(a, _tokens(1)[0])
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert", "llama"])
 def test_hugging_face_models_align_by_heads_and_units_without_changing_their_outputs(family):
-    a, b = _hf(family, 0), _hf(family, 1)
+    a, analysis = _analysed(family)
+    b = _hf(family, 1)
     x = _tokens(1)[0]
-    analysis = analyse_module(a, x)
     spec = analysis.spec
     heads = [g for g in spec.groups if g.n_heads > 1]
     assert len(heads) == 4 and not spec.unpermuted  # qk and vo in each of the two layers
@@ -52,15 +61,15 @@ def test_hugging_face_models_align_by_heads_and_units_without_changing_their_out
     perms = random_perms(spec, seed=2)
     assert verify_function(b, state, apply_permutation(spec, state, perms), x, tol=TOLERANCE) < TOLERANCE
     for method in ("activation", "weight"):
-        result = drive(iter_align(a, a.state_dict(), state, x, method=method, batches=_tokens(), device="cpu",
+        # data batches of another size than the traced example: the graph takes any batch and length
+        result = drive(iter_align(a, a.state_dict(), state, x, method=method, batches=_tokens(2, (3, 11)), device="cpu",
                                   analysis=analysis, tolerance=TOLERANCE))
         assert result.max_output_difference < TOLERANCE
         assert any(not torch.equal(result.aligned[k], state[k]) for k in state)
 
 
 def test_grouped_query_attention_moves_query_heads_with_their_key_value_head_and_rotary_keeps_head_order():
-    model = _hf("llama", 0)
-    spec = analyse_module(model, _tokens(1)[0]).spec
+    spec = _analysed("llama")[1].spec
     qk = spec.group("model.layers.0.self_attn.qk")
     vo = spec.group(qk.head_partner)
     assert (qk.n_heads, qk.n_kv_heads, qk.fixed_within, vo.fixed_within) == (4, 2, True, False)
@@ -71,7 +80,7 @@ def test_grouped_query_attention_moves_query_heads_with_their_key_value_head_and
 
 
 def test_a_fused_query_key_value_projection_is_cut_into_its_three_parts():
-    spec = analyse_module(_hf("gpt2", 0), _tokens(1)[0]).spec
+    spec = _analysed("gpt2")[1].spec
     qk = spec.group("transformer.h.0.attn.qk")
     parts = sorted((m.offset, m.n) for m in qk.members if m.tensor == "transformer.h.0.attn.c_attn.weight")
     assert parts == [(0, 32), (32, 32)]  # queries and keys; values are in the vo group
