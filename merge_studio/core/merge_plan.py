@@ -24,6 +24,8 @@ from merge_studio.core.hf.output_folder import OutputFolder
 from merge_studio.core.methods.layered import format_validation_error, layer_ranks
 from merge_studio.core.methods.spec import MethodSpec
 from merge_studio.core.param_scopes import Place, Scopes, method_scopes, model_scopes, place_tensors, resolve_in_scopes, sort_recipe
+from merge_studio.core.naming.base import GENERIC, LayerNaming, naming_for
+from merge_studio.core.naming.merge_rules import check_block_weights, resolve_part_sources
 from merge_studio.core.recipe import ModelEntry, Recipe
 from merge_studio.core.recipe_slices import check_layer_structure
 from merge_studio.core.writer import PlannedTensor, output_targets
@@ -79,6 +81,8 @@ class MergePlan:
     output_folder: OutputFolder | None = None  # config, tokenizer and card for a Hugging Face output
     scopes: Scopes | None = None
     places: dict[str, Place] = field(default_factory=dict)
+    naming: LayerNaming = GENERIC  # the family's parts and blocks, from the tensor names
+    kept_parts: dict[str, Checkpoint] = field(default_factory=dict)  # part key -> the input it is copied from
     _param_cache: dict[Any, Any] = field(default_factory=dict)
 
     @property
@@ -116,18 +120,20 @@ class MergePlan:
         """The method's parameters for one tensor (per-layer values and scopes resolved, validated)."""
         place = self.places.get(name)
         chain = method_scopes(self._scopes(), place.slice_index if place else None)
-        return self._validated(self.spec.params, "p", resolve_in_scopes(chain, name, depth), name)
+        block = self.naming.block_ref(name) if name else None
+        return self._validated(self.spec.params, "p", resolve_in_scopes(chain, name, depth, block), name)
 
     def model_params_for(self, name: str, depth: float) -> list[Any]:
         """Each model's per-model parameters for one tensor (the most specific scope wins)."""
         scopes = self._scopes()
         place = self.places.get(name)
         out = []
+        block = self.naming.block_ref(name) if name else None
         for entry in self.model_entries:
             index = next((i for i, e in enumerate(self.recipe.models) if e is entry), None)
             own = scopes.models[index] if index is not None else {}
             chain = model_scopes(scopes, own, entry.path, place.slice_index if place else None)
-            out.append(self._validated(self.spec.model_params, "m", resolve_in_scopes(chain, name, depth), name))
+            out.append(self._validated(self.spec.model_params, "m", resolve_in_scopes(chain, name, depth, block), name))
         return out
 
     def close(self) -> None:
@@ -218,12 +224,26 @@ def plan_merge(recipe: Recipe) -> MergePlan:
             output_folder=hf.output_folder if hf is not None else None,
         )
         if spec.streaming:
+            _plan_naming(plan, [open_once(e.path) for e in recipe.models])
             _plan_keys(plan, uses_base)
         return plan
     except BaseException:
         for ck in opened.values():
             ck.close()
         raise
+
+
+def _plan_naming(plan: MergePlan, recipe_models: list[Checkpoint]) -> None:
+    """The family's naming (from the reference's names and shapes), checked against the recipe."""
+    recipe = plan.recipe
+    reference = plan.base if plan.base is not None else plan.models[0]
+    plan.naming = naming_for({name: info.shape for name, info in reference.infos.items()})
+    check_block_weights(recipe.params, plan.naming, "params")
+    for i, entry in enumerate(plan.model_entries):
+        check_block_weights(entry.params, plan.naming, f"models.{i}.params")
+    plan.kept_parts = resolve_part_sources(
+        recipe.part_sources, plan.naming, recipe_models, [e.path for e in recipe.models], plan.base, _same_path
+    )
 
 
 def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
@@ -240,6 +260,10 @@ def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
     problems: list[str] = []
     participants = [*models, *([role_base] if role_base is not None else [])]
     for key in keys:
+        kept_from = plan.kept_parts.get(plan.naming.part_of(key) or "") if plan.kept_parts else None
+        if kept_from is not None and key in kept_from:
+            plan.actions[key] = KeyAction("copy", kept_from, f"{plan.naming.part_of(key)} kept from {kept_from.name}")
+            continue
         holders = [ck for ck in participants if key in ck]
         shapes = {ck.info(key).shape for ck in holders}
         complete = len(holders) == len(participants)
@@ -282,6 +306,8 @@ def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
         ranges = check_layer_structure(recipe.slices, n_layers)
     plan.places = place_tensors(plan.keys, ranges)
     plan.depths = {k: place.depth for k, place in plan.places.items()}
+    if plan.naming.blocks and not recipe.slices:  # SD: gradients run IN00 … M00 … OUT11, not by block number
+        plan.depths = plan.naming.depths(plan.keys)
     for key in plan.keys:
         action = plan.actions[key]
         src = action.source if action.source is not None else (role_base if role_base is not None else models[0])

@@ -192,14 +192,17 @@ def place_tensors(names: Iterable[str], layer_ranges: Sequence[tuple[int, int]])
     return places
 
 
-def resolve_in_scopes(scopes: Sequence[Mapping[str, Any]], name: str, depth: float) -> dict[str, Any]:
-    """Plain values for one tensor: for each name, the first scope whose value applies to it."""
+def resolve_in_scopes(scopes: Sequence[Mapping[str, Any]], name: str, depth: float, block: Any = None) -> dict[str, Any]:
+    """Plain values for one tensor: for each name, the first scope whose value applies to it.
+
+    ``block`` is the tensor's named block (a :class:`~merge_studio.core.naming.blocks.BlockRef`,
+    for block weights), ``None`` where the family has none."""
     out: dict[str, Any] = {}
     for scope in scopes:
         for key, value in scope.items():
             if key in out:
                 continue
-            resolved = resolve_value(value, name, depth)
+            resolved = resolve_value(value, name, depth, block)
             if resolved is not MISSING:
                 out[key] = resolved
     return out

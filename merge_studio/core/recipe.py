@@ -77,6 +77,11 @@ class Recipe(BaseModel):
         False,
         description="Merge inputs holding NaN or infinite values instead of stopping with an error.",
     )
+    part_sources: dict[str, str | int] = Field(
+        default_factory=dict,
+        description="Parts copied unchanged from one input instead of merged (Stable Diffusion: "
+        "vae, text_encoder, unet), each to a model's path, its index in models, or 'base'.",
+    )
     seed: int = 0
     arch: str | None = None
     data: dict[str, Any] | None = None
@@ -167,6 +172,9 @@ class Recipe(BaseModel):
                 "output": fix(self.output),
                 "tokenizer": self.tokenizer.with_paths(lambda p: fix(p) or p) if self.tokenizer else None,
                 "slices": slices,
+                "part_sources": {
+                    k: v if isinstance(v, int) or v == "base" else fix(v) for k, v in self.part_sources.items()
+                },
             }
         )
 
@@ -179,6 +187,8 @@ class Recipe(BaseModel):
                 data.pop(key, None)
         if self.tokenizer is not None:
             data["tokenizer"] = self.tokenizer.to_data()
+        if not data.get("part_sources"):
+            data.pop("part_sources", None)
         for entry in data["models"]:
             if not entry["params"]:
                 entry.pop("params")

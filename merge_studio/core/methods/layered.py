@@ -10,7 +10,9 @@ A parameter value in a recipe may be
 * a list of ``{filter: PATTERN, value: V}`` entries, tried in order, where an entry
   without ``filter`` matches everything: ``[{filter: attn, value: 0.3}, {value: 0.7}]``.
   A pattern with ``*``, ``?`` or ``[`` is a glob on the tensor name; otherwise it
-  matches when it occurs in the name (as in mergekit). ``V`` may itself be a list.
+  matches when it occurs in the name (as in mergekit). ``V`` may itself be a list;
+* block weights, one value per named block of the family (SD's BASE, IN00…OUT11):
+  ``{blocks: "0,1,1,…"}`` (see :mod:`merge_studio.core.naming.blocks`).
 
 Where a tensor sits on a gradient follows mergekit: the k-th of n layers at
 k/(n − 1) (at 1 when there is one layer), and every tensor outside the numbered
@@ -33,6 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from merge_studio.core.naming.blocks import BlockRef, block_weight, is_block_weights, leaf_block_values
 from merge_studio.errors import RecipeError
 
 MISSING = object()
@@ -62,8 +65,8 @@ def is_filtered(value: Any) -> bool:
 
 
 def is_layered(value: Any) -> bool:
-    """Whether a raw value varies by tensor (gradient, steps or filters)."""
-    return is_gradient(value) or is_steps(value) or is_filtered(value)
+    """Whether a raw value varies by tensor (gradient, steps, filters or block weights)."""
+    return is_gradient(value) or is_steps(value) or is_filtered(value) or is_block_weights(value)
 
 
 def name_matches(pattern: str, name: str) -> bool:
@@ -81,14 +84,17 @@ def interpolate(values: list[float], depth: float) -> float:
     return float(values[i] * (1.0 - frac) + values[i + 1] * frac)
 
 
-def resolve_value(value: Any, name: str, depth: float) -> Any:
-    """The plain value a raw parameter takes for tensor ``name`` at ``depth``."""
+def resolve_value(value: Any, name: str, depth: float, block: BlockRef | None = None) -> Any:
+    """The plain value a raw parameter takes for tensor ``name`` at ``depth`` (in ``block``)."""
     if is_filtered(value):
         for entry in value:
             pattern = entry.get("filter")
             if pattern is None or name_matches(str(pattern), name):
-                return resolve_value(entry.get("value"), name, depth)
+                return resolve_value(entry.get("value"), name, depth, block)
         return MISSING
+    if is_block_weights(value):
+        weight = block_weight(value, block) if block is not None else None
+        return MISSING if weight is None else weight
     if is_gradient(value):
         return interpolate(value, depth)
     if is_steps(value):
@@ -98,11 +104,11 @@ def resolve_value(value: Any, name: str, depth: float) -> Any:
     return value
 
 
-def resolve_params(raw: Mapping[str, Any], name: str, depth: float) -> dict[str, Any]:
+def resolve_params(raw: Mapping[str, Any], name: str, depth: float, block: BlockRef | None = None) -> dict[str, Any]:
     """Plain values for one tensor; filtered parameters that match nothing take their default."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        resolved = resolve_value(value, name, depth)
+        resolved = resolve_value(value, name, depth, block)
         if resolved is not MISSING:
             out[key] = resolved
     return out
@@ -115,6 +121,11 @@ def leaf_values(value: Any) -> list[Any]:
         for entry in value:
             leaves.extend(leaf_values(entry.get("value")))
         return leaves
+    if is_block_weights(value):
+        try:
+            return leaf_block_values(value)
+        except RecipeError:
+            return [value]  # validation then names the problem
     if is_gradient(value) or is_steps(value):
         return list(value)
     if isinstance(value, list) and len(value) == 1:
@@ -157,6 +168,11 @@ def validate_layered(model: type[BaseModel], raw: Mapping[str, Any], where: str)
         per_layer = extra.get("per_layer", True) if isinstance(extra, dict) else True
         if is_layered(value) and not per_layer:
             raise RecipeError(f"{where}.{key}: this parameter cannot vary by layer; give one value")
+        if is_block_weights(value):
+            try:
+                leaf_block_values(value)
+            except RecipeError as exc:
+                raise RecipeError(f"{where}.{key}: {exc.message}", hint=exc.hint) from None
         leaves = leaf_values(value)
         if not leaves:
             raise RecipeError(f"{where}.{key}: empty value")

@@ -20,13 +20,14 @@ BUILTIN_MODULES = (
     "merge_studio.core.methods.arcee_fusion",
     "merge_studio.core.methods.spherical",
     "merge_studio.core.methods.nearswap",
+    "merge_studio.core.methods.add_difference",
     "merge_studio.core.methods.model_stock",
     "merge_studio.core.methods.recombination",
     "merge_studio.core.methods.fisher",
     "merge_studio.core.rebasin.methods",
 )
-# Aliases so users of other tools find their method (mergekit's ``linear``).
-ALIASES = {"linear": "weighted_average", "average": "simple_average"}
+# Aliases so users of other tools find their method (mergekit's ``linear``, A1111's ``weighted_sum``).
+ALIASES = {"linear": "weighted_average", "average": "simple_average", "weighted_sum": "lerp"}
 
 _METHODS: dict[str, MethodSpec] = {}
 _loaded = False
