@@ -58,8 +58,14 @@ def _model_path(item: Any, where: str, base_dir: str | Path | None = None) -> st
         model = model.get("model", {}).get("path") if isinstance(model.get("model"), Mapping) else model.get("path")
     if not isinstance(model, str) or not model:
         raise RecipeError(f"{where}: expected a model path")
-    if "+" in model:
-        raise RecipeError(f"{where}: LoRA suffixes ({model}) are not supported", hint="merge the LoRA into its base first")
+    if "+" in model:  # mergekit's "base+adapter": each side a local path or a hub id in the cache
+        from merge_studio.core.lora.paths import split_adapted_path
+
+        split = split_adapted_path(model, Path(base_dir) if base_dir is not None else None)
+        if split is None and not _local(model, base_dir):
+            split = tuple(model.rsplit("+", 1))  # type: ignore[assignment]
+        if split is not None:
+            return f"{resolve_model_reference(split[0], base_dir)}+{resolve_model_reference(split[1], base_dir)}"
     return resolve_model_reference(model, base_dir)  # a hub id: its folder in the local cache
 
 
@@ -85,6 +91,11 @@ def _slices(data: Mapping[str, Any], source: str, base_dir: str | Path | None) -
                             "params": _without_ignored(src.get("parameters"))})
         out.append({"sources": sources, "params": _without_ignored(sl.get("parameters"))})
     return out
+
+
+def _local(ref: str, base_dir: str | Path | None) -> bool:
+    path = Path(ref).expanduser()
+    return (Path(base_dir) / path if base_dir is not None and not path.is_absolute() else path).exists()
 
 
 def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "config", base_dir: str | Path | None = None) -> Recipe:

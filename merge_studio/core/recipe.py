@@ -156,6 +156,12 @@ class Recipe(BaseModel):
         def fix(p: str | None) -> str | None:
             if p is None:
                 return None
+            if "+" in p:  # "base+adapter": each side against the recipe's folder
+                from merge_studio.core.lora.paths import split_adapted_path
+
+                split = split_adapted_path(p, root)
+                if split is not None:
+                    return f"{fix(split[0])}+{fix(split[1])}"
             path = Path(p).expanduser()
             return str(path if path.is_absolute() else (root / path))
 

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from merge_studio.core.naming.base import naming_for
+from merge_studio.core.naming.tree import group_tree
 from merge_studio.graph import style
 from merge_studio.graph.build import finish_template, quote
 from merge_studio.graph.model import (
@@ -75,13 +77,15 @@ def key_tree(source: Any, root_name: str = "model") -> KeyTreeNode:
         _count(root)
         return root
     root = KeyTreeNode(root_name, "")
-    for name, shape in shapes_of(source).items():
+    shapes = shapes_of(source)
+    for name, shape in shapes.items():
         *parents, leaf = name.split(".")
         node = root
         for depth, part in enumerate(parents):
             path = ".".join(parents[: depth + 1])
             node = node.children.setdefault(part, KeyTreeNode(part, path))
         node.tensors.append((leaf, shape))
+    group_tree(root, naming_for(shapes))  # a family's parts and blocks (SD: UNet ▸ IN03 …) by name
     _count(root)
     return root
 

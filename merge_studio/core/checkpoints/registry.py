@@ -80,11 +80,16 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     """Open a checkpoint lazily; no tensor is read until asked.
 
     ``path`` is a file (``.safetensors``, ``.pt/.pth/.bin/.ckpt``, ``.pt2``), a
-    shard index (``*.index.json``) or a Hugging Face model folder. Raises
+    shard index (``*.index.json``), a Hugging Face model folder, a LoRA adapter
+    (a PEFT folder or a kohya file, opened as an adapter), or ``BASE+ADAPTER``: the
+    adapter applied onto the base, read lazily (mergekit's syntax). Raises
     :class:`CheckpointError` with a readable message for anything that cannot
     be opened, and :class:`UnsafeCheckpointError` for files that would need to
     run code to load.
     """
+    from merge_studio.core.lora.apply import open_adapted_path  # the lora package imports this module
+    from merge_studio.core.lora.files import is_peft_folder, open_peft_folder, recognise_adapter
+
     p = Path(path).expanduser()
     try:
         is_dir = p.is_dir()
@@ -92,11 +97,14 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     except OSError as exc:  # a name too long, a permission problem on the way
         raise input_error(exc, path) from exc
     if not exists:
+        adapted = open_adapted_path(str(path))  # mergekit's "base+adapter"
+        if adapted is not None:
+            return adapted
         raise missing_path_error(p)
     try:
         if is_dir:
-            return open_folder(p)
-        return _open_file(p)
+            return open_peft_folder(p) if is_peft_folder(p) else open_folder(p)
+        return recognise_adapter(_open_file(p))
     except (OSError, RuntimeError) as exc:  # a folder we may not list, a link loop inside it
         if isinstance(exc, RuntimeError) and "symlink loop" not in str(exc).lower():
             raise

@@ -95,7 +95,7 @@ class StableDiffusionNaming(LayerNaming):
         if path == "cond_stage_model":
             kind = next((v for k, v in self._encoder_labels.items() if k.startswith("cond_stage_model")), "")
             return f"Text encoder ({kind})" if kind else "Text encoder"
-        if path == "conditioner":
+        if path == "conditioner.embedders":
             return "Text encoders"
         if path.startswith("conditioner.embedders.") and path.count(".") == 2:
             index = int(path.rsplit(".", 1)[1]) if path.rsplit(".", 1)[1].isdigit() else 0

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from merge_studio.gui.compat import CompatSummary
+from merge_studio.gui.family import model_family
 from merge_studio.gui.session import LoadedModel
 from merge_studio.gui.views.checkpoint_model import human_bytes, human_count
 
@@ -203,6 +204,10 @@ class Inspector(QWidget):
         s = model.summary
         self.subtitle.setText(str(model.path))
         self._fact_labels["Format"].setText(s.format)
+        family = model_family(model.checkpoint)
+        if family:
+            self._fact_labels["Format"].setText(f"{s.format} · {family[0]}")
+            self._fact_labels["Format"].setToolTip(family[1])
         self._fact_labels["Tensors"].setText(f"{s.tensor_count:,}")
         self._fact_labels["Parameters"].setText(f"{human_count(s.parameter_count)} ({s.parameter_count:,})")
         self._fact_labels["Size on disk"].setText(human_bytes(s.file_bytes))
@@ -233,8 +238,10 @@ class Inspector(QWidget):
 
     def _fill_tree(self, infos: Sequence[TensorInfo]) -> None:
         from merge_studio.core.checkpoints.keys import build_key_tree  # the package imports torch
+        from merge_studio.core.naming.base import naming_for
+        from merge_studio.core.naming.tree import group_tree
 
-        root = build_key_tree({i.name: i for i in infos})
+        root = group_tree(build_key_tree({i.name: i for i in infos}), naming_for({i.name: i.shape for i in infos}))
         self.module_tree.clear()
         self.module_tree.setUpdatesEnabled(False)
 

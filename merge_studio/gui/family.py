@@ -1,0 +1,18 @@
+"""What kind of model a loaded checkpoint is, in words for the inspector and the model list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def model_family(checkpoint: Any) -> tuple[str, str] | None:
+    """``(short label, longer description)`` when the checkpoint is of a known family, else ``None``."""
+    adapter = getattr(checkpoint, "adapter", None)
+    if adapter is not None:
+        return adapter.kind_label, adapter.describe()
+    from merge_studio.core.naming.base import naming_for  # imports torch via layered: off the start-up path
+
+    naming = naming_for({name: info.shape for name, info in checkpoint.infos.items()})
+    if naming.family == "generic":
+        return None
+    return naming.label, naming.describe()
