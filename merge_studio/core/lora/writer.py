@@ -58,7 +58,8 @@ def peft_config(content: AdapterContent) -> dict[str, Any]:
     rank_pattern = {m: f.rank for m, f in content.modules.items() if f.rank != r}
     alpha_default = next((f.alpha for f in content.modules.values() if f.rank == r), float(r))
     alpha_pattern = {m: f.alpha for m, f in content.modules.items() if f.alpha != alpha_default}
-    targets = sorted({m.rsplit(".", 1)[-1] for m in content.modules})
+    # leaf names (q_proj), as PEFT and mergekit write them; full paths where a leaf is only a number
+    targets = sorted({m if m.rsplit(".", 1)[-1].isdigit() else m.rsplit(".", 1)[-1] for m in content.modules})
     return {
         **content.config,
         "peft_type": "LORA",
