@@ -40,3 +40,5 @@ cp -r "${lm[0]}" "${lm[1]}" "$hf/"
 OMP_NUM_THREADS=1 "$app" "$hf/licenses" "$hf/docstrings" --size 1600x1000 --tab Barrier --data "${lm[2]}" \
     --run merge,barrier --screenshot "$out/perplexity_barrier.png"
 ls -l "$out"
+# Stable Diffusion: the block-weight editor and an SD 1.x checkpoint's block tree (tiny files, real key layout).
+"$python" docs/sd_screenshots.py "$out"

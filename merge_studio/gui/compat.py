@@ -35,7 +35,7 @@ def _listed(names: Sequence[str]) -> str:
 def check_models(models: Sequence[LoadedModel], base_id: int | None = None) -> CompatSummary:
     """Compare every ready model with the others; only the odd ones get issues (the majority, or else the
     base, sets what is normal), each naming its tensors."""
-    ready = [m for m in models if m.status == "ready" and m.checkpoint is not None]
+    ready = [m for m in models if m.status == "ready" and m.checkpoint is not None and not m.is_adapter]
     if len(ready) < 2:
         return CompatSummary({m.id: [] for m in ready}, ["Load two or more models to compare them."])
     try:

@@ -16,3 +16,23 @@ def model_family(checkpoint: Any) -> tuple[str, str] | None:
     if naming.family == "generic":
         return None
     return naming.label, naming.describe()
+
+
+_NAMING_CACHE: dict[int, Any] = {}
+
+
+def session_naming(session: Any) -> Any | None:
+    """The layer naming of the first loaded model that is not an adapter (``None`` without one)."""
+    from merge_studio.core.naming.base import naming_for
+
+    for model in session.ready_models:
+        ck = model.checkpoint
+        if ck is None or getattr(ck, "adapter", None) is not None:
+            continue
+        key = id(ck)
+        if key not in _NAMING_CACHE:
+            if len(_NAMING_CACHE) > 64:
+                _NAMING_CACHE.clear()
+            _NAMING_CACHE[key] = naming_for({name: info.shape for name, info in ck.infos.items()})
+        return _NAMING_CACHE[key]
+    return None

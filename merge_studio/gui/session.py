@@ -47,6 +47,11 @@ class LoadedModel:
     def name(self) -> str:
         return self.checkpoint.name if self.checkpoint is not None else self.path.name
 
+    @property
+    def is_adapter(self) -> bool:
+        """A LoRA adapter: listed and usable in LoRA actions, not merged as a model itself."""
+        return getattr(self.checkpoint, "adapter", None) is not None
+
     def close(self) -> None:
         if self.checkpoint is not None:
             self.checkpoint.close()
@@ -87,6 +92,7 @@ class OutputSettings:
     data: dict[str, Any] | None = None
     tokenizer: dict[str, Any] | None = None  # the recipe's tokenizer section (Hugging Face folders)
     slices: list[dict[str, Any]] | None = None  # the recipe's slices (parameters per range of layers)
+    part_sources: dict[str, str] = field(default_factory=dict)  # SD part (vae, text_encoder) -> model path
 
     @property
     def tokenizer_source(self) -> str | None:
@@ -221,7 +227,7 @@ class Session:
     # --- recipes ----------------------------------------------------------------------
     def to_recipe(self) -> Recipe:
         """The recipe that merges what the window shows; :class:`RecipeError` when it cannot."""
-        ready = [m for m in self.ready_models if m.in_models]
+        ready = [m for m in self.ready_models if m.in_models and not m.is_adapter]
         if not ready:
             raise RecipeError("no models loaded", hint="open or drop checkpoints into the model list first")
         spec = self.spec
@@ -248,6 +254,8 @@ class Session:
             "tokenizer": self.output.tokenizer,
             "slices": self.output.slices,
         }
+        if self.output.part_sources:
+            data["part_sources"] = dict(self.output.part_sources)
         return Recipe.from_mapping(data, source="window")
 
     def apply_recipe(self, recipe: Recipe) -> list[LoadedModel]:
@@ -283,6 +291,7 @@ class Session:
             data=recipe.data,
             tokenizer=recipe.tokenizer.model_dump(mode="json", exclude_defaults=True) if recipe.tokenizer else None,
             slices=[sl.model_dump() for sl in recipe.slices] if recipe.slices else None,
+            part_sources={k: str(v) for k, v in recipe.part_sources.items()},
         )
         return list(self.models)
 

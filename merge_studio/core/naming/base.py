@@ -64,6 +64,11 @@ class LayerNaming:
         """A short label for a module path in trees and graphs (``IN03``), or ``None``."""
         return next((p.label for p in self.parts if path + "." in p.prefixes), None)
 
+    def display_rank(self, path: str) -> int:
+        """Where a module goes among its siblings in trees (lower first); equal ranks keep
+        a natural order (``2`` before ``10``)."""
+        return 0
+
     def describe(self) -> str:
         """One line for the inspector: the family and what it holds."""
         if not self.parts:

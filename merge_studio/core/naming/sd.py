@@ -89,6 +89,14 @@ class StableDiffusionNaming(LayerNaming):
             return f"{'IN' if m.group(1) == 'input_blocks' else 'OUT'}{int(m.group(2)):02d}"
         return None
 
+    def display_rank(self, path: str) -> int:
+        """The UNet's parts in the order data flows through them."""
+        if not path.startswith(self.unet_prefix):
+            return 0
+        order = ("time_embed", "label_emb", "input_blocks", "middle_block", "output_blocks", "out")
+        rest = path[len(self.unet_prefix):]
+        return order.index(rest) if rest in order else len(order)
+
     def _outside_unet_label(self, path: str) -> str | None:
         if path == "first_stage_model":
             return "VAE"

@@ -13,6 +13,7 @@ Works on any tree whose nodes have ``name``, ``path``, ``children`` (a dict) and
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from merge_studio.core.naming.base import LayerNaming
@@ -37,9 +38,14 @@ def group_tree(root: Any, naming: LayerNaming) -> Any:
     if not naming.parts and not naming.blocks:
         return root
 
+    def natural(node: Any) -> tuple[int, tuple[Any, ...]]:
+        last = node.path.rsplit(".", 1)[-1]
+        parts = tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", last) if t)
+        return naming.display_rank(node.path), tuple((0, p) if isinstance(p, int) else (1, p) for p in parts)
+
     def visit(node: Any) -> None:
         children = {}
-        for child in node.children.values():
+        for child in sorted(node.children.values(), key=natural):
             child = _fold(child, naming)
             label = naming.module_label(child.path)
             visit(child)

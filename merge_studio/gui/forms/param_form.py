@@ -14,9 +14,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from merge_studio.core.methods.layered import is_layered, leaf_values
+from merge_studio.core.naming.blocks import is_block_weights
+from merge_studio.gui.forms.block_weights import BlockWeightEditor, block_toggle, can_vary_by_block
 from merge_studio.gui.forms.field_widgets import FieldEditor, RawEditor, strip_optional, field_facts, widget_for_field
 
 
@@ -70,6 +72,7 @@ class ParamForm(QWidget):
         super().__init__(parent)
         self.setObjectName("param_form")
         self.params_model = params_model
+        self.block_names: tuple[str, ...] = ()  # the loaded models' UNet blocks (SD), for block weights
         self.editors: dict[str, FieldEditor] = {}  # by recipe key
         self._error_labels: dict[str, QLabel] = {}
         self._form = QFormLayout()
@@ -107,9 +110,26 @@ class ParamForm(QWidget):
         lay = QVBoxLayout(box)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
-        lay.addWidget(editor)
+        if self.block_names and can_vary_by_block(facts) and not isinstance(editor, BlockWeightEditor | RawEditor):
+            row_box = QHBoxLayout()
+            row_box.setSpacing(4)
+            row_box.addWidget(editor, 1)
+            toggle = block_toggle(box)
+            toggle.clicked.connect(lambda _=False, k=facts.key: self._make_blocks(k))
+            row_box.addWidget(toggle)
+            lay.addLayout(row_box)
+        else:
+            lay.addWidget(editor)
         lay.addWidget(error)
-        if row is None:
+        if isinstance(editor, BlockWeightEditor):  # wide: the title above, the bars across the whole panel
+            label.setMaximumWidth(16777215)
+            label.setText(f"{facts.title} — per UNet block")
+            lay.insertWidget(0, label)
+            if row is None:
+                self._form.addRow(box)
+            else:
+                self._form.insertRow(row, box)
+        elif row is None:
             self._form.addRow(label, box)
         else:
             self._form.insertRow(row, label, box)
@@ -118,6 +138,8 @@ class ParamForm(QWidget):
         editor.sig_changed.connect(self._on_editor_changed)
         if isinstance(editor, RawEditor) and editor.read_only:
             editor.reset.clicked.connect(lambda _=False, k=facts.key: self._make_single(k))
+        if isinstance(editor, BlockWeightEditor):
+            editor.single_button.clicked.connect(lambda _=False, k=facts.key: self._make_single(k))
 
     def _replace_editor(self, key: str, editor: FieldEditor) -> None:
         old = self.editors.pop(key)
@@ -137,6 +159,38 @@ class ParamForm(QWidget):
         self._replace_editor(key, editor)
         self._on_editor_changed()
 
+    def _block_editor(self, name: str, value: Any) -> BlockWeightEditor:
+        facts = field_facts(name, self.params_model.model_fields[name])
+        editor = BlockWeightEditor(facts, self, **({"blocks": self.block_names} if self.block_names else {}))
+        editor.set_value(value)
+        return editor
+
+    def _make_blocks(self, key: str) -> None:
+        """Turn one value into block weights, every block starting at that value."""
+        old = self.editors[key]
+        self._replace_editor(key, self._block_editor(old.facts.name, old.value()))
+        self._on_editor_changed()
+
+    def set_block_names(self, blocks: tuple[str, ...]) -> None:
+        """The UNet blocks of the loaded models (empty when they have none): numbers get a
+        "Blocks" button, and block editors show these blocks."""
+        blocks = tuple(blocks)
+        if blocks == self.block_names:
+            return
+        self.block_names = blocks
+        for key, editor in list(self.editors.items()):
+            if isinstance(editor, BlockWeightEditor):
+                if blocks:
+                    editor.set_blocks(blocks)
+                continue
+            if isinstance(editor, RawEditor) or not can_vary_by_block(editor.facts):
+                continue
+            value = editor.value()
+            fresh = widget_for_field(editor.facts.name, self.params_model.model_fields[editor.facts.name], self)
+            fresh.set_value(value)
+            self._replace_editor(key, fresh)
+        self._revalidate()
+
     # --- values -----------------------------------------------------------------------
     def values(self) -> dict[str, Any]:
         """Raw values by recipe key (per-layer values kept as given)."""
@@ -150,7 +204,19 @@ class ParamForm(QWidget):
             )
             if editor is None:
                 continue
+            if is_block_weights(value) and can_vary_by_block(editor.facts):
+                if isinstance(editor, BlockWeightEditor):
+                    editor.blockSignals(True)
+                    editor.set_value(value)
+                    editor.blockSignals(False)
+                else:
+                    self._replace_editor(editor.facts.key, self._block_editor(editor.facts.name, value))
+                continue
             read_only = isinstance(editor, RawEditor) and editor.read_only
+            if isinstance(editor, BlockWeightEditor):  # a plain value again: back to the normal editor
+                normal = widget_for_field(editor.facts.name, self.params_model.model_fields[editor.facts.name], self)
+                self._replace_editor(editor.facts.key, normal)
+                editor = normal
             if not editor.accepts(value) or (read_only and is_layered(value)):
                 if not read_only:
                     facts = field_facts(editor.facts.name, self.params_model.model_fields[editor.facts.name])

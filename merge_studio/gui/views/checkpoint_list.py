@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
@@ -120,6 +121,7 @@ class CheckpointList(QTableView):
         super().__init__(parent)
         self.setObjectName("checkpoint_list")
         self.table_model = table_model
+        self.menu_extensions: list[Callable[[QMenu, list[int]], None]] = []  # add actions for the selected rows
         self.setModel(table_model)
         self.setItemDelegate(CoefficientDelegate(table_model, self))
         self.setItemDelegateForColumn(COL_NAME, NameDelegate(self))
@@ -238,6 +240,8 @@ class CheckpointList(QTableView):
                 align = menu.addAction("Align the second to the first (Permutations)")
                 align.triggered.connect(lambda: self.sig_align_requested.emit(pair))
                 menu.addSeparator()
+            for extend in self.menu_extensions:  # actions other modules add (LoRA adapters)
+                extend(menu, self.selected_ids())
             remove = QAction(style.standardIcon(QStyle.StandardPixmap.SP_TrashIcon), "Remove", menu)
             remove.setShortcut("Delete")
             remove.triggered.connect(lambda: self.sig_remove_requested.emit(self.selected_ids()))

@@ -25,8 +25,10 @@ from PySide6.QtWidgets import (
 
 from merge_studio.core.methods.registry import list_methods
 from merge_studio.core.methods.spec import MethodSpec
+from merge_studio.gui.family import session_naming
 from merge_studio.gui.forms.coefficient_table import CoefficientTable
 from merge_studio.gui.forms.param_form import ParamForm
+from merge_studio.gui.forms.part_sources import PartSourcesBox
 from merge_studio.gui.session import Session
 from merge_studio.gui.views.checkpoint_model import CheckpointTableModel
 
@@ -105,6 +107,9 @@ class MethodPicker(QWidget):
         self.params_box = QGroupBox("Parameters", self)
         self.params_layout = QVBoxLayout(self.params_box)
         self.form: ParamForm | None = None
+        self.parts_box = PartSourcesBox(self)
+        self.parts_box.sig_changed.connect(self._on_parts_box_changed)
+        table_model.modelReset.connect(self._on_models_changed)
 
         # --- per-model ---
         self.coeff_box = QGroupBox("Per-model coefficients", self)
@@ -192,7 +197,7 @@ class MethodPicker(QWidget):
         cl2 = QVBoxLayout(content)
         cl2.setContentsMargins(10, 10, 10, 10)
         cl2.setSpacing(10)
-        for w in (method_box, self.params_box, self.coeff_box, out_box):
+        for w in (method_box, self.params_box, self.coeff_box, self.parts_box, out_box):
             cl2.addWidget(w)
         cl2.addStretch(1)
         scroll = QScrollArea(self)
@@ -281,6 +286,24 @@ class MethodPicker(QWidget):
         self.form.sig_changed.connect(self._on_form_changed)
         self.params_layout.addWidget(self.form)
         self.coeff_box.setVisible(self.coefficients.has_columns())
+        self._on_models_changed()
+
+    def _on_models_changed(self) -> None:
+        """The loaded models' family decides the block editor's blocks and the parts on offer."""
+        naming = session_naming(self.session)
+        self.coeff_box.setVisible(self.coefficients.has_columns())  # the table now has this method's columns
+        if self.form is not None:
+            self.form.set_block_names(naming.blocks if naming is not None else ())
+        parts = [(p.key, p.label) for p in (naming.parts if naming is not None else ()) if p.key != "unet"]
+        models = [(str(m.path), m.name) for m in self.session.ready_models if not m.is_adapter]
+        self.parts_box.blockSignals(True)
+        self.parts_box.set_choices(parts, models, self.session.output.part_sources)
+        self.parts_box.blockSignals(False)
+
+    def _on_parts_box_changed(self) -> None:
+        if not self._updating:
+            self.session.output.part_sources = self.parts_box.values()
+            self._on_changed()
 
     def _on_form_changed(self) -> None:
         if self.form is not None and not self._updating:
