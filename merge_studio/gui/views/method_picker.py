@@ -109,7 +109,6 @@ class MethodPicker(QWidget):
         self.form: ParamForm | None = None
         self.parts_box = PartSourcesBox(self)
         self.parts_box.sig_changed.connect(self._on_parts_box_changed)
-        table_model.modelReset.connect(self._on_models_changed)
 
         # --- per-model ---
         self.coeff_box = QGroupBox("Per-model coefficients", self)
@@ -122,6 +121,7 @@ class MethodPicker(QWidget):
         cl.addWidget(self.coefficients)
         cl.addWidget(coeff_hint)
         table_model.sig_params_edited.connect(self._on_changed)
+        table_model.modelReset.connect(self._on_models_changed)  # after the coefficient table's own slot
 
         # --- output ---
         out_box = QGroupBox("Output", self)
