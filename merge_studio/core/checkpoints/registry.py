@@ -87,8 +87,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     be opened, and :class:`UnsafeCheckpointError` for files that would need to
     run code to load.
     """
-    from merge_studio.core.lora.apply import open_adapted_path  # the lora package imports this module
-    from merge_studio.core.lora.files import is_peft_folder, open_peft_folder, recognise_adapter
+    from merge_studio.core.lora.files import is_peft_folder, open_peft_folder, recognise_adapter  # imports this module
 
     p = Path(path).expanduser()
     try:
@@ -97,6 +96,8 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     except OSError as exc:  # a name too long, a permission problem on the way
         raise input_error(exc, path) from exc
     if not exists:
+        from merge_studio.core.lora.apply import open_adapted_path  # imports torch: only for "+" paths
+
         adapted = open_adapted_path(str(path))  # mergekit's "base+adapter"
         if adapted is not None:
             return adapted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Generator
 from pathlib import Path
 
@@ -14,10 +15,32 @@ from merge_studio.errors import OutputError
 CHUNK_ELEMENTS = 1 << 22
 
 
+def _copy_folder_files(checkpoint: Checkpoint):  # noqa: ANN202 - a callable for OutputSet.commit
+    """Copy the base Hugging Face folder's config, tokenizer and generation files next to the weights."""
+    from merge_studio.core.hf.output_folder import FOLDER_FILES, CARD_NAME
+
+    base = getattr(checkpoint, "base", checkpoint)
+    folder = base.path if base.path.is_dir() else None
+
+    def copy(target: Path) -> None:
+        if folder is None:
+            return
+        for name in sorted(FOLDER_FILES - {CARD_NAME}):
+            source = folder / name
+            if source.is_file():
+                shutil.copyfile(source, target / name)
+
+    return copy
+
+
 def iter_write_checkpoint(
     checkpoint: Checkpoint, output: str | Path, *, shard_bytes: int | None = None, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, Path]:
-    """Copy ``checkpoint`` to ``output`` (a ``.safetensors`` file or a folder), atomically."""
+    """Copy ``checkpoint`` to ``output`` (a ``.safetensors`` file or a folder), atomically.
+
+    A folder output of a Hugging Face base also gets the base's config, generation
+    config and tokenizer files, so it loads with ``from_pretrained`` as it is.
+    """
     target = Path(output).expanduser()
     sources = {p.resolve() for p in checkpoint.source_files()}
     if target.resolve() in sources or any(s.is_relative_to(target.resolve()) for s in sources if target.is_dir()):
@@ -37,7 +60,7 @@ def iter_write_checkpoint(
                 out.write(info.name, chunk.reshape(-1))
                 done += stop - start
             yield Progress("write", done, total, current=info.name, unit="elements")
-        return out.commit(metadata)
+        return out.commit(metadata, before_move=None if out.is_file else _copy_folder_files(checkpoint))
     except BaseException:
         out.abort()
         raise

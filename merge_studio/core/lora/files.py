@@ -8,8 +8,7 @@ carries the :class:`~merge_studio.core.lora.adapter.LoraAdapter` description.
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from merge_studio.core.checkpoints.base import Checkpoint
 from merge_studio.core.lora.adapter import (
@@ -23,6 +22,9 @@ from merge_studio.core.lora.adapter import (
     read_peft_config,
 )
 from merge_studio.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class AdapterCheckpoint(Checkpoint):

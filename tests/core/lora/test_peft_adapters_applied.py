@@ -103,3 +103,18 @@ def test_the_adapter_folder_is_listed_with_its_base_rank_alpha_and_targets(tmp_p
     assert info.target_names() == ["q_proj", "v_proj"]
     assert ck.summary().metadata["adapter.rank"] == "4"
     assert "rank 4; alpha 16" in info.describe()
+
+
+def test_applying_onto_a_hugging_face_folder_writes_a_folder_transformers_loads(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from merge_studio.core.lora.bake import iter_write_checkpoint
+    from merge_studio.core.progress import drive
+
+    base, adapter, merged = _peft_pair(tmp_path, "llama", r=2, lora_alpha=4, target_modules=["v_proj"])
+    with open_checkpoint(f"{base}+{adapter}") as ck:
+        out = drive(iter_write_checkpoint(ck, tmp_path / "merged"))
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    name = "model.layers.0.self_attn.v_proj.weight"
+    torch.testing.assert_close(loaded[name], merged[name], rtol=0, atol=1e-6)
