@@ -259,7 +259,9 @@ def render_method_page(spec: MethodSpec) -> str:
               "with every parameter at its default:\n", "```yaml", _recipe_yaml(spec).rstrip(), "```\n",
               "On the command line:\n", "```bash", _example(spec), "```\n",
               "Parameters go after `--param NAME=VALUE`; values marked *per layer* also take a list "
-              "(`\"[0, 0.5, 1]\"`, fading from the first layer to the last) or filters by tensor name. "
+              "(`\"[0, 0.5, 1]\"`, fading from the first layer to the last), filters by tensor name, or, for "
+              "Stable Diffusion checkpoints, one value per UNet block (`{blocks: \"0,1,…\"}`, see "
+              "[SD and LoRA](../stable_diffusion_and_lora.md)). "
               + ("The data set comes from the recipe's `data:` (the built-in digits by default). "
                  if spec.needs_data else "")
               + "See the [user guide](../index.md#recipes).\n"]

@@ -173,6 +173,15 @@ def mergekit_from_recipe(recipe: Recipe) -> dict[str, Any]:
             f"method {recipe.method!r} has no mergekit equivalent",
             hint=f"exportable: {', '.join(sorted(TO_MERGEKIT))}",
         )
+    from merge_studio.core.naming.blocks import is_block_weights
+
+    blocked = [k for k, v in recipe.params.items() if is_block_weights(v)] + [
+        k for e in recipe.models for k, v in e.params.items() if is_block_weights(v)]
+    if blocked:
+        raise RecipeError(
+            f"{', '.join(sorted(set(blocked)))} is given per UNet block, which mergekit cannot express",
+            hint="give a single value or a list over depth to export this recipe",
+        )
     config: dict[str, Any] = {"merge_method": TO_MERGEKIT[recipe.method]}
     if recipe.base:
         config["base_model"] = recipe.base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 
@@ -18,7 +19,7 @@ def model_family(checkpoint: Any) -> tuple[str, str] | None:
     return naming.label, naming.describe()
 
 
-_NAMING_CACHE: dict[int, Any] = {}
+_NAMING_CACHE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # checkpoint -> its naming
 
 
 def session_naming(session: Any) -> Any | None:
@@ -29,10 +30,7 @@ def session_naming(session: Any) -> Any | None:
         ck = model.checkpoint
         if ck is None or getattr(ck, "adapter", None) is not None:
             continue
-        key = id(ck)
-        if key not in _NAMING_CACHE:
-            if len(_NAMING_CACHE) > 64:
-                _NAMING_CACHE.clear()
-            _NAMING_CACHE[key] = naming_for({name: info.shape for name, info in ck.infos.items()})
-        return _NAMING_CACHE[key]
+        if ck not in _NAMING_CACHE:
+            _NAMING_CACHE[ck] = naming_for({name: info.shape for name, info in ck.infos.items()})
+        return _NAMING_CACHE[ck]
     return None

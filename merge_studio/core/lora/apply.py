@@ -16,6 +16,7 @@ kernels, DoRA's magnitude rescaling of each output row, tensors saved whole
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from merge_studio.core.lora.paths import split_adapted_path
 from merge_studio.errors import CheckpointError, IncompatibleCheckpointsError
 
 MAX_LISTED = 6
+KEPT_TENSORS = 2  # adapted tensors kept for chunked reads (the engine's workers interleave two at most)
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,7 @@ class AdaptedCheckpoint(Checkpoint):
                             )
                         self._bias_changes.setdefault(bias, []).append(change)
         self._lock = threading.Lock()
-        self._last: tuple[str, torch.Tensor] | None = None
+        self._recent: OrderedDict[str, torch.Tensor] = OrderedDict()  # the last adapted tensors, for their chunks
 
     @property
     def name(self) -> str:
@@ -258,17 +260,19 @@ class AdaptedCheckpoint(Checkpoint):
     def _read(self, name: str, flat_range: tuple[int, int] | None) -> torch.Tensor:
         if name not in self._changes and name not in self._replaced and name not in self._bias_changes:
             return self.base.get_tensor(name) if flat_range is None else self.base.get_flat(name, *flat_range)
-        with self._lock:
-            if self._last is None or self._last[0] != name:
-                self._last = None  # free the previous tensor before computing the next
-                self._last = (name, self._compute(name))
-            tensor = self._last[1]
+        with self._lock:  # merge workers read chunks of one tensor, or a few tensors, at once
+            tensor = self._recent.get(name)
+            if tensor is None:
+                while len(self._recent) >= KEPT_TENSORS:
+                    self._recent.popitem(last=False)  # free the oldest before computing the next
+                tensor = self._recent[name] = self._compute(name)
+            self._recent.move_to_end(name)
         if flat_range is None:
             return tensor.clone()
         return tensor.reshape(-1)[flat_range[0]:flat_range[1]].clone()
 
     def close(self) -> None:
-        self._last = None
+        self._recent.clear()
         for ck in self._owned:
             ck.close()
 

@@ -207,3 +207,12 @@ def test_depth_runs_through_the_unet_blocks_in_order():
     d = naming.depths(["model.diffusion_model.input_blocks.0.0.weight", "model.diffusion_model.middle_block.1.norm.weight",
                        "model.diffusion_model.out.2.weight", "first_stage_model.quant_conv.weight"])
     assert list(d.values()) == [0.0, 0.5, 1.0, 0.0]
+
+
+def test_block_weights_cannot_be_exported_to_mergekit_and_say_so():
+    from merge_studio.core.mergekit_config import mergekit_from_recipe
+
+    recipe = Recipe.from_mapping({"method": "weighted_average", "models": [{"path": "a"}, {"path": "b", "params": {
+        "weight": {"blocks": [1.0] * 26}}}]})
+    with pytest.raises(RecipeError, match="weight is given per UNet block, which mergekit cannot express"):
+        mergekit_from_recipe(recipe)
