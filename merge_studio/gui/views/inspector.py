@@ -206,7 +206,8 @@ class Inspector(QWidget):
         self._fact_labels["Format"].setText(s.format)
         family = model_family(model.checkpoint)
         if family:
-            self._fact_labels["Format"].setText(f"{s.format} · {family[0]}")
+            if family[0] not in s.format:  # an adapter's format already says what it is
+                self._fact_labels["Format"].setText(f"{s.format} · {family[0]}")
             self._fact_labels["Format"].setToolTip(family[1])
         self._fact_labels["Tensors"].setText(f"{s.tensor_count:,}")
         self._fact_labels["Parameters"].setText(f"{human_count(s.parameter_count)} ({s.parameter_count:,})")
