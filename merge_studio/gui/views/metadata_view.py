@@ -64,7 +64,8 @@ class MetadataView(QWidget):
         self.set_metadata({})
 
     def set_metadata(self, metadata: Mapping[str, str]) -> None:
-        self.metadata = {str(k): str(v) for k, v in metadata.items()}
+        # Sorted by key: a file's metadata has no order users can rely on (safetensors keeps a hash map).
+        self.metadata = {str(k): str(v) for k, v in sorted(metadata.items(), key=lambda kv: str(kv[0]))}
         self.table.setRowCount(len(self.metadata))
         for row, (key, value) in enumerate(self.metadata.items()):
             first = value.strip().splitlines()[0] if value.strip() else ""

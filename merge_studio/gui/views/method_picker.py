@@ -190,6 +190,7 @@ class MethodPicker(QWidget):
         self.merge_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
         self.merge_button.setToolTip("Merge the models (Ctrl+M)")
         self.merge_button.setMinimumHeight(34)
+        self.merge_button.setEnabled(False)  # until the window has checked there is something valid to merge
         self.merge_button.clicked.connect(self.sig_merge_requested)
 
         content = QWidget(self)
