@@ -64,10 +64,38 @@ def _tensor_files(out: Path) -> dict[str, Path]:
     return names
 
 
+def _canonical(name: str) -> str:
+    """A tensor name without its ``model.`` segments: LLaVA's old and new spellings meet there."""
+    return ".".join(part for part in name.split(".") if part != "model")
+
+
+def compare_renamed(a: Path, b: Path) -> tuple[float, int, int, str]:
+    """:func:`compare` for outputs that spell tensor names differently (LLaVA: mergekit renames, we keep
+    the inputs' names): tensors are matched by :func:`_canonical` name; a tensor only one output has is
+    counted in the note that goes with the worst place."""
+    fa = {_canonical(k): (k, f) for k, f in _tensor_files(a).items()}
+    fb = {_canonical(k): (k, f) for k, f in _tensor_files(b).items()}
+    worst, worst_name, same = 0.0, "", 0
+    for name in sorted(set(fa) & set(fb)):
+        (ka, pa), (kb, pb) = fa[name], fb[name]
+        with safe_open(pa, "pt") as x, safe_open(pb, "pt") as y:
+            ta, tb = x.get_tensor(ka), y.get_tensor(kb)
+        same += int(torch.equal(ta, tb))
+        diff = float((ta.float() - tb.float()).abs().max()) if ta.numel() else 0.0
+        if diff > worst:
+            worst, worst_name = diff, name
+    only_a, only_b = len(set(fa) - set(fb)), len(set(fb) - set(fa))
+    if only_a or only_b:
+        worst_name += f" [names matched without 'model.'; {only_b} tensors only in ours, {only_a} only in mergekit's]"
+    return worst, same, len(set(fa) & set(fb)), worst_name
+
+
 def compare(a: Path, b: Path) -> tuple[float, int, int, str]:
     """(largest |a − b|, identical tensors, tensors, the tensor with the largest difference)."""
     fa, fb = _tensor_files(a), _tensor_files(b)
     if set(fa) != set(fb):
+        if {_canonical(k) for k in fa} == {_canonical(k) for k in fb} or {_canonical(k) for k in fa} & {_canonical(k) for k in fb}:
+            return compare_renamed(a, b)
         raise RuntimeError(f"different tensor names: {sorted(set(fa) ^ set(fb))[:5]}")
     worst, worst_name, same = 0.0, "", 0
     for name in sorted(fa):
@@ -96,10 +124,10 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[bool, float
 
 def run_suite(
     folder: Path, mergekit: str, suite: list[tuple[str, str, str, str]], only: list[str] | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, build: Callable[[Path], dict[str, Path]] | None = None,
 ) -> list[dict[str, object]]:
-    """Run every config through both tools; one result row per config."""
-    paths = build_models(folder)
+    """Run every config through both tools; one result row per config (``build`` writes the models)."""
+    paths = (build or build_models)(folder)
     names = {k: str(v) for k, v in paths.items()}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     ours = [sys.executable, "-m", "merge_studio", "merge", "-q"]
@@ -112,10 +140,13 @@ def run_suite(
         for key, path in names.items():
             text = text.replace("{" + key + "}", path)
         config.write_text(text)
-        out_mk, out_ms = folder / "out-mergekit", folder / "out-merge-studio.safetensors"
+        out_mk = folder / "out-mergekit"
+        # A folder output when the inputs are model folders, as a user would merge them (config, tokenizer, card).
+        out_ms = folder / ("out-merge-studio" if build else "out-merge-studio.safetensors")
         shutil.rmtree(out_mk, ignore_errors=True)
-        out_ms.unlink(missing_ok=True)
-        mk_ok, mk_s, mk_mb, mk_err = _run([mergekit, str(config), str(out_mk), "--no-copy-tokenizer", "--quiet"])
+        shutil.rmtree(out_ms, ignore_errors=True) if out_ms.is_dir() else out_ms.unlink(missing_ok=True)
+        mk_ok, mk_s, mk_mb, mk_err = _run([mergekit, str(config), str(out_mk), "--no-copy-tokenizer", "--quiet",
+                                           "--allow-crimes"])
         ms_ok, ms_s, ms_mb, ms_err = _run([*ours, str(config), "-o", str(out_ms), "--no-hash"], env)
         row: dict[str, object] = {"label": label, "group": group, "kind": kind, "mk_s": mk_s, "ms_s": ms_s,
                                   "mk_mb": mk_mb, "ms_mb": ms_mb}
@@ -132,6 +163,8 @@ def run_suite(
                 row["verdict"] = "random draws differ by design (seeded)"
             else:
                 row["verdict"] = "agrees ✓" if worst <= TOLERANCE else f"differs ✗ (at {where})"
+                if "[" in str(where):
+                    row["verdict"] += " " + str(where)[str(where).index("["):]
         log(f"{label}: {row['verdict']}")
         rows.append(row)
     return rows

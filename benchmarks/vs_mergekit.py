@@ -203,8 +203,9 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
                         help="the models' dtype (float32 models have almost no tied magnitudes)")
     parser.add_argument("--only", nargs="*", help="run only configs whose label starts with (tiny: contains) these words")
-    parser.add_argument("--suite", choices=["large", "tiny"], default="large",
-                        help="large: timing on TinyLlama-sized models; tiny: every config of mergekit_configs.py")
+    parser.add_argument("--suite", choices=["large", "tiny", "main-tests"], default="large",
+                        help="large: timing on TinyLlama-sized models; tiny: every config of mergekit_configs.py; "
+                             "main-tests: mergekit's tests/test_basic_merges.py on its kinds of models (mergekit_main_tests.py)")
     args = parser.parse_args()
     if not args.mergekit or not Path(args.mergekit).exists():
         sys.exit("mergekit-yaml not found: install mergekit in its own venv and pass --mergekit (see --help)")
@@ -217,6 +218,15 @@ def main() -> None:
 
         args.dir.mkdir(parents=True, exist_ok=True)
         print_table(run_suite(args.dir, args.mergekit, SUITE, args.only))
+        print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
+        return
+    if args.suite == "main-tests":
+        from mergekit_main_tests import SUITE as MAIN_TESTS
+        from mergekit_main_tests import build_models
+        from mergekit_suite import print_table, run_suite
+
+        args.dir.mkdir(parents=True, exist_ok=True)
+        print_table(run_suite(args.dir, args.mergekit, MAIN_TESTS, args.only, build=build_models))
         print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
         return
     ours = str(Path(sys.executable).with_name("merge-studio"))
