@@ -34,6 +34,10 @@ CHUNK_ELEMENTS = 1 << 20
 # A method with whole-tensor statistics reads each large tensor twice unless its inputs,
 # converted, fit in this much memory; then the chunks are cut from them.
 HELD_BYTES = 192 << 20
+# The per-layer change statistics (‖merged − reference‖², ‖reference‖²) of a large tensor come
+# from one chunk in this many: they cost two passes over a chunk (a fifth of an average's
+# compute) and the overlay needs the ratio, which a regular sample of whole chunks estimates well.
+METRIC_EVERY = 4
 
 Task = Callable[[], "ChunkOutcome"]
 
@@ -172,7 +176,8 @@ class _TensorMerge:
                 spec.statistics(t, base_t, self.params, mp, TensorContext(**self.ctx_args))
                 for t, mp in zip(tensors, self.model_params, strict=True)
             )
-        ctx = TensorContext(**self.ctx_args, chunk=rng, stats=stat_values)
+        sampled = rng is None or (rng[0] // CHUNK_ELEMENTS) % METRIC_EVERY == 0
+        ctx = TensorContext(**self.ctx_args, chunk=rng, stats=stat_values, wants_metrics=sampled)
         result = spec.merge(tensors, base_t, self.params, self.model_params, ctx)
         merged = result if isinstance(result, list) else [result]
         if len(merged) != self.n_out:
@@ -185,8 +190,10 @@ class _TensorMerge:
         out0 = merged[0].reshape(ref.shape)
         if out0.shape != ref.shape:
             raise MethodError(f"{spec.label} changed the shape of {name}")
-        flat_ref = ref.reshape(-1)
-        metrics = {"diff_sq": float(torch.dist(out0, ref)) ** 2, "ref_sq": float(torch.dot(flat_ref, flat_ref))}
+        metrics: dict[str, float] = {}
+        if sampled:
+            flat_ref = ref.reshape(-1)
+            metrics = {"diff_sq": float(torch.dist(out0, ref)) ** 2, "ref_sq": float(torch.dot(flat_ref, flat_ref))}
         for key, value in ctx.metrics.items():
             metrics[key] = metrics.get(key, 0.0) + value
         s, e = rng if rng is not None else (0, planned.numel)

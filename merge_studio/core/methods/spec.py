@@ -70,6 +70,8 @@ class TensorContext:
     scratch dict a method may add numbers to (summed per layer by the engine and
     stored with the result), e.g. ``task_mass_total`` and ``task_mass_kept`` for
     TIES/DARE so users can see how much of each layer's task vectors survived.
+    ``wants_metrics`` is false on the chunks whose numbers the engine does not
+    sample (one chunk in a few of a large tensor): a method may skip computing them.
     """
 
     name: str
@@ -81,6 +83,7 @@ class TensorContext:
     stats: tuple[Any, ...] = ()
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     metrics: dict[str, float] = field(default_factory=dict)
+    wants_metrics: bool = True
 
     def add_metric(self, key: str, value: float) -> None:
         """Accumulate a per-tensor number (see ``metrics``)."""

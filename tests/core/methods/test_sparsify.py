@@ -27,6 +27,24 @@ def test_kth_largest_agrees_with_a_full_sort(randn, dtype):
         assert kth_largest_(values.clone(), k) == pytest.approx(float(expected[k - 1]))
 
 
+@pytest.mark.parametrize("kind", ["spread", "many ties", "mostly zeros", "all equal"])
+def test_large_tensors_find_the_exact_kth_largest_through_a_sampled_bracket(kind):
+    n = 300_007  # above the bracketing size, not a multiple of the sample step
+    gen = torch.Generator().manual_seed(5)
+    if kind == "spread":
+        values = torch.randn(n, generator=gen).abs()
+    elif kind == "many ties":  # differences of bfloat16 weights take few distinct values
+        values = (torch.randn(n, generator=gen).bfloat16().float() - torch.randn(n, generator=gen).bfloat16().float()).abs()
+    elif kind == "mostly zeros":
+        values = torch.zeros(n)
+        values[::9] = torch.rand(values[::9].shape, generator=gen)
+    else:
+        values = torch.full((n,), 0.25)
+    expected = torch.sort(values, descending=True).values
+    for k in (1, 40, n // 10, n // 2, n - 3, n):
+        assert kth_largest_(values.clone(), k) == float(expected[k - 1]), k
+
+
 def test_threshold_leaves_the_callers_delta_alone_unless_told(randn):
     delta = randn(20, 30, seed=1).t()  # not contiguous
     before = delta.clone()
