@@ -29,7 +29,7 @@ def test_kth_largest_agrees_with_a_full_sort(randn, dtype):
 
 @pytest.mark.parametrize("kind", ["spread", "many ties", "mostly zeros", "all equal"])
 def test_large_tensors_find_the_exact_kth_largest_through_a_sampled_bracket(kind):
-    n = 300_007  # above the bracketing size, not a multiple of the sample step
+    n = 1_200_007  # above the bracketing size, not a multiple of the sample step
     gen = torch.Generator().manual_seed(5)
     if kind == "spread":
         values = torch.randn(n, generator=gen).abs()
