@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from merge_studio.core.methods.sparsify import _keep_mask
+
 from tests.core.methods.conftest import call_method, make_ctx
 
 N = 100_000
@@ -72,7 +74,7 @@ def test_dare_ties_keeps_only_changes_with_the_elected_sign(randn):
     out = _dare("dare_ties", tensors, base, model_params=[{"density": 0.5}] * 3)
     # rebuild the same masks: one generator per call, drawn model by model
     gen = make_ctx("blocks.0.fc.weight", (2000,)).generator()
-    dropped = [(t - base) * (torch.rand(2000, generator=gen) < 0.5) / 0.5 for t in tensors]
+    dropped = [(t - base) * _keep_mask(2000, 0.5, gen) / 0.5 for t in tensors]
     elected = torch.where(sum(dropped) >= 0, 1.0, -1.0)
     assert ((out - base) * elected >= -1e-6).all()
 
