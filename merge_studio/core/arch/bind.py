@@ -85,8 +85,14 @@ def _set_tensor(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
     setattr(module.get_submodule(owner) if owner else module, attr, tensor)
 
 
-def bind_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, arch: str = "") -> nn.Module:
-    """Load ``state_dict`` into ``module`` strictly; raise :class:`ArchitectureError` naming keys."""
+def bind_state_dict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, arch: str = "", assign: bool | None = None
+) -> nn.Module:
+    """Load ``state_dict`` into ``module`` strictly; raise :class:`ArchitectureError` naming keys.
+
+    ``assign=True`` makes the given tensors the module's (no copy, their dtype kept);
+    by default only a module on the meta device is assigned to.
+    """
     problem = state_dict_mismatch(module, state_dict)
     if problem:
         raise ArchitectureError(
@@ -96,8 +102,9 @@ def bind_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *
         )
     aliases = tied_names(module)
     wanted = module.state_dict(keep_vars=True).keys()
-    on_meta = any(t.is_meta for t in module.state_dict().values())
-    module.load_state_dict({k: v for k, v in state_dict.items() if k in wanted}, strict=False, assign=on_meta)
+    if assign is None:
+        assign = any(t.is_meta for t in module.state_dict().values())
+    module.load_state_dict({k: v for k, v in state_dict.items() if k in wanted}, strict=False, assign=assign)
     # Loading replaces (assign) or fills one name of a tied pair; point every name at one tensor again.
     for alias, canonical in aliases.items():
         source = canonical if canonical in state_dict or alias not in state_dict else alias

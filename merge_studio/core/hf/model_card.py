@@ -26,6 +26,7 @@ class ModelCard:
     base: str | None  # the base model's display name
     tokenizer: str  # a sentence: which tokenizer the folder carries
     recipe_yaml: str
+    rerun: str = "merge-studio merge recipe.yaml"  # the command that makes it again from the YAML below
 
     def render(self, sources: Sequence[Mapping[str, Any]]) -> str:
         """The Markdown text; ``sources`` are the engine's records (name, path, size, sha256)."""
@@ -59,7 +60,7 @@ class ModelCard:
             "",
             "## Recipe",
             "",
-            "Run it again with `merge-studio merge recipe.yaml`:",
+            f"Run it again with `{self.rerun}`:",
             "",
             "```yaml",
             self.recipe_yaml.rstrip(),

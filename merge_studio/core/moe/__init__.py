@@ -1,0 +1,1 @@
+"""Mixture-of-experts assembly (mergekit-moe's YAML): config, routers, the build job."""
