@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "barrier": ("merge_studio.cli.barrier_cmd", "loss/accuracy barrier along the interpolation between two models"),
     "align": ("merge_studio.cli.align_cmd", "permute model B's hidden units to match model A (weight or activation matching)"),
     "lora": ("merge_studio.cli.lora_cmd", "LoRA adapters: list, apply onto a base, merge, extract"),
+    "moe": ("merge_studio.cli.moe_cmd",
+            "assemble a mixture-of-experts model (Mixtral, Qwen2-MoE) from dense experts (mergekit-moe's YAML)"),
 }
 SUBCOMMAND_MODULES = tuple(module for module, _ in SUBCOMMANDS.values())
 

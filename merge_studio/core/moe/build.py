@@ -36,7 +36,7 @@ from merge_studio.core.moe.gates import GateBase, iter_gate_vectors
 from merge_studio.core.progress import CancelToken, Progress, check_cancel, drive
 from merge_studio.errors import ArchitectureError, IncompatibleCheckpointsError, MergeStudioError, OutputError
 
-STAGE = "moe"
+STAGE = "writing"
 
 
 @dataclass(frozen=True)

@@ -193,7 +193,7 @@ def test_cancelling_leaves_nothing_behind(zoo, tmp_path):
         for item in job:
             assert isinstance(item, Progress)
             stages.append(item.stage)
-            if item.stage == "moe" and item.done == 3:
+            if item.stage == "writing" and item.done == 3:
                 token.cancel()
     assert "routers" in stages
     assert list(tmp_path.iterdir()) == []
