@@ -43,6 +43,7 @@ from merge_studio.gui.views.method_picker import MethodPicker
 from merge_studio.gui.views.scrolling_tabs import ScrollingTabs
 from merge_studio.gui.views.status_panel import JobStatus
 from merge_studio.gui.lora_actions import LoraActions
+from merge_studio.gui.moe_actions import MoeActions
 from merge_studio.gui.view_wiring import ViewWiring
 from merge_studio.gui.window_actions import WindowActions
 from merge_studio.gui.window_layout import PanelLayout
@@ -114,6 +115,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self._connect()
         self.wiring = ViewWiring(self)
         self.lora = LoraActions(self)
+        self.moe = MoeActions(self)
         if not defer_startup:
             self.wiring.attach_views(self._extra_views)
         self._problems_timer = QTimer(self)

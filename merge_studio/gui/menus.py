@@ -52,6 +52,8 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     a["merge"] = _action(window, "&Merge", window.start_merge, "Ctrl+M", SP.SP_MediaPlay, "Run the merge", "merge")
     a["cancel"] = _action(window, "&Cancel", window.cancel_jobs, "Escape", SP.SP_MediaStop, "Stop the running job", "cancel")
     a["cancel"].setEnabled(False)
+    a["moe"] = _action(window, "Assemble mi&xture of experts…", lambda: window.moe.ask(),
+                       tip="Build a Mixtral or Qwen2-MoE from dense fine-tunes of one base (mergekit-moe's YAML)")
     a["about"] = _action(window, "&About Merge Studio", lambda: _about(window))
     # Delete works where the list has focus without stealing it from text fields.
     a["remove"].setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
@@ -71,6 +73,8 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     edit_menu.addActions([a["set_base"], a["remove"]])
     merge_menu = bar.addMenu("&Merge")
     merge_menu.addActions([a["merge"], a["cancel"]])
+    merge_menu.addSeparator()
+    merge_menu.addAction(a["moe"])
     merge_menu.addSeparator()
     from merge_studio.gui.threads_menu import build_threads_menu
 
