@@ -14,7 +14,7 @@ from merge_studio.core.moe.build import build_moe, iter_build_moe
 from merge_studio.core.moe.config import MoeConfig, load_moe_config
 from merge_studio.core.progress import CancelToken, Progress
 from merge_studio.errors import ArchitectureError, Cancelled, IncompatibleCheckpointsError, RecipeError
-from tests.hf_models import make_hf_folder
+from tests.hf_models import VOCAB_SIZE, make_hf_folder
 
 pytest.importorskip("transformers")
 
@@ -30,10 +30,21 @@ def zoo(tmp_path_factory):
 
     def get(family: str) -> list[Path]:
         if family not in made:
-            made[family] = [make_hf_folder(root / f"{family}-{i}", family, seed=i) for i in range(3)]
+            made[family] = [make_hf_folder(root / f"{family}-{i}", family, seed=i, model=_qwen3(i) if family == "qwen3"
+                                           else None) for i in range(3)]
         return made[family]
 
     return get
+
+
+def _qwen3(seed: int):
+    """A tiny Qwen3 (not among tests.hf_models' families, which many other tests run over)."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(vocab_size=VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, bos_token_id=1, eos_token_id=2)
+    return AutoModelForCausalLM.from_config(config).eval()
 
 
 def _config(base: Path, experts: list[Path], mode: str = "hidden", **extra) -> MoeConfig:
@@ -89,12 +100,16 @@ def test_each_experts_mlp_equals_its_source_models_and_the_rest_is_the_base(zoo,
     assert experts_seen == 2 * 2 * 3  # layers x experts x projections
 
 
-def test_an_moe_whose_experts_are_all_the_base_computes_what_the_base_computes(zoo, tmp_path):
-    base = zoo("llama")[0]
+@pytest.mark.parametrize("family, architecture", [("llama", "MixtralForCausalLM"), ("mistral", "MixtralForCausalLM"),
+                                                  ("qwen2", "Qwen2MoeForCausalLM"), ("qwen3", "Qwen3MoeForCausalLM")])
+def test_an_moe_whose_experts_are_all_the_base_computes_what_the_base_computes(zoo, tmp_path, family, architecture):
+    base = zoo(family)[0]
     build_moe(_config(base, [base, base, base], mode="random"), tmp_path / "moe")
+    moe = _load(tmp_path / "moe")
+    assert type(moe).__name__ == architecture
     ids = torch.tensor([[1, 17, 90, 200, 3]])
     with torch.no_grad():
-        torch.testing.assert_close(_load(tmp_path / "moe")(ids).logits, _load(base)(ids).logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(moe(ids).logits, _load(base)(ids).logits, rtol=1e-4, atol=1e-5)
 
 
 def test_a_qwen2_base_becomes_qwen2_moe_with_its_shared_expert(zoo, tmp_path):
@@ -113,13 +128,20 @@ def test_a_qwen2_base_becomes_qwen2_moe_with_its_shared_expert(zoo, tmp_path):
     assert out["model.layers.0.mlp.shared_expert_gate.weight"].shape == (1, 32)
 
 
-def test_a_qwen2_moe_without_a_shared_expert_computes_what_its_base_does_when_all_experts_are_it(zoo, tmp_path):
-    base = zoo("qwen2")[0]
-    result = build_moe(_config(base, [base, base], mode="random"), tmp_path / "moe")
-    assert any("shared expert" in n for n in result.notes)
-    ids = torch.tensor([[1, 17, 90, 200, 3]])
-    with torch.no_grad():
-        torch.testing.assert_close(_load(tmp_path / "moe")(ids).logits, _load(base)(ids).logits, rtol=1e-4, atol=1e-5)
+def test_a_qwen2_moe_without_a_shared_expert_says_its_shared_expert_adds_nothing(zoo, tmp_path):
+    base, e1, e2 = zoo("qwen2")
+    result = build_moe(_config(base, [e1, e2], mode="random"), tmp_path / "moe")
+    assert any("shared expert is one unit of zeros" in n for n in result.notes)
+    assert not _tensors(tmp_path / "moe")["model.layers.0.mlp.shared_expert.down_proj.weight"].any()
+
+
+def test_a_llama_base_with_a_shared_expert_becomes_qwen2_moe_with_zero_attention_biases(zoo, tmp_path):
+    base, e1, e2 = zoo("llama")
+    result = build_moe(_config(base, [e1, e2], mode="random", shared_experts=[{"source_model": str(base)}]),
+                       tmp_path / "moe")
+    assert result.architecture == "Qwen2-MoE" and any("biases" in n for n in result.notes)
+    model = _load(tmp_path / "moe")
+    assert not model.model.layers[0].self_attn.q_proj.bias.any()
 
 
 @pytest.mark.parametrize("family", ["gpt2", "phi3", "gemma"])
