@@ -111,7 +111,7 @@ def main() -> int:
         ("Qwen2-MoE + shared, hidden", "qwen2", "hidden", True),
     ]
     print(f"{args.experts} experts, size {args.size}; times are whole processes (imports included)\n")
-    print(f"| config | ours s | ours GB | mergekit s | mergekit GB | experts Δ | rest Δ | routers Δ | router cos | logits Δ |")
+    print("| config | ours s | ours GB | mergekit s | mergekit GB | experts Δ | rest Δ | routers Δ | router cos | logits Δ |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, family, mode, shared in runs:
         base, *experts = models[family]

@@ -133,10 +133,14 @@ def moe_config(form: MoeForm, base: Mapping[str, Any], *, experts: int, per_toke
     return out
 
 
-def saved_layout(config: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+def saved_layout(
+    config: Mapping[str, Any], *, as_saved: bool = True
+) -> tuple[dict[str, tuple[int, ...]], set[str]]:
     """The tensors ``save_pretrained`` writes for ``config`` (name -> shape), and tied names it leaves out.
 
     Built on the meta device: nothing is allocated, so a 47B Mixtral costs a fraction of a second.
+    ``as_saved=False`` gives the in-memory names instead (transformers 5's fused experts,
+    which it also loads; what mergekit-moe writes there).
     """
     import torch
 
@@ -152,7 +156,7 @@ def saved_layout(config: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]],
     try:
         with torch.device("meta"), _skip_init():
             module = cls(cfg)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - transformers' own words on a model it cannot build
         raise ArchitectureError(f"transformers {transformers.__version__} cannot build {cls.__name__} from the "
                                 f"assembled config: {type(exc).__name__}: {exc}") from exc
     if hasattr(module, "tie_weights"):
@@ -163,7 +167,7 @@ def saved_layout(config: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]],
         from transformers.modeling_utils import revert_weight_conversion
     except ImportError:  # transformers 4 keeps the saved names in memory
         revert_weight_conversion = None
-    if revert_weight_conversion is not None:
+    if revert_weight_conversion is not None and as_saved:
         state = revert_weight_conversion(module, state)
     return {k: tuple(v.shape) for k, v in state.items()}, tied
 

@@ -17,6 +17,7 @@ Mixtral lacks) is an error, not a silent drop.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,10 +32,15 @@ from merge_studio.core.checkpoints.base import Checkpoint, TensorInfo
 from merge_studio.core.dtypes import dtype_name, parse_dtype
 from merge_studio.core.hf import moe_families as families
 from merge_studio.core.hf.config import model_folder, read_config
-from merge_studio.core.moe.config import MoeConfig, RANDOM_MODES
+from merge_studio.core.moe.config import RANDOM_MODES, MoeConfig
 from merge_studio.core.moe.gates import GateBase, iter_gate_vectors
 from merge_studio.core.progress import CancelToken, Progress, check_cancel, drive
-from merge_studio.errors import ArchitectureError, IncompatibleCheckpointsError, MergeStudioError, OutputError
+from merge_studio.errors import (
+    ArchitectureError,
+    IncompatibleCheckpointsError,
+    MergeStudioError,
+    OutputError,
+)
 
 STAGE = "writing"
 
@@ -184,9 +190,15 @@ class _Assembly:
                 problems += self._check_dense(self.experts[role.expert].checkpoint, role.dense_name, p.shape,
                                               self.experts[role.expert].name)
             elif role.kind == "fused_experts":
-                for proj in role.projections:
-                    for e in self.experts:
-                        problems += self._check_dense(e.checkpoint, role.dense_name.format(proj), None, e.name)
+                found = 0
+                for e in self.experts:
+                    for proj in role.projections:
+                        name = role.dense_name.format(proj)
+                        missing = self._check_dense(e.checkpoint, name, None, e.name)
+                        problems += missing
+                        found += 0 if missing else e.checkpoint.info(name).numel
+                if not problems and found != math.prod(p.shape):
+                    problems.append(f"the experts' {'+'.join(role.projections)} do not fill {p.name} {list(p.shape)}")
             elif role.kind == "router" and p.shape != (n, self.hidden):
                 problems.append(f"{p.name} is {list(p.shape)}, expected [{n}, {self.hidden}]")
             elif role.kind == "shared" and self.shared:
@@ -267,11 +279,12 @@ def _listing(names: list[str], shown: int = 4) -> str:
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def _hash_sources(models: list[_Model]) -> tuple[ThreadPoolExecutor, list[tuple[_Model, Future[str]]]]:
+def _hash_sources(models: list[_Model]) -> tuple[ThreadPoolExecutor, dict[int, Future[str]]]:
+    """Hash the inputs on a background thread while the tensors are written (by ``id`` of the model)."""
     from merge_studio.core.hashing import files_sha256
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash")
-    return pool, [(m, pool.submit(files_sha256, m.checkpoint.source_files())) for m in models]
+    return pool, {id(m): pool.submit(files_sha256, m.checkpoint.source_files()) for m in models}
 
 
 def iter_build_moe(
@@ -328,7 +341,7 @@ def iter_build_moe(
         for m in plan.models:
             entry: dict[str, Any] = {"name": m.name, "path": str(m.checkpoint.path), "size": m.checkpoint.file_bytes()}
             if pool is not None:
-                entry["sha256"] = dict((id(x), f) for x, f in futures)[id(m)].result()
+                entry["sha256"] = futures[id(m)].result()
             sources.append(entry)
         folder = _output_folder(plan)
         final = {**metadata, "merge_studio.sources": json.dumps(sources, separators=(",", ":"))}

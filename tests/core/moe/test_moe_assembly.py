@@ -13,7 +13,12 @@ from safetensors import safe_open
 from merge_studio.core.moe.build import build_moe, iter_build_moe
 from merge_studio.core.moe.config import MoeConfig, load_moe_config
 from merge_studio.core.progress import CancelToken, Progress
-from merge_studio.errors import ArchitectureError, Cancelled, IncompatibleCheckpointsError, RecipeError
+from merge_studio.errors import (
+    ArchitectureError,
+    Cancelled,
+    IncompatibleCheckpointsError,
+    RecipeError,
+)
 from tests.hf_models import VOCAB_SIZE, make_hf_folder
 
 pytest.importorskip("transformers")
@@ -267,3 +272,25 @@ def test_a_merge_recipe_given_as_an_moe_config_says_which_command_to_use(tmp_pat
     yml.write_text("merge_method: linear\nmodels:\n  - model: a\n")
     with pytest.raises(RecipeError, match="merge recipe, not a mixture-of-experts config"):
         load_moe_config(yml)
+
+
+def test_a_transformers_that_saves_experts_fused_gets_them_fused_and_computes_the_same(zoo, tmp_path, monkeypatch):
+    """transformers 5 keeps experts as one gate_up_proj / down_proj tensor in memory; were it to save them so,
+    the same assembly writes that layout (gate then up rows, expert after expert) and the model is unchanged."""
+    from merge_studio.core.hf import moe_families
+
+    base, e1, e2 = zoo("llama")
+    build_moe(_config(base, [e1, e2], mode="cheap_embed"), tmp_path / "split")
+    saved_layout = moe_families.saved_layout
+    monkeypatch.setattr(moe_families, "saved_layout", lambda config: saved_layout(config, as_saved=False))
+    build_moe(_config(base, [e1, e2], mode="cheap_embed"), tmp_path / "fused")
+    fused = _tensors(tmp_path / "fused")
+    if not any(name.endswith("experts.gate_up_proj") for name in fused):
+        pytest.skip("this transformers keeps experts one by one in memory too")
+    gate_up = fused["model.layers.1.mlp.experts.gate_up_proj"]
+    src = _tensors(e2)
+    torch.testing.assert_close(gate_up[1], torch.cat([src["model.layers.1.mlp.gate_proj.weight"],
+                                                      src["model.layers.1.mlp.up_proj.weight"]]), rtol=0, atol=0)
+    ids = torch.tensor([[1, 17, 90, 200, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(_load(tmp_path / "fused")(ids).logits, _load(tmp_path / "split")(ids).logits)
