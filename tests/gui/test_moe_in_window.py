@@ -6,7 +6,8 @@ import pytest
 from PySide6.QtWidgets import QApplication
 
 from merge_studio.core.moe.config import MoeConfig
-from merge_studio.gui.dialogs.moe_dialog import MoeDialog, prompts_to_text, text_to_prompts
+from merge_studio.gui.dialogs.moe_dialog import MoeDialog
+from merge_studio.gui.dialogs.moe_fields import prompts_to_text, text_to_prompts
 from tests.gui.conftest import load_into
 from tests.hf_models import make_hf_folder
 
