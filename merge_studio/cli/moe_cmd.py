@@ -11,6 +11,7 @@ HELP = "assemble a mixture-of-experts model (Mixtral, Qwen2-MoE) from dense expe
 EPILOG = """examples:
   merge-studio moe moe.yml -o my-moe/
   merge-studio moe moe.yml -o my-moe/ --gate-mode cheap_embed --dtype bfloat16
+  merge-studio moe moe.yml my-moe/                      (mergekit-moe's order works too)
 
 The YAML is mergekit-moe's:
   base_model: path/to/base            # attention, norms and embeddings come from it
@@ -33,7 +34,8 @@ makes a Llama or Mistral base into Qwen2-MoE), Qwen3 gives Qwen3-MoE.
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("moe", help=HELP, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", metavar="CONFIG", help="mergekit-moe YAML file")
-    parser.add_argument("-o", "--output", required=True, help="the model folder to write")
+    parser.add_argument("out", nargs="?", metavar="OUT", help="the model folder to write (as mergekit-moe takes it)")
+    parser.add_argument("-o", "--output", help="the model folder to write")
     parser.add_argument("--gate-mode", choices=["hidden", "hidden_avg", "cheap_embed", "random", "uniform_random"],
                         help="override the YAML's gate_mode")
     parser.add_argument("--dtype", help="override the YAML's dtype: float32, float16, bfloat16")
@@ -57,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from merge_studio.core.progress import drive
     from merge_studio.core.recipe import parse_size
 
+    from merge_studio.errors import RecipeError
+
+    output = args.output or args.out
+    if not output or (args.output and args.out and args.output != args.out):
+        raise RecipeError("give the output folder once, as -o OUT (or after the config, as mergekit-moe takes it)")
     config = load_moe_config(args.config)
     overrides = {k: v for k, v in (("gate_mode", args.gate_mode), ("dtype", args.dtype),
                                    ("experts_per_token", args.experts_per_token)) if v is not None}
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         config = MoeConfig.model_validate({**config.model_dump(), **overrides})
     bar = ProgressBar(enabled=not args.quiet)
     try:
-        result = drive(iter_build_moe(config, args.output, seed=args.seed, device=args.device,
+        result = drive(iter_build_moe(config, output, seed=args.seed, device=args.device,
                                       batch_size=args.batch_size, shard_size=parse_size(args.shard_size),
                                       allow_all_same=args.allow_same, hash_sources=not args.no_hash), bar)
     finally:

@@ -55,3 +55,13 @@ def test_a_gpt2_base_is_refused_in_one_line_naming_the_supported_families(tmp_pa
 def test_a_missing_config_is_an_error_not_a_traceback(tmp_path, capsys):
     assert main(["moe", str(tmp_path / "nope.yml"), "-o", str(tmp_path / "out")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_output_may_follow_the_config_as_mergekit_moe_takes_it(tmp_path, capsys):
+    for i in range(3):
+        make_hf_folder(tmp_path / f"m{i}", "llama", seed=i)
+    config = _yaml(tmp_path, "m0", ["m1", "m2"], mode="random")
+    assert main(["moe", config, str(tmp_path / "out"), "-q"]) == 0
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert main(["moe", config, "-q"]) == 1
+    assert "give the output folder" in capsys.readouterr().err

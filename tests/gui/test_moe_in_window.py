@@ -93,3 +93,15 @@ def test_the_dialog_renders_at_1024x768(qtbot, llamas, tmp_path):
     image = dialog.grab()
     assert image.width() >= 1000
     image.save(str(tmp_path / "moe_dialog.png"))
+
+
+def test_cancel_in_the_status_bar_stops_the_assembly_and_writes_nothing(qtbot, window, llamas, tmp_path):
+    dialog = MoeDialog([], tmp_path / "out", base=llamas[0], experts=llamas[1:])
+    qtbot.addWidget(dialog)
+    _fill_prompts(dialog)
+    worker = window.moe.run(dialog.request())
+    with qtbot.waitSignal(worker.sig_done, timeout=30_000):
+        window.job_status.sig_cancel_requested.emit()
+    assert window.moe.worker is None and window.moe.last_result is None
+    assert not (tmp_path / "out").exists()
+    assert "cancelled; nothing was written" in window.log_panel.text()
