@@ -236,3 +236,37 @@ def _depth(ck: Checkpoint, prefix: str, where: str) -> int:
         raise RecipeError(f"{where}: {ck.name} has no layers named {prefix}.N like the first slice's model",
                           hint="stack slices of models of one family")
     return max(layers) + 1
+
+
+def layer_origins(checkpoint: Checkpoint) -> dict[str, str]:
+    """For the output of a stacking merge: each layer's module path → the model(s) it came from.
+
+    Read from the recipe the merge wrote into the file's metadata; empty for any other
+    checkpoint (so the Graph tab can colour a stacked model's blocks by their source).
+    """
+    import yaml
+
+    text = checkpoint.metadata.get("merge_studio.recipe")
+    if not text:
+        return {}
+    try:
+        data = yaml.safe_load(text)
+        slices = [SliceEntry.model_validate(sl) for sl in (data.get("slices") or [])]
+        prefix, depth = layer_stack(checkpoint.keys())
+    except Exception:  # noqa: BLE001 - metadata written by someone else: no colours, no error
+        return {}
+    ranges = output_ranges(slices)
+    if not slices or ranges[-1][1] != depth or all(sl.keeps_structure for sl in slices) and [
+        sl.layer_range for sl in slices] == ranges:
+        return {}
+    out: dict[str, str] = {}
+    for sl, (start, end) in zip(slices, ranges, strict=True):
+        names = " + ".join(dict.fromkeys(_display_name(src.model) for src in sl.sources))
+        out.update({f"{prefix}.{layer}": names for layer in range(start, end)})
+    return out
+
+
+def _display_name(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).name or path
