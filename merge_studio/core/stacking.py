@@ -206,9 +206,7 @@ def plan_stack(
             ck = checkpoint_for(src.model)
             depth = _depth(ck, prefix, f"slices.{s}.sources.{j}")
             start, end = src.layer_range
-            if end > depth:
-                raise RecipeError(f"slices.{s}.sources.{j}: layer_range [{start}, {end}] goes past the "
-                                  f"{depth} layers of {ck.name}", hint=f"layers are numbered 0 to {depth - 1}; the end is exclusive")
+            check_range(f"slices.{s}.sources.{j}", ck.name, src.layer_range, depth)
             view = LayerView(ck, prefix, {out_start + k: start + k for k in range(end - start)})
             if uses_base and is_base(src.model) and base is None:
                 base = view
@@ -228,6 +226,14 @@ def plan_stack(
                           for src in sl.sources)
         plan.lines.append(f"layers {out_start}–{out_end - 1}: {parts}")
     return plan
+
+
+def check_range(where: str, model: str, layer_range: tuple[int, int], depth: int) -> None:
+    """:class:`RecipeError` when a slice source asks for layers the model does not have."""
+    start, end = layer_range
+    if end > depth:
+        raise RecipeError(f"{where}: layer_range [{start}, {end}] goes past the {depth} layers of {model}",
+                          hint=f"layers are numbered 0 to {depth - 1}; the end is exclusive")
 
 
 def _depth(ck: Checkpoint, prefix: str, where: str) -> int:
@@ -270,3 +276,56 @@ def _display_name(path: str) -> str:
     from pathlib import Path
 
     return Path(path).name or path
+
+
+@dataclass(frozen=True)
+class StackSummary:
+    """What a set of slices would make: its depth and parameter count (for the slice editor)."""
+
+    depth: int
+    parameters: int
+    merged_slices: int  # slices with more than one source (made by the recipe's method)
+
+
+def layer_count(names: Sequence[str]) -> int:
+    """How many layers a model's main stack has (0 when it has no numbered layers)."""
+    try:
+        return layer_stack(names)[1]
+    except RecipeError:
+        return 0
+
+
+def summarize_stack(slices: Sequence[SliceEntry], infos: Mapping[str, Mapping[str, TensorInfo]]) -> StackSummary:
+    """Depth and parameters of the stacked output, from the models' headers only.
+
+    ``infos`` maps each slice source's model to its tensors' infos. Layers are counted
+    from each slice's first source; outside tensors from the first slice (input side)
+    and the last (output side), as the merge takes them.
+    """
+    if not slices:
+        return StackSummary(0, 0, 0)
+    first = infos[slices[0].sources[0].model]
+    prefix, _ = layer_stack(list(first))
+    per_layer: dict[tuple[str, int], int] = {}
+    for model, model_infos in infos.items():
+        for name, info in model_infos.items():
+            split = split_layer(name)
+            if split is not None and split[0] == prefix:
+                per_layer[(model, split[1])] = per_layer.get((model, split[1]), 0) + info.numel
+    depths: dict[str, int] = {}
+    for layer_model, layer in per_layer:
+        depths[layer_model] = max(depths.get(layer_model, 0), layer + 1)
+    for s, sl in enumerate(slices):
+        for j, src in enumerate(sl.sources):
+            check_range(f"slices.{s}.sources.{j}", _display_name(src.model), src.layer_range, depths.get(src.model, 0))
+    params = 0
+    for sl in slices:
+        src = sl.sources[0]
+        params += sum(per_layer.get((src.model, layer), 0) for layer in range(*src.layer_range))
+
+    def outside(model_infos: Mapping[str, TensorInfo], want_input: bool) -> int:
+        return sum(info.numel for name, info in model_infos.items()
+                   if (split_layer(name) is None or split_layer(name)[0] != prefix) and input_side(name) == want_input)
+
+    params += outside(first, True) + outside(infos[slices[-1].sources[0].model], False)
+    return StackSummary(sum(sl.length for sl in slices), params, sum(len(sl.sources) > 1 for sl in slices))

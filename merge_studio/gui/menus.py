@@ -52,6 +52,8 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     a["merge"] = _action(window, "&Merge", window.start_merge, "Ctrl+M", SP.SP_MediaPlay, "Run the merge", "merge")
     a["cancel"] = _action(window, "&Cancel", window.cancel_jobs, "Escape", SP.SP_MediaStop, "Stop the running job", "cancel")
     a["cancel"].setEnabled(False)
+    a["stack_layers"] = _action(window, "&Stack layers…", window.open_slice_editor, "Ctrl+L", None,
+                                "Pick layer ranges of the models to stack into a model of a new depth")
     a["about"] = _action(window, "&About Merge Studio", lambda: _about(window))
     # Delete works where the list has focus without stealing it from text fields.
     a["remove"].setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
@@ -70,7 +72,7 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     edit_menu = bar.addMenu("&Edit")
     edit_menu.addActions([a["set_base"], a["remove"]])
     merge_menu = bar.addMenu("&Merge")
-    merge_menu.addActions([a["merge"], a["cancel"]])
+    merge_menu.addActions([a["merge"], a["cancel"], a["stack_layers"]])
     merge_menu.addSeparator()
     from merge_studio.gui.threads_menu import build_threads_menu
 

@@ -21,6 +21,9 @@ from merge_studio.graph.overlay import color_nodes, font_for
 from merge_studio.graph.render import GraphvizUnavailable, render_svg
 
 MARKS_LEGEND_ID = "ms_marks_legend"
+# Distinct, colour-blind-friendly fills for the models a stacked model's layers came from
+# (the Graph tab's "source model" overlay and the slice editor's columns share them).
+SOURCE_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#eeca3b", "#9d755d")
 DEFAULT_MARK_LABEL = "could not be permuted"
 
 

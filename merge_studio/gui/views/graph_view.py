@@ -38,7 +38,7 @@ from merge_studio.graph.overlay import OverlayScale
 from merge_studio.gui.flow_layout import FlowLayout
 from merge_studio.graph.render import INSTALL_HINT, render_png
 from merge_studio.gui.views.graph_items import SELECT_PEN, NodeItem, ZoomView
-from merge_studio.gui.views.graph_marks import Marks, iter_restyle, with_style
+from merge_studio.gui.views.graph_marks import SOURCE_COLOURS, Marks, iter_restyle, with_style
 from merge_studio.gui.views.graph_minimap import GraphMinimap
 from merge_studio.gui.views.graph_properties import GraphProperties, ModelsProvider
 from merge_studio.gui.views.graph_tree import PATH_ROLE, fill_tree_model
@@ -51,8 +51,6 @@ EMPTY_TEXT = (
 )
 NO_OVERLAY = "No overlay"
 SOURCE_OVERLAY = "source model"
-# Distinct, colour-blind-friendly fills for the models a stacked model's layers came from.
-SOURCE_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#eeca3b", "#9d755d")
 NARROW_WIDTH = 760  # narrower than this, the properties panel goes under the graph
 
 

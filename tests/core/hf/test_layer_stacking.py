@@ -135,3 +135,17 @@ def test_a_stacking_recipe_exports_to_mergekit_with_each_slice_as_given(tmp_path
                                 {"sources": [{"model": str(b), "layer_range": [8, 32]}]}]
     again = recipe_from_mergekit(config)
     assert [s.model_dump() for s in again.slices] == [s.model_dump() for s in recipe.slices]
+
+
+def test_the_summary_gives_the_stacks_depth_and_parameters_from_headers_only(hf_folder, tmp_path):
+    from merge_studio.core.checkpoints import open_checkpoint
+    from merge_studio.core.recipe_slices import SliceEntry
+    from merge_studio.core.stacking import summarize_stack
+
+    a = hf_folder("a", seed=1, num_hidden_layers=3)
+    slices = [SliceEntry.model_validate({"sources": [{"model": "a", "layer_range": r}]}) for r in ([0, 3], [1, 3])]
+    with open_checkpoint(a) as ck:
+        summary = summarize_stack(slices, {"a": ck.infos})
+    out = run_merge(_stack(tmp_path / "stacked", (a, 0, 3), (a, 1, 3))).output
+    assert summary.depth == 5 and summary.merged_slices == 0
+    assert summary.parameters == sum(t.numel() for t in _tensors(out).values())
