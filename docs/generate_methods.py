@@ -66,6 +66,12 @@ FAMILY_ADVICE = {
         "Data-aware methods run the models on examples to decide how much each parameter matters, "
         "so they need the architecture and a data set, and take longer than streaming methods."
     ),
+    "Layer stacking": (
+        "Layer stacking builds a model of a new depth from layer ranges of one or more models "
+        "(depth up-scaling, frankenmerges). Stacked models usually need some further training "
+        "before they beat their sources; check perplexity on your own text in the Evaluate tab. "
+        "Slices with several sources are merged by the method you pick (SLERP, TIES, …)."
+    ),
     "Recombination": (
         "Recombination shuffles whole layers between models instead of averaging numbers; it "
         "returns one output per input model and is used between rounds of training."
@@ -174,7 +180,8 @@ def runs_text(spec: MethodSpec) -> str:
 
 def _example(spec: MethodSpec) -> str:
     """A command-line example that merges with this method's defaults."""
-    n = max(spec.n_models[0], 2)
+    low, high = spec.n_models
+    n = max(low, 2) if high is None else min(max(low, 2), high)
     models = " ".join(f"model_{chr(ord('a') + i)}.safetensors" for i in range(n))
     base = " --base base.safetensors" if spec.base == "required" else ""
     arch = " --arch ARCH" if spec.needs_arch else ""
@@ -211,6 +218,12 @@ def example_recipe(spec: MethodSpec) -> dict[str, object]:
         recipe["arch"] = "zoo:mlp"
     if spec.needs_data:
         recipe["data"] = {"source": "digits"}
+    if spec.name == "passthrough":  # depth up-scaling: a 32-layer model stacked into 48 layers
+        recipe["slices"] = [{"sources": [{"model": "model_a", "layer_range": [0, 24]}]},
+                            {"sources": [{"model": "model_a", "layer_range": [8, 32]}]}]
+        recipe["models"] = [{"path": "model_a"}]
+        recipe["output"] = "stacked"
+        return recipe
     recipe["output"] = "merged.safetensors"
     return recipe
 

@@ -112,10 +112,11 @@ class _TensorMerge:
         self.model_params = plan.model_params_for(name, depth)
         self.ctx_args = dict(name=name, shape=planned.shape, depth=depth, model_names=plan.model_names,
                              seed=plan.recipe.seed, device=plan.device)
-        self.base_ck = plan.base if spec.base != "unused" else None
+        given = plan.inputs_for(name)
+        self.models, self.base_ck = given.models, given.base
         self.whole = not spec.elementwise or planned.numel <= CHUNK_ELEMENTS
         self.n_out = len(plan.models) if spec.outputs == "per_model" else 1
-        inputs = [*plan.models, *([self.base_ck] if self.base_ck is not None else [])]
+        inputs = [*self.models, *([self.base_ck] if self.base_ck is not None else [])]
         self.bytes_per_element = sum(ck.info(name).nbytes // max(1, ck.info(name).numel) for ck in inputs)
         self.input_names = [ck.name for ck in inputs]
         self.stats: list[Future[tuple[Any, torch.Tensor | None]]] = []
@@ -135,11 +136,11 @@ class _TensorMerge:
     # --- whole-tensor statistics, one side task per model ------------------------------
     def _start_statistics(self) -> None:
         plan, numel = self.plan, self.planned.numel
-        n_inputs = len(plan.models) + (self.base_ck is not None)
+        n_inputs = len(self.models) + (self.base_ck is not None)
         keep = n_inputs * numel * plan.compute_dtype.itemsize <= HELD_BYTES
         base_ck = self.base_ck
         self.base_full = self.pool.submit(lambda: self.load(base_ck, None) if base_ck is not None else None)
-        for ck, mp in zip(plan.models, self.model_params, strict=True):
+        for ck, mp in zip(self.models, self.model_params, strict=True):
             self.stats.append(self.pool.submit(lambda ck=ck, mp=mp: self._statistic(ck, mp, keep)))
 
     def _statistic(self, ck: Checkpoint, mp: Any, keep: bool) -> tuple[Any, torch.Tensor | None]:
@@ -153,7 +154,7 @@ class _TensorMerge:
     def _inputs(self, rng: tuple[int, int] | None) -> tuple[list[torch.Tensor], torch.Tensor | None, tuple[Any, ...]]:
         if not self.stats:
             base_t = self.load(self.base_ck, rng) if self.base_ck is not None else None
-            return [self.load(ck, rng) for ck in self.plan.models], base_t, ()
+            return [self.load(ck, rng) for ck in self.models], base_t, ()
         results = [f.result() for f in self.stats]
         values = tuple(v for v, _ in results)
         assert rng is not None
@@ -165,7 +166,7 @@ class _TensorMerge:
             return [held[s:e] for _, held in results], base_t, values  # type: ignore[index]
         self.base_full = None  # every statistic is known: the whole base is not needed any more
         base_t = self.load(self.base_ck, rng) if self.base_ck is not None else None
-        return [self.load(ck, rng) for ck in self.plan.models], base_t, values
+        return [self.load(ck, rng) for ck in self.models], base_t, values
 
     def merge(self, rng: tuple[int, int] | None) -> ChunkOutcome:
         check_cancel(self.cancel)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from merge_studio.core.param_scopes import Place, Scopes, method_scopes, model_s
 from merge_studio.core.naming.base import GENERIC, LayerNaming, naming_for
 from merge_studio.core.naming.merge_rules import check_block_weights, resolve_part_sources
 from merge_studio.core.recipe import ModelEntry, Recipe
-from merge_studio.core.recipe_slices import check_layer_structure
+from merge_studio.core.recipe_slices import keeps_layer_structure
+from merge_studio.core.stacking import StackPlan, TensorInputs, plan_stack
 from merge_studio.core.writer import PlannedTensor, output_targets
 from merge_studio.errors import IncompatibleCheckpointsError, MethodError, OutputError, RecipeError
 
@@ -83,6 +84,7 @@ class MergePlan:
     places: dict[str, Place] = field(default_factory=dict)
     naming: LayerNaming = GENERIC  # the family's parts and blocks, from the tensor names
     kept_parts: dict[str, Checkpoint] = field(default_factory=dict)  # part key -> the input it is copied from
+    stack: StackPlan | None = None  # slices that stack layers into a model of a new depth
     _param_cache: dict[Any, Any] = field(default_factory=dict)
 
     @property
@@ -116,6 +118,12 @@ class MergePlan:
                 raise RecipeError(format_validation_error(exc, f"parameters at {name or 'the model'}")) from None
         return self._param_cache[key]
 
+    def inputs_for(self, name: str) -> TensorInputs:
+        """The models (with their recipe entries) and base one output tensor is made from."""
+        if self.stack is not None:
+            return self.stack.inputs_for(name)
+        return TensorInputs(self.models, self.model_entries, self.base if self.spec.base != "unused" else None)
+
     def params_for(self, name: str, depth: float) -> Any:
         """The method's parameters for one tensor (per-layer values and scopes resolved, validated)."""
         place = self.places.get(name)
@@ -129,7 +137,7 @@ class MergePlan:
         place = self.places.get(name)
         out = []
         block = self.naming.block_ref(name) if name else None
-        for entry in self.model_entries:
+        for entry in self.inputs_for(name).entries:
             index = next((i for i, e in enumerate(self.recipe.models) if e is entry), None)
             own = scopes.models[index] if index is not None else {}
             chain = model_scopes(scopes, own, entry.path, place.slice_index if place else None)
@@ -189,7 +197,8 @@ def plan_merge(recipe: Recipe) -> MergePlan:
     """Open the inputs lazily, assign roles and decide every tensor's fate."""
     spec = recipe.spec
     entries, uses_base = _order_models(recipe, spec)
-    spec.check_model_count(len(entries))
+    if not recipe.slices:
+        spec.check_model_count(len(entries))
     opened: dict[str, Checkpoint] = {}
 
     def open_once(path: str) -> Checkpoint:
@@ -223,6 +232,10 @@ def plan_merge(recipe: Recipe) -> MergePlan:
             arch=arch,
             output_folder=hf.output_folder if hf is not None else None,
         )
+        if recipe.slices and _stacks(recipe, base if base is not None else models[0]):
+            _plan_stack(plan, entries, uses_base)
+        elif recipe.slices:
+            spec.check_model_count(len(entries))
         if spec.streaming:
             _plan_naming(plan, [open_once(e.path) for e in recipe.models])
             _plan_keys(plan, uses_base)
@@ -231,6 +244,40 @@ def plan_merge(recipe: Recipe) -> MergePlan:
         for ck in opened.values():
             ck.close()
         raise
+
+
+def _stacks(recipe: Recipe, reference: Checkpoint) -> bool:
+    """Whether the recipe's slices stack layers (rather than only set parameters per range)."""
+    assert recipe.slices
+    depth = len({r for r in layer_ranks(reference.keys()).values() if r is not None})
+    return not keeps_layer_structure(recipe.slices, depth)
+
+
+def _plan_stack(plan: MergePlan, entries: list[ModelEntry], uses_base: bool) -> None:
+    """Plan a stacked model: which views feed each slice; the output config and card follow."""
+    recipe, spec = plan.recipe, plan.spec
+    if not spec.streaming or spec.outputs != "one":
+        raise MethodError(f"{spec.label} cannot stack layers", hint="stack slices with passthrough or a tensor-wise method")
+    by_path = {str(_resolved(e.path)): ck for e, ck in zip(entries, plan.models, strict=True)}
+    if recipe.base and plan.base is not None:
+        by_path.setdefault(str(_resolved(recipe.base)), plan.base)
+    entry_by_path = {str(_resolved(e.path)): e for e in recipe.models}
+
+    def checkpoint_for(path: str) -> Checkpoint:
+        return by_path[str(_resolved(path))]
+
+    def entry_for(path: str) -> ModelEntry:
+        return entry_by_path.get(str(_resolved(path))) or ModelEntry(path=path)
+
+    plan.stack = plan_stack(
+        recipe.slices or [], checkpoint_for, entry_for,
+        is_base=lambda p: bool(recipe.base) and _same_path(p, recipe.base),
+        uses_base=uses_base, base_required=spec.base == "required", check_count=spec.check_model_count,
+    )
+    folder = plan.output_folder
+    if folder is not None:
+        folder.override_config(plan.stack.config_overrides(folder.config))
+        folder.card = replace(folder.card, layers=tuple(plan.stack.lines))
 
 
 def _plan_naming(plan: MergePlan, recipe_models: list[Checkpoint]) -> None:
@@ -246,24 +293,38 @@ def _plan_naming(plan: MergePlan, recipe_models: list[Checkpoint]) -> None:
     )
 
 
-def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
-    recipe, models, base = plan.recipe, plan.models, plan.base
-    role_base = base if uses_base else None
-    reference = base if base is not None else models[0]
+def _key_order(plan: MergePlan, reference: Checkpoint) -> list[str]:
+    """Every output tensor's name, the reference's first (a stack lists its own)."""
+    if plan.stack is not None:
+        return plan.stack.output_names()
     keys: list[str] = []
     seen: set[str] = set()
-    for ck in [reference, *models]:
+    for ck in [reference, *plan.models]:
         for k in ck.keys():
             if k not in seen:
                 seen.add(k)
                 keys.append(k)
+    return keys
+
+
+def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
+    recipe, models, base = plan.recipe, plan.models, plan.base
+    role_base = base if uses_base else None
+    reference = base if base is not None else models[0]
+    keys = _key_order(plan, reference)
     problems: list[str] = []
-    participants = [*models, *([role_base] if role_base is not None else [])]
     for key in keys:
         kept_from = plan.kept_parts.get(plan.naming.part_of(key) or "") if plan.kept_parts else None
         if kept_from is not None and key in kept_from:
             plan.actions[key] = KeyAction("copy", kept_from, f"{plan.naming.part_of(key)} kept from {kept_from.name}")
             continue
+        if plan.stack is not None:
+            inputs = plan.stack.inputs_for(key)
+            participants = [*inputs.models, *([inputs.base] if inputs.base is not None else [])]
+            key_reference = inputs.base if inputs.base is not None else inputs.models[0]
+        else:
+            participants = [*models, *([role_base] if role_base is not None else [])]
+            key_reference = reference
         holders = [ck for ck in participants if key in ck]
         shapes = {ck.info(key).shape for ck in holders}
         complete = len(holders) == len(participants)
@@ -271,7 +332,7 @@ def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
             if all(ck.info(key).dtype.is_floating_point for ck in holders):
                 plan.actions[key] = KeyAction("merge")
             else:
-                source = reference if key in reference else holders[0]
+                source = key_reference if key in key_reference else holders[0]
                 plan.actions[key] = KeyAction("copy", source, "not a float tensor")
             continue
         if complete:
@@ -280,12 +341,12 @@ def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
         else:
             lacking = [ck.name for ck in participants if key not in ck]
             why = f"{key}: missing from {', '.join(lacking)}"
-        if recipe.on_mismatch == "error":
+        if recipe.on_mismatch == "error" or not holders:
             problems.append(why)
         elif recipe.on_mismatch == "skip":
             plan.skipped.append(key)
         else:
-            source = reference if key in reference else holders[0]
+            source = key_reference if key in key_reference else holders[0]
             plan.actions[key] = KeyAction("copy", source, why)
     if problems:
         raise IncompatibleCheckpointsError(
@@ -300,17 +361,21 @@ def _plan_keys(plan: MergePlan, uses_base: bool) -> None:
             + (f"; {len(plan.skipped)} left out as mismatched" if plan.skipped else ""),
             hint="check that these are the model files you meant",
         )
-    ranges: list[tuple[int, int]] = []
-    if recipe.slices:
-        n_layers = len({r for r in layer_ranks(plan.keys).values() if r is not None})
-        ranges = check_layer_structure(recipe.slices, n_layers)
-    plan.places = place_tensors(plan.keys, ranges)
+    if plan.stack is not None:
+        plan.places = {k: plan.stack.place(k) for k in plan.keys}
+    else:
+        ranges = [sl.layer_range for sl in recipe.slices or []]
+        plan.places = place_tensors(plan.keys, ranges)
     plan.depths = {k: place.depth for k, place in plan.places.items()}
     if plan.naming.blocks and not recipe.slices:  # SD: gradients run IN00 … M00 … OUT11, not by block number
         plan.depths = plan.naming.depths(plan.keys)
     for key in plan.keys:
         action = plan.actions[key]
-        src = action.source if action.source is not None else (role_base if role_base is not None else models[0])
+        if action.source is not None:
+            src = action.source
+        else:
+            inputs = plan.inputs_for(key)
+            src = inputs.base if (inputs.base is not None and uses_base) else inputs.models[0]
         info = src.info(key)
         dtype = plan.out_dtype if (plan.out_dtype is not None and info.dtype.is_floating_point) else info.dtype
         plan.planned.append(PlannedTensor(key, info.shape, dtype))

@@ -39,6 +39,7 @@ FROM_MERGEKIT = {
     "nuslerp": "nuslerp",
     "nearswap": "nearswap",
     "arcee_fusion": "arcee_fusion",
+    "passthrough": "passthrough",
 }
 TO_MERGEKIT = {ours: theirs for theirs, ours in FROM_MERGEKIT.items()}
 # mergekit parameters that have no effect on our results (memory or speed knobs).
@@ -217,6 +218,18 @@ def _slices_to_mergekit(recipe: Recipe, models: list[dict[str, Any]]) -> list[di
     """Recipe slices in mergekit's form, where a slices: config has no per-model section: each
     model's own parameters go onto its source in every slice (under the slice source's own)."""
     out = []
+    if _stacking_form(recipe):  # the slices say exactly which layers of which models to stack
+        own = {item["model"]: item.get("parameters", {}) for item in models}
+        for sl in recipe.slices or []:
+            sources = []
+            for src in sl.sources:
+                entry: dict[str, Any] = {"model": src.model, "layer_range": list(src.layer_range)}
+                params = {**own.get(src.model, {}), **src.params}
+                if params:
+                    entry["parameters"] = params
+                sources.append(entry)
+            out.append({"sources": sources, **({"parameters": dict(sl.params)} if sl.params else {})})
+        return out
     for sl in recipe.slices or []:
         given = {src.model: src for src in sl.sources}
         sources = []
@@ -232,6 +245,14 @@ def _slices_to_mergekit(recipe: Recipe, models: list[dict[str, Any]]) -> list[di
             piece["parameters"] = dict(sl.params)
         out.append(piece)
     return out
+
+
+def _stacking_form(recipe: Recipe) -> bool:
+    """Slices that pick layers (passthrough, or ranges that differ, skip or repeat), not only set parameters."""
+    slices = recipe.slices or []
+    if recipe.method == "passthrough" or not all(sl.keeps_structure for sl in slices):
+        return True
+    return any(sl.layer_range[0] != (slices[i - 1].layer_range[1] if i else 0) for i, sl in enumerate(slices))
 
 
 def mergekit_yaml(recipe: Recipe) -> str:

@@ -162,6 +162,11 @@ class Place:
     slice_index: int | None = None
 
 
+def input_side(name: str) -> bool:
+    """Whether a tensor outside the numbered layers feeds the first layer (embeddings, a stem)."""
+    return any(e in name.lower() for e in _INPUT_SIDE)
+
+
 def place_tensors(names: Iterable[str], layer_ranges: Sequence[tuple[int, int]]) -> dict[str, Place]:
     """Each tensor's depth and slice, as mergekit computes them.
 
@@ -179,8 +184,7 @@ def place_tensors(names: Iterable[str], layer_ranges: Sequence[tuple[int, int]])
     for name in names:
         rank = ranks[name]
         if rank is None:
-            first = any(e in name.lower() for e in _INPUT_SIDE)
-            places[name] = Place(0.0, 0 if first else len(ranges) - 1)
+            places[name] = Place(0.0, 0 if input_side(name) else len(ranges) - 1)
             continue
         for s, (start, end) in enumerate(ranges):
             if start <= rank < end:
@@ -226,11 +230,7 @@ def model_scopes(scopes: Scopes, own: Mapping[str, Any], model_path: str, slice_
 
 
 def check_slice_models(slices: Sequence[Any], models: Sequence[str], base: str | None) -> None:
-    """Every slice source must be one of the recipe's models (or its base), and the slices must
-    follow each other from layer 0 (they set parameters per range; stacking is not supported yet)."""
-    from merge_studio.core.recipe_slices import check_layer_order
-
-    check_layer_order(slices)
+    """Every slice source must be one of the recipe's models (or its base)."""
     known = {*models, *([base] if base else [])}
     for s, sl in enumerate(slices):
         for j, src in enumerate(sl.sources):

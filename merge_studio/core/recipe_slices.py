@@ -1,10 +1,13 @@
 """Slices in a recipe: parameters for a range of layers, in mergekit's ``slices:`` form.
 
 A slice names, for each source model, the layers it covers and (optionally)
-parameters that apply inside it. For now slices keep the network's layer structure:
-every source of a slice covers the same layers and the slices cover the layers in
-order, so they only set parameters per range (mergekit's common non-passthrough
-form). Stacking layers into a model of a new depth builds on the same structure.
+parameters that apply inside it. Two forms share this structure:
+
+- slices that *keep the layer structure* (every source covers the same layers and the
+  slices cover all layers in order) only set parameters per range of layers;
+- slices that *stack* (sources with different ranges, ranges that repeat, skip or
+  reorder layers) build a model of a new depth: output layer k of a slice is made
+  from layer ``start + k`` of each of its sources (see :mod:`merge_studio.core.stacking`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from merge_studio.errors import RecipeError
 
-STACKING_HINT = "layer stacking (slices that repeat, skip or reorder layers) is not supported yet; give slices that cover the layers in order"
+STACKING_HINT = "every source of a slice gives the same number of layers (output layer k of the slice is made from each source's k-th layer)"
 
 
 class SliceSource(BaseModel):
@@ -38,36 +41,49 @@ class SliceEntry(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _one_range(self) -> SliceEntry:
-        ranges = {src.layer_range for src in self.sources}
-        if len(ranges) != 1:
-            raise ValueError(f"the sources of a slice cover different layers ({sorted(ranges)}); {STACKING_HINT}")
-        start, end = self.layer_range
-        if not 0 <= start < end:
-            raise ValueError(f"layer_range [{start}, {end}] is empty or negative")
+    def _same_length(self) -> SliceEntry:
+        for src in self.sources:
+            start, end = src.layer_range
+            if not 0 <= start < end:
+                raise ValueError(f"layer_range [{start}, {end}] of {src.model} is empty or negative")
+        lengths = {src.layer_range[1] - src.layer_range[0] for src in self.sources}
+        if len(lengths) != 1:
+            ranges = ", ".join(f"{src.model} {list(src.layer_range)}" for src in self.sources)
+            raise ValueError(f"the sources of a slice give different numbers of layers ({ranges}); {STACKING_HINT}")
         return self
 
     @property
     def layer_range(self) -> tuple[int, int]:
+        """The first source's range (all sources' when the slice keeps the structure)."""
         return self.sources[0].layer_range
 
+    @property
+    def length(self) -> int:
+        """How many output layers the slice makes."""
+        start, end = self.layer_range
+        return end - start
 
-def check_layer_order(slices: Sequence[SliceEntry]) -> list[tuple[int, int]]:
-    """The slices' layer ranges when each starts where the previous ended, from layer 0."""
-    ranges = [sl.layer_range for sl in slices]
+    @property
+    def keeps_structure(self) -> bool:
+        """Every source covers the same layers."""
+        return len({src.layer_range for src in self.sources}) == 1
+
+
+def keeps_layer_structure(slices: Sequence[SliceEntry], n_layers: int) -> bool:
+    """Whether the slices only set parameters per range: same ranges per slice, covering
+    ``0..n_layers`` in order. Otherwise they stack layers into a model of a new depth."""
     expected = 0
-    for start, end in ranges:
-        if start != expected:
-            raise RecipeError(f"slice layer ranges {ranges} do not follow each other from layer 0", hint=STACKING_HINT)
-        expected = end
-    return ranges
+    for sl in slices:
+        if not sl.keeps_structure or sl.layer_range[0] != expected:
+            return False
+        expected = sl.layer_range[1]
+    return expected == n_layers
 
 
-def check_layer_structure(slices: Sequence[SliceEntry], n_layers: int) -> list[tuple[int, int]]:
-    """The slices' layer ranges when they cover ``0..n_layers`` in order; :class:`RecipeError` otherwise."""
-    ranges = check_layer_order(slices)
-    expected = ranges[-1][1] if ranges else 0
-    if expected != n_layers:
-        raise RecipeError(f"slice layer ranges {ranges} cover {expected} layers but the models have {n_layers}",
-                          hint=STACKING_HINT)
-    return ranges
+def output_ranges(slices: Sequence[SliceEntry]) -> list[tuple[int, int]]:
+    """Each slice's layers in the output: the slices one after the other from layer 0."""
+    out, start = [], 0
+    for sl in slices:
+        out.append((start, start + sl.length))
+        start += sl.length
+    return out

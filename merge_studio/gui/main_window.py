@@ -167,6 +167,12 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
                 self._graph_shows = current
                 graph.show_checkpoint(current.checkpoint, self.session.arch_for(current))
 
+    def open_slice_editor(self) -> None:
+        """Stack layers: pick layer ranges of the loaded models (see :mod:`slice_actions`)."""
+        from merge_studio.gui.slice_actions import open_slice_editor
+
+        self._slice_editor = open_slice_editor(self)
+
     def show_tab(self, title: str) -> bool:
         """Bring a central tab to the front by its title (any case)."""
         for i in range(self.tabs.count()):
@@ -236,6 +242,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.method_panel.sig_changed.connect(self._schedule_problems)
         self.method_panel.sig_method_changed.connect(self._on_method_panel_method_changed)
         self.method_panel.sig_merge_requested.connect(self.start_merge)
+        self.method_panel.sig_slices_requested.connect(self.open_slice_editor)
         self.job_status.sig_cancel_requested.connect(self.cancel_jobs)
         self.tabs.currentChanged.connect(self._update_extra_views)
         self.tabs.currentChanged.connect(self._on_tabs_current_changed)

@@ -52,6 +52,8 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     a["merge"] = _action(window, "&Merge", window.start_merge, "Ctrl+M", SP.SP_MediaPlay, "Run the merge", "merge")
     a["cancel"] = _action(window, "&Cancel", window.cancel_jobs, "Escape", SP.SP_MediaStop, "Stop the running job", "cancel")
     a["cancel"].setEnabled(False)
+    a["stack_layers"] = _action(window, "&Stack layers…", window.open_slice_editor, "Ctrl+L", None,
+                                "Pick layer ranges of the models to stack into a model of a new depth")
     a["moe"] = _action(window, "Assemble mi&xture of experts…", lambda: window.moe.ask(),
                        tip="Build a Mixtral or Qwen2-MoE from dense fine-tunes of one base (mergekit-moe's YAML)")
     a["about"] = _action(window, "&About Merge Studio", lambda: _about(window))
@@ -74,7 +76,7 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     merge_menu = bar.addMenu("&Merge")
     merge_menu.addActions([a["merge"], a["cancel"]])
     merge_menu.addSeparator()
-    merge_menu.addAction(a["moe"])
+    merge_menu.addActions([a["stack_layers"], a["moe"]])
     merge_menu.addSeparator()
     from merge_studio.gui.threads_menu import build_threads_menu
 

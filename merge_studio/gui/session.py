@@ -346,7 +346,8 @@ class Session:
         if spec.base != "unused" and recipe.base is not None:
             n = sum(1 for e in recipe.models if Path(e.path) != Path(recipe.base))
         try:
-            spec.check_model_count(n)
+            if not recipe.slices:  # with slices, each slice's sources are counted when the merge is planned
+                spec.check_model_count(n)
         except MergeStudioError as exc:
             problems.append(str(exc))
         if spec.base == "required" and recipe.base is None:

@@ -144,14 +144,20 @@ def test_values_from_different_scopes_are_checked_together(llamas):
         Recipe.from_mapping({"method": "della", "base": str(llamas[2]), "models": models, "params": {"density": 0.6}})
 
 
-def test_slices_that_stack_layers_are_refused_until_stacking_exists(llamas):
-    with pytest.raises(RecipeError, match="stacking"):
-        _lerp(llamas, {}, [_slice(llamas, 0, 2), _slice(llamas, 1, 4)])
+def test_slices_that_repeat_layers_stack_a_deeper_model_with_gradients_per_slice(llamas, tmp_path):
+    out = _merge(_lerp(llamas, {"t": [0.0, 1.0]}, [_slice(llamas, 0, 2), _slice(llamas, 1, 4)]), tmp_path)
+    sa = load_file(str(llamas[0]))
+    assert sorted({int(k.split(".")[2]) for k in out if k.startswith("model.layers.")}) == [0, 1, 2, 3, 4]
+    assert torch.equal(out["model.layers.2.mlp.up_proj.weight"], sa["model.layers.1.mlp.up_proj.weight"])  # t = 0
+    sb = load_file(str(llamas[1]))
+    torch.testing.assert_close(out["model.layers.4.mlp.up_proj.weight"], sb["model.layers.3.mlp.up_proj.weight"])
 
 
-def test_slices_must_cover_every_layer(llamas, tmp_path):
-    with pytest.raises(RecipeError, match="cover 2 layers but the models have 4"):
-        _merge(_lerp(llamas, {}, [_slice(llamas, 0, 2)]), tmp_path)
+def test_slices_that_cover_fewer_layers_make_a_shallower_model(llamas, tmp_path):
+    out = _merge(_lerp(llamas, {"t": 0.25}, [_slice(llamas, 0, 2)]), tmp_path)
+    assert sorted({k.split(".")[2] for k in out if k.startswith("model.layers.")}) == ["0", "1"]
+    ts = _t_of(out, *llamas[:2])
+    assert ts["model.layers.1.mlp.up_proj.weight"] == ts["lm_head.weight"] == pytest.approx(0.25, abs=1e-5)
 
 
 def test_a_mergekit_config_with_slice_parameters_round_trips(llamas):

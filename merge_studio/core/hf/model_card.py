@@ -26,6 +26,7 @@ class ModelCard:
     base: str | None  # the base model's display name
     tokenizer: str  # a sentence: which tokenizer the folder carries
     recipe_yaml: str
+    layers: tuple[str, ...] = ()  # a stacked model's slices, one line each
     rerun: str = "merge-studio merge recipe.yaml"  # the command that makes it again from the YAML below
 
     def render(self, sources: Sequence[Mapping[str, Any]]) -> str:
@@ -52,6 +53,9 @@ class ModelCard:
         for s in sources:
             digest = s.get("sha256") or "not recorded"
             lines.append(f"| {s.get('name', '?')} | {_size(s.get('size'))} | `{digest}` |")
+        if self.layers:
+            lines += ["", "## Layers", "", "The layers are stacked from these slices (end-inclusive):", ""]
+            lines += [f"- {line}" for line in self.layers]
         lines += [
             "",
             "## Tokenizer",

@@ -21,6 +21,7 @@ BUILTIN_MODULES = (
     "merge_studio.core.methods.spherical",
     "merge_studio.core.methods.nearswap",
     "merge_studio.core.methods.add_difference",
+    "merge_studio.core.methods.passthrough",
     "merge_studio.core.methods.model_stock",
     "merge_studio.core.methods.recombination",
     "merge_studio.core.methods.fisher",

@@ -21,15 +21,38 @@ from merge_studio.graph.overlay import color_nodes, font_for
 from merge_studio.graph.render import GraphvizUnavailable, render_svg
 
 MARKS_LEGEND_ID = "ms_marks_legend"
+# Distinct, colour-blind-friendly fills for the models a stacked model's layers came from
+# (the Graph tab's "source model" overlay and the slice editor's columns share them).
+SOURCE_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#eeca3b", "#9d755d")
 DEFAULT_MARK_LABEL = "could not be permuted"
 
 
+class Marks(dict):
+    """Module path → colour, with an optional legend label per colour (``labels``).
+
+    Re-basin marks one kind of layer (one label for all); a stacked model marks each
+    layer with the colour of the model it came from, and the legend names each model.
+    """
+
+    def __init__(self, colours: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None) -> None:
+        super().__init__(colours or {})
+        self.labels: dict[str, str] = dict(labels if labels is not None else getattr(colours, "labels", {}) or {})
+
+    def label(self, colour: str, default: str) -> str:
+        return self.labels.get(colour, default)
+
+
 def marked_path(path: str, marks: Mapping[str, str]) -> str | None:
-    """The mark colour for a drawn module path: its own, or one inside it (a collapsed block)."""
+    """The mark colour for a drawn module path: its own, its block's (a layer's parts), or one inside it."""
     if not path:
         return None
     if path in marks:
         return marks[path]
+    outer = path
+    while "." in outer:
+        outer = outer.rsplit(".", 1)[0]
+        if outer in marks:
+            return marks[outer]
     prefix = path + "."
     return next((colour for layer, colour in marks.items() if layer.startswith(prefix)), None)
 
@@ -45,11 +68,13 @@ def _marked(path: str, graph: ModuleGraph, marks: Mapping[str, str]) -> str | No
 
 def _legend_dot(marks: Mapping[str, str], label: str) -> str:
     lines = []
+    named = Marks(marks)
     for i, colour in enumerate(dict.fromkeys(marks.values())):
         node = f"{MARKS_LEGEND_ID}_{i}"
+        text = named.label(colour, label).replace("\\", "\\\\").replace('"', '\\"')
         lines.append(
             f'{{rank=source; {node} [id={node} shape=box style="filled,rounded" fillcolor="{colour}" '
-            f'fontcolor="{font_for(colour)}" fontsize=10 label="{label}"]}}\n'
+            f'fontcolor="{font_for(colour)}" fontsize=10 label="{text}"]}}\n'
         )
     return "".join(lines)
 
@@ -65,7 +90,9 @@ def mark_graph(graph: ModuleGraph, marks: Mapping[str, str], label: str = DEFAUL
         if colour is not None:
             fills[node.node_id], fonts[node.node_id] = colour, font_for(colour)
             hit = True
-    legend = graph.legend_dot + (_legend_dot(marks, label) if hit else "")
+    # Marks with their own labels (a stacked model's source models) are the whole story: no colour scale.
+    scale_legend = "" if Marks(marks).labels else graph.legend_dot
+    legend = scale_legend + (_legend_dot(marks, label) if hit else "")
     return graph.with_fills(fills, fonts, graph.legend, legend)
 
 
@@ -99,7 +126,7 @@ def with_style(
     """Wrap a picture job so its result carries ``marks`` and ``scale`` (unchanged when there are none)."""
     if not marks and not scale:
         return job
-    frozen = dict(marks or {})
+    frozen = Marks(marks)
 
     def run(cancel: CancelToken) -> Generator[Any, None, GraphPicture]:
         picture = yield from job(cancel)

@@ -38,7 +38,7 @@ from merge_studio.graph.overlay import OverlayScale
 from merge_studio.gui.flow_layout import FlowLayout
 from merge_studio.graph.render import INSTALL_HINT, render_png
 from merge_studio.gui.views.graph_items import SELECT_PEN, NodeItem, ZoomView
-from merge_studio.gui.views.graph_marks import iter_restyle, with_style
+from merge_studio.gui.views.graph_marks import SOURCE_COLOURS, Marks, iter_restyle, with_style
 from merge_studio.gui.views.graph_minimap import GraphMinimap
 from merge_studio.gui.views.graph_properties import GraphProperties, ModelsProvider
 from merge_studio.gui.views.graph_tree import PATH_ROLE, fill_tree_model
@@ -50,6 +50,7 @@ EMPTY_TEXT = (
     "otherwise the tree of modules read from its tensor names."
 )
 NO_OVERLAY = "No overlay"
+SOURCE_OVERLAY = "source model"
 NARROW_WIDTH = 760  # narrower than this, the properties panel goes under the graph
 
 
@@ -235,7 +236,24 @@ class GraphView(QWidget):
         self._source = lambda depth, nested, overlay: lambda cancel, expand=frozenset(self._expanded): (
             iter_checkpoint_picture(checkpoint, arch=arch, depth=depth, expand_nested=nested, overlay=overlay,
                                     expand=expand, cancel=cancel))
+        from merge_studio.core.stacking import layer_origins  # needs the recipe model: not at start-up
+
+        origins = layer_origins(checkpoint) if hasattr(checkpoint, "metadata") else {}
+        if origins:  # a stacked merge: its blocks coloured by the model each came from
+            self._offer_origins(origins)
         self._rebuild()
+
+    def _offer_origins(self, origins: Mapping[str, str]) -> None:
+        self._expanded.update({path.rsplit(".", 1)[0] for path in origins})  # each layer drawn in its colour
+        models = list(dict.fromkeys(origins.values()))
+        colours = {name: SOURCE_COLOURS[i % len(SOURCE_COLOURS)] for i, name in enumerate(models)}
+        marks = Marks({path: colours[name] for path, name in origins.items()}, {c: n for n, c in colours.items()})
+        values = {path: float(models.index(name)) for path, name in origins.items()}
+        self.set_overlay(SOURCE_OVERLAY, values, marks=marks, show=False,
+                         scale=OverlayScale("fixed", 0.0, float(max(1, len(models) - 1))))
+        self.overlay_combo.blockSignals(True)
+        self.overlay_combo.setCurrentText(SOURCE_OVERLAY)  # drawn by the rebuild that follows
+        self.overlay_combo.blockSignals(False)
 
     def set_block_expanded(self, path: str, expanded: bool) -> None:
         """Draw a block of repeated layers (``model.layers``) layer by layer, or once with ``×N``."""
@@ -309,7 +327,7 @@ class GraphView(QWidget):
             scale = OverlayScale("fixed", vmin, vmax) if vmin is not None and vmax is not None else OverlayScale.for_values(values)
         self._meanings[name] = (dict(values), cmap, scale)
         self._realise_overlay(name)
-        self._marks[name] = dict(marks or {})
+        self._marks[name] = Marks(marks)
         if self.overlay_combo.findText(name) < 0:
             self.overlay_combo.addItem(name)
         if not show:
@@ -342,7 +360,7 @@ class GraphView(QWidget):
 
     def current_marks(self) -> dict[str, str]:
         """Marked layers (module path → colour) of the overlay on screen."""
-        return dict(self._marks.get(self.overlay_combo.currentText(), {}))
+        return Marks(self._marks.get(self.overlay_combo.currentText()))
 
     def request_overlay(
         self,

@@ -73,6 +73,8 @@ class MethodPicker(QWidget):
     """Parameters or output settings changed (revalidate, mark unsaved)."""
     sig_merge_requested = Signal()
     """The Merge button was clicked."""
+    sig_slices_requested = Signal()
+    """The "Stack layers…" button was clicked (the window opens the slice editor)."""
 
     def __init__(self, session: Session, table_model: CheckpointTableModel, parent: QWidget | None = None, *,
                  probe_devices: bool = True) -> None:
@@ -102,6 +104,18 @@ class MethodPicker(QWidget):
         ml.addWidget(self.method_combo)
         ml.addWidget(self.description)
         ml.addWidget(self.requirements)
+        self.slices_button = QPushButton("Stack layers…", self)
+        self.slices_button.setObjectName("slices_button")
+        self.slices_button.setToolTip("Pick layer ranges of the models to stack into a model of a new depth "
+                                      "(mergekit's slices), or to give parameters per range")
+        self.slices_button.clicked.connect(self.sig_slices_requested)
+        self.slices_label = QLabel(self)
+        self.slices_label.setObjectName("muted")
+        self.slices_label.setWordWrap(True)
+        slices_row = QHBoxLayout()
+        slices_row.addWidget(self.slices_button)
+        slices_row.addWidget(self.slices_label, 1)
+        ml.addLayout(slices_row)
 
         # --- parameters ---
         self.params_box = QGroupBox("Parameters", self)
@@ -382,6 +396,13 @@ class MethodPicker(QWidget):
             self._updating = False
         self.refresh_tokenizer_choices()
         self._show_method(self.session.spec)
+        self.show_slices()
+
+    def show_slices(self) -> None:
+        """Say how many slices the recipe has and how deep they stack."""
+        slices = self.session.output.slices or []
+        depth = sum(sl["sources"][0]["layer_range"][1] - sl["sources"][0]["layer_range"][0] for sl in slices)
+        self.slices_label.setText(f"{len(slices)} slice{'s' if len(slices) != 1 else ''}, {depth} layers" if slices else "")
 
     def set_output_path(self, path: str | Path) -> None:
         self.output_edit.setText(str(path))
