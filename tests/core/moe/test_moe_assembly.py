@@ -294,3 +294,17 @@ def test_a_transformers_that_saves_experts_fused_gets_them_fused_and_computes_th
     ids = torch.tensor([[1, 17, 90, 200, 3]])
     with torch.no_grad():
         torch.testing.assert_close(_load(tmp_path / "fused")(ids).logits, _load(tmp_path / "split")(ids).logits)
+
+
+def test_an_expert_of_another_size_is_refused_naming_the_tensor(zoo, tmp_path):
+    base, e1, _ = zoo("llama")
+    wide = make_hf_folder(tmp_path / "wide", "llama", seed=5, intermediate_size=48)
+    with pytest.raises(IncompatibleCheckpointsError, match=r"wide's model\.layers\.0\.mlp\.\w+_proj\.weight is \[48, 32\]"):
+        build_moe(_config(base, [e1, wide]), tmp_path / "moe")
+    assert not (tmp_path / "moe").exists()
+
+
+def test_a_base_tensor_the_moe_has_no_place_for_is_an_error_not_a_silent_drop(tmp_path):
+    biased = [make_hf_folder(tmp_path / f"b{i}", "llama", seed=i, attention_bias=True) for i in range(2)]
+    with pytest.raises(IncompatibleCheckpointsError, match=r"Mixtral has no place for the base's .*q_proj\.bias"):
+        build_moe(_config(biased[0], biased, mode="random"), tmp_path / "moe")
