@@ -4,7 +4,7 @@ In the spirit of FusionBench's eight-task CLIP table: several classification tas
 (rotated, inverted, mirrored, shifted … digits; label subsets are offered too) share
 one 10-way head; one base MLP is pre-trained on plain digits (like CLIP, it is weak on
 the tasks: about 17% on average) and one copy is fine-tuned per task (about 95% on its
-own task). A merge is judged by its accuracy on every task's test split.
+own task, the head frozen as FusionBench freezes CLIP's). A merge is judged by its accuracy on every task's test split.
 
 Each task's data is written as a tensors file (``train_inputs`` … ``test_targets``)
 that recipes can name as a model's own data, so RegMean, AdaMerging and a coefficient
@@ -70,17 +70,18 @@ def make_digit_tasks(names: Sequence[str] = DEFAULT_TASKS, *, seed: int = 0) -> 
 
 
 def train_steps(module: nn.Module, split: TensorSplit, *, steps: int, lr: float = 1e-3, batch: int = 64,
-                seed: int = 0) -> nn.Module:
+                seed: int = 0, label_smoothing: float = 0.0) -> nn.Module:
     """A few Adam steps on random batches (one intra-op thread: tiny ops gain nothing from more)."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         module.train()
         for _ in range(steps):
             idx = torch.randint(0, len(split), (batch,), generator=gen)
-            loss = nn.functional.cross_entropy(module(split.inputs[idx]), split.targets[idx])
+            loss = nn.functional.cross_entropy(module(split.inputs[idx]), split.targets[idx],
+                                               label_smoothing=label_smoothing)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -137,11 +138,16 @@ def build_suite(
     *,
     arch: str = DEFAULT_ARCH,
     base_steps: int = 200,
-    finetune_steps: int = 200,
+    finetune_steps: int = 300,
     lr: float = 1e-3,
+    freeze_head: bool = True,
     seed: int = 0,
 ) -> MultiTaskSuite:
     """Pre-train the base on plain digits, fine-tune one copy per task, write all to ``folder``.
+
+    As in FusionBench, where CLIP's classification heads stay frozen while the image
+    encoder is fine-tuned, ``freeze_head`` keeps the shared head of the base: every
+    fine-tune changes only the hidden layers.
 
     Written once per set of settings (a manifest remembers them); later calls reuse the files.
     """
@@ -151,7 +157,7 @@ def build_suite(
     folder.mkdir(parents=True, exist_ok=True)
     tasks = make_digit_tasks(names, seed=seed)
     settings = {"names": list(names), "arch": arch, "base_steps": base_steps, "finetune_steps": finetune_steps,
-                "lr": lr, "seed": seed, "version": 1}
+                "lr": lr, "freeze_head": freeze_head, "seed": seed, "version": 2}
     manifest = folder / "suite.json"
     base = folder / "base.safetensors"
     models = tuple(folder / f"{n}.safetensors" for n in names)
@@ -165,6 +171,8 @@ def build_suite(
         for i, task in enumerate(tasks):
             tuned = build_module(arch)
             tuned.load_state_dict(base_module.state_dict())
+            if freeze_head:
+                tuned.head.requires_grad_(False)
             train_steps(tuned, task.train, steps=finetune_steps, lr=lr, seed=seed + 1 + i)
             _save(tuned, models[i], arch, {"merge_studio.task": task.name})
             tensors = {"train_inputs": task.train.inputs, "train_targets": task.train.targets,

@@ -51,13 +51,14 @@ class AdaMergingParams(MethodParams):
         json_schema_extra=ui("slider", step=0.05, per_layer=False),
     )
     steps: int = Field(
-        200, ge=0, le=100_000, title="Steps",
+        100, ge=0, le=100_000, title="Steps",
         description="Adam steps on the prediction entropy.",
         json_schema_extra=ui("spin", per_layer=False),
     )
     lr: float = Field(
-        1e-2, gt=0.0, le=1.0, title="Learning rate",
-        description="Adam's step size for the coefficients.",
+        1e-3, gt=0.0, le=1.0, title="Learning rate",
+        description="Adam's step size for the coefficients (the paper's 1e-3; larger steps can find "
+        "confidently wrong merges, since low entropy is only a stand-in for accuracy).",
         json_schema_extra=ui("spin", step=1e-3, decimals=5, per_layer=False),
     )
     batch_size: int = Field(
