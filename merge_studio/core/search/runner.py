@@ -247,6 +247,8 @@ def parameter_importance(result: SearchResult, objective: int = 0) -> dict[str, 
         return {}
     study = optuna.load_study(study_name=result.study_name, storage=f"sqlite:///{result.storage}")
     try:
-        return dict(optuna.importance.get_param_importances(study, target=lambda t: t.values[objective]))
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator,
+                                                            target=lambda t: t.values[objective]))
     except (RuntimeError, ValueError, ZeroDivisionError):
         return {}

@@ -68,7 +68,7 @@ def run_trial(recipe: Mapping[str, Any], objectives: Sequence[Mapping[str, Any]]
         suffix = Path(recipe.get("output") or "merged.safetensors").suffix
         out = Path(folder) / (f"trial{suffix}" if suffix else "trial")
         data = {**recipe, "output": str(out), "hash_sources": False}
-        result = run_merge(Recipe.model_validate(data))
+        result = run_merge(Recipe.from_mapping(data, source="search trial"))
         values = scores([Objective(**o) for o in objectives], result.output, data, device)
         return {"values": values, "seconds": time.perf_counter() - start, "pid": os.getpid()}
     except MergeStudioError as exc:
