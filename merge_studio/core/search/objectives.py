@@ -51,7 +51,13 @@ class Objective:
 
     @property
     def name(self) -> str:
-        where = "+".join(Path(s).name for s in self.data) if self.data else "data"
+        """A short label for plots and tables: the kind, which data (abridged) and the split."""
+        if not self.data:
+            where = "recipe data"
+        elif len(self.data) == 1:
+            where = Path(self.data[0]).name.split(".")[0][:24]
+        else:
+            where = f"mean of {len(self.data)} sources"
         return f"{self.kind} ({where}, {self.split})"
 
     def to_dict(self) -> dict[str, Any]:
