@@ -23,7 +23,7 @@ def test_one_objective_draws_the_trials_and_the_best_so_far():
 
 def test_two_objectives_draw_the_front_in_order():
     ax = Figure().add_subplot()
-    plot_search(ax, [0, 1, 2], [(0.9, 0.1), (0.2, 0.2), (0.1, 0.9)], ["maximize", "maximize"], ["a", "b"], selected=2)
+    plot_search(ax, [0, 1, 2], [(0.9, 0.1), (0.05, 0.05), (0.1, 0.9)], ["maximize", "maximize"], ["a", "b"], selected=2)
     front = ax.lines[0]
     assert list(front.get_xdata()) == [0.1, 0.9]
     assert ax.get_xlabel() == "a" and ax.get_ylabel() == "b"
