@@ -227,6 +227,8 @@ def adamerging_merge(
         arch = resolve_arch([base, *checkpoints], ctx, "AdaMerging")
         metadata["merge_studio.arch"] = arch
         module = module_for(arch, base_state, ctx.device)
+        order = {k: i for i, k in enumerate(module.state_dict())}  # layers in network order, not the file's
+        keys.sort(key=lambda k: order.get(k, len(order)))
         unlabeled = []
         sources = [mp.data for mp in model_params] if model_params else [""] * len(states)
         for source in dict.fromkeys(sources):  # models sharing one source share its batches
