@@ -169,3 +169,42 @@ def test_the_search_command_merges_the_best_trial_and_saves_its_recipe(suite, tm
     assert out["trials"] == 3 and (tmp_path / "m.safetensors").is_file()
     saved = yaml.safe_load((tmp_path / "m.safetensors.recipe.yaml").read_text())
     assert saved["params"]["lambda"] == pytest.approx(out["best"][0]["params"]["lambda"])
+
+
+@pytest.mark.slow
+def test_cancelling_stops_the_worker_processes(suite, tmp_path):
+    import multiprocessing
+    import time
+
+    cancel = CancelToken()
+    seen: list[TrialResult] = []
+
+    def on_trial(item):
+        seen.append(item)
+        cancel.cancel()
+
+    start = time.perf_counter()
+    with pytest.raises(Cancelled):
+        drive(iter_search(_recipe(suite, tmp_path / "m.safetensors"), SPACE, [_objective(suite)], trials=200,
+                          workers=2, cancel=cancel), on_partial=on_trial)
+    assert time.perf_counter() - start < 60
+    assert not multiprocessing.active_children()
+    stored = load_search(tmp_path / "m.safetensors.search.db")
+    assert len(stored.trials) == 1 and stored.failed >= 1  # the one running beside it was recorded as failed
+
+
+def test_language_models_are_searched_for_perplexity_on_text(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.hf_models import make_hf_folder, training_text
+
+    a, b = make_hf_folder(tmp_path / "a", "llama", seed=1), make_hf_folder(tmp_path / "b", "llama", seed=2)
+    text = tmp_path / "notes.txt"
+    text.write_text(training_text())
+    recipe = Recipe(method="lerp", models=[ModelEntry(path=str(a)), ModelEntry(path=str(b))], output=str(tmp_path / "out"),
+                    hash_sources=False)
+    objective = Objective.parse(f"perplexity:{text}")
+    result = run_search(recipe, SearchSpace.parse(["t=0:1"]), [objective], trials=2, workers=0)
+    assert objective.direction == "minimize" and result.failed == 0
+    assert all(t.values[0] > 1.0 for t in result.trials)
+    assert result.best[0].values[0] == min(t.values[0] for t in result.trials)
+    assert not list(tmp_path.glob("out*/"))  # trials leave no model behind
