@@ -16,7 +16,7 @@ prints each one's test accuracy per task and on average:
 Every merge runs through the ordinary engine from a recipe (no shortcuts), so the
 table also shows what a user gets from ``merge-studio merge``.
 
-    python benchmarks/multitask.py                  # the full table (~2 minutes on 2 cores)
+    python benchmarks/multitask.py                  # the full table (under a minute on 2 cores)
     python benchmarks/multitask.py --trials 50 --workers 2
 """
 

@@ -321,12 +321,25 @@ class ViewWiring(QObject):
             return
         coefficients, names = learned
         self.coefficients_dialog = CoefficientsDialog(coefficients, names, self.window)
+        self.coefficients_dialog.sig_keep.connect(self._on_coefficients_keep)
         self.coefficients_dialog.show()
         means = layer_means(coefficients)
         if self.graph is not None and means and hasattr(self.graph, "set_overlay"):
             self.graph.set_overlay(LEARNED_OVERLAY, means, show=False, scale=overlay_scale(LEARNED_OVERLAY))
         self.window.log_panel.log("The learned coefficients are shown per layer (and as a graph overlay); "
                                   "save the recipe to re-run this merge without data.")
+
+    def _on_coefficients_keep(self, table: dict[str, list[float]]) -> None:
+        """Put learned coefficients into the current method's parameters (when it takes them)."""
+        session, panel = self.window.session, self.window.method_panel
+        if "coefficients" not in session.spec.params.model_fields:
+            self.window.log_panel.log(f"{session.spec.label} takes no coefficients; choose AdaMerging to use them.",
+                                      "warning")
+            return
+        session.set_params({**session.params(), "coefficients": table})
+        panel.form.set_values(session.params())
+        self.window.log_panel.log("The learned coefficients are now the method's 'coefficients': the next merge "
+                                  "and saved recipes use them without data.")
 
     def compare_in_graph(self, path_a: str | Path, path_b: str | Path) -> Any:
         """Offer the cosine similarity per layer between two chosen models as a graph overlay."""

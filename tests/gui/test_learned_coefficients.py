@@ -28,3 +28,14 @@ def test_a_merge_that_learned_coefficients_opens_their_plot(qtbot, window, tmp_p
 def test_reports_without_coefficients_open_nothing_and_means_are_per_layer():
     assert learned_coefficients({"examples_per_model": 3}) is None
     assert layer_means({"a.weight": [0.2, 0.4], "a.bias": [0.5, 0.5], "*": [1.0, 1.0]}) == pytest.approx({"a": 0.4})
+
+
+def test_keeping_the_coefficients_puts_them_in_the_recipe(qtbot, window):
+    window.method_panel.select_method("adamerging")
+    table = {"hidden.0.weight": [0.2, 0.6], "head.weight": [0.1, 0.9]}
+    window.sig_merge_finished.emit(SimpleNamespace(report={"coefficients": table, "models": ["a", "b"]}, outputs=(),
+                                                   layer_stats={}))
+    window.wiring.coefficients_dialog.keep_button.click()
+    assert window.session.params()["coefficients"] == table
+    assert window.method_panel.form.values()["coefficients"] == table
+    window.wiring.coefficients_dialog.close()

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from matplotlib.backends.backend_qtagg import NavigationToolbar2QT
 from matplotlib.figure import Figure
-from PySide6.QtCore import QSize
-from PySide6.QtWidgets import QDialog, QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import QSize, Signal
+from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from merge_studio.gui.plot_canvas import BackgroundCanvas
 from merge_studio.plots.coefficients import plot_coefficients
@@ -35,7 +35,13 @@ def layer_means(coefficients: Mapping[str, Sequence[float]]) -> dict[str, float]
 
 
 class CoefficientsDialog(QDialog):
-    """Non-modal: the learned λ per layer (one line per model), with matplotlib's toolbar to save it."""
+    """Non-modal: the learned λ per layer (one line per model), with matplotlib's toolbar to save it.
+
+    "Keep in the recipe" emits ``sig_keep`` with the table, for the window to set it as the
+    method's ``coefficients`` parameter: a recipe saved then re-runs the merge without data.
+    """
+
+    sig_keep = Signal(object)
 
     def __init__(self, coefficients: Mapping[str, Sequence[float]], model_names: Sequence[str],
                  parent: QWidget | None = None, *, title: str = "Learned coefficients") -> None:
@@ -46,12 +52,21 @@ class CoefficientsDialog(QDialog):
         self.canvas.setMinimumSize(420, 260)
         toolbar = NavigationToolbar2QT(self.canvas, self)
         toolbar.setIconSize(QSize(18, 18))
-        note = QLabel("Saved in the merged file's report; a recipe saved from this merge re-runs it without data.", self)
+        note = QLabel("Written into the merged file's report. Keep them in the recipe to re-run this merge "
+                      "without data (saved recipes then carry them).", self)
         note.setWordWrap(True)
+        self.keep_button = QPushButton("Keep in the recipe", self)
+        self.keep_button.clicked.connect(lambda: self.sig_keep.emit(dict(coefficients)))
+        close = QPushButton("Close", self)
+        close.clicked.connect(self.close)
+        buttons = QHBoxLayout()
+        buttons.addWidget(note, 1)
+        buttons.addWidget(self.keep_button)
+        buttons.addWidget(close)
         layout = QVBoxLayout(self)
         layout.addWidget(toolbar)
         layout.addWidget(self.canvas, 1)
-        layout.addWidget(note)
+        layout.addLayout(buttons)
         axes = self.figure.add_subplot()
         self.artists: list = []
         self.canvas.edit(lambda _f: self.artists.extend(plot_coefficients(axes, coefficients, model_names, title=title)))
