@@ -92,7 +92,32 @@ def test_merge_with_these_writes_the_chosen_trials_model_and_recipe(tab, qtbot, 
     assert saved["models"][1]["params"]["weight"] == pytest.approx(chosen.params["models.1.weight"])
 
 
+def test_a_recipe_without_an_output_asks_for_one(tab):
+    tab.recipe_provider = lambda: Recipe(method="lerp", models=[ModelEntry(path="a"), ModelEntry(path="b")])
+    tab.params_edit.setText("t=0:1")
+    assert tab.start() is None and "output file" in tab.status.text()
+
+
 def test_a_bad_range_is_explained_without_starting(tab):
     tab.params_edit.setText("alpha=0:1")
     assert tab.start() is None
     assert "no parameter 'alpha'" in tab.status.text() and not tab.running
+
+
+def test_the_window_searches_the_method_and_models_it_shows(qtbot, window, suite, tmp_path):
+    from tests.gui.conftest import load_into
+
+    load_into(qtbot, window, [suite.base, *suite.models])
+    window.set_base(window.session.models[0].id)
+    window.method_panel.select_method("task_arithmetic")
+    tab = window.extra_views["Search"]
+    tab.params_edit.setText("lambda=0.2:1.5")
+    tab.objectives_edit.setText(f"accuracy:{suite.data[0]}@train")
+    tab.workers_spin.setValue(0)
+    tab.trials_spin.setValue(2)
+    window.method_panel.set_output_path(tmp_path / "merged.safetensors")
+    with qtbot.waitSignal(tab.sig_finished, timeout=60_000):
+        assert tab.start() is not None
+    assert tab.plot.trial_count == 2
+    assert tab.recipe_for(tab.selected_trial()).base == str(suite.base)
+    assert (tmp_path / "merged.safetensors.search.db").is_file()

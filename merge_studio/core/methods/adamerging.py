@@ -171,6 +171,8 @@ def iter_learn_coefficients(
     """
     from torch.func import functional_call
 
+    from merge_studio.core.evaluate.loop import model_output
+
     n_models = next(iter(task_vectors.values())).shape[0] if task_vectors else 0
     rows = len(keys) if mode == "layer_wise" else 1
     device = next(iter(task_vectors.values())).device if task_vectors else torch.device("cpu")
@@ -188,8 +190,6 @@ def iter_learn_coefficients(
         for x in unlabeled:
             idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=gen).to(x.device)
             out = functional_call(module, {**fixed, **merged}, (x[idx],))
-            from merge_studio.core.evaluate.loop import model_output
-
             loss = loss + prediction_entropy(model_output(out))
         opt.zero_grad()
         loss.backward()

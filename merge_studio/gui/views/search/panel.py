@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from merge_studio.core.progress import CancelToken, Progress
 from merge_studio.errors import MergeStudioError
+from merge_studio.gui.views.search.best_table import BestTrialsTable
 from merge_studio.gui.views.search.plot import SearchPlot
 from merge_studio.gui.workers import JobError, JobRunner, JobWorker
 
@@ -72,8 +73,6 @@ class SearchTab(QWidget):
         self.importance: dict[str, float] = {}
         self._trials: dict[int, Any] = {}
         self._setup: tuple[Any, Any, list[Any], Path] | None = None  # recipe, space, objectives, storage
-        self._follow_best = True  # select the best trial until the user picks one
-        self._refreshing = False
         self._build()
 
     # --- layout -------------------------------------------------------------------------------
@@ -104,9 +103,9 @@ class SearchTab(QWidget):
 
         grid = QGridLayout()
         grid.addWidget(QLabel("Ranges", self), 0, 0)
-        grid.addWidget(self.params_edit, 0, 1, 1, 5)
+        grid.addWidget(self.params_edit, 0, 1, 1, 6)
         grid.addWidget(QLabel("Objectives", self), 1, 0)
-        grid.addWidget(self.objectives_edit, 1, 1, 1, 5)
+        grid.addWidget(self.objectives_edit, 1, 1, 1, 6)
         grid.addWidget(QLabel("Trials", self), 2, 0)
         grid.addWidget(self.trials_spin, 2, 1)
         grid.addWidget(QLabel("Workers", self), 2, 2)
@@ -114,22 +113,16 @@ class SearchTab(QWidget):
         grid.addWidget(QLabel("Sampler", self), 2, 4)
         grid.addWidget(self.sampler_combo, 2, 5)
         grid.addWidget(QLabel("Ray", self), 3, 0)
-        grid.addWidget(self.ray_edit, 3, 1, 1, 5)
-        grid.setColumnStretch(5, 1)
+        grid.addWidget(self.ray_edit, 3, 1, 1, 6)
+        grid.setColumnStretch(6, 1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.status, 1)
 
         self.plot = SearchPlot(self)
-        self.best_table = QTableWidget(0, 3, self)
-        self.best_table.setHorizontalHeaderLabels(["trial", "objective", "parameters"])
-        self.best_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.best_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.best_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.best_table.verticalHeader().hide()
-        self.best_table.horizontalHeader().setStretchLastSection(True)
-        self.best_table.itemSelectionChanged.connect(self._on_best_table_selection)
+        self.best_table = BestTrialsTable(self)
+        self.best_table.sig_chosen.connect(self.plot.select)
         self.importance_table = QTableWidget(0, 2, self)
         self.importance_table.setHorizontalHeaderLabels(["parameter", "importance"])
         self.importance_table.verticalHeader().hide()
@@ -197,14 +190,16 @@ class SearchTab(QWidget):
             space = SearchSpace.parse(self.params_edit.text().split())
             objectives = [Objective.parse(t) for t in (self.objectives_edit.text().split() or ["accuracy"])]
             space.dimensions(recipe.method, len(recipe.models))  # bad names fail here, not in a worker
+            if not recipe.output:
+                raise MergeStudioError("choose the output file in the method panel first",
+                                       hint="the study is kept next to it, as OUTPUT.search.db")
             storage = default_storage(recipe)
         except MergeStudioError as exc:
             self._say(f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""), error=True)
             return None
         self._setup = (recipe, space, objectives, storage)
         self._trials.clear()
-        self._follow_best = True
-        self.best_table.setRowCount(0)
+        self.best_table.reset()
         self.plot.start([o.name for o in objectives], [o.direction for o in objectives])
         self._set_running(True)
         trials, workers = self.trials_spin.value(), self.workers_spin.value()
@@ -322,46 +317,11 @@ class SearchTab(QWidget):
             return
         objectives = self._setup[2]
         best = self.best_trials()
-        selected = None if self._follow_best else self.selected_trial()
-        table = self.best_table
-        self._refreshing = True
-        table.blockSignals(True)
-        table.setColumnCount(2 + len(objectives))
-        table.setHorizontalHeaderLabels(["trial", *[o.name if len(objectives) > 1 else o.kind for o in objectives],
-                                         "parameters"])
-        table.setRowCount(len(best))
-        for row, t in enumerate(best):
-            item = QTableWidgetItem(str(t.number))
-            item.setData(Qt.ItemDataRole.UserRole, t.number)
-            table.setItem(row, 0, item)
-            for j, v in enumerate(t.values):
-                table.setItem(row, 1 + j, QTableWidgetItem(f"{v:.4f}"))
-            params = ", ".join(f"{k}={v:.3g}" for k, v in t.params.items())
-            cell = QTableWidgetItem(params)
-            cell.setToolTip(params)
-            table.setItem(row, 1 + len(objectives), cell)
-        table.clearSelection()
-        rows = [r for r, t in enumerate(best) if selected is not None and t.number == selected.number]
-        if rows or best:
-            table.selectRow(rows[0] if rows else 0)
-        table.resizeColumnsToContents()
-        table.blockSignals(False)
-        self._on_best_table_selection()
-        self._refreshing = False
+        self.best_table.show_trials(best, [o.name if len(objectives) > 1 else o.kind for o in objectives])
         self.merge_button.setEnabled(bool(best))
 
     def selected_trial(self) -> Any:
-        rows = self.best_table.selectionModel().selectedRows() if self.best_table.selectionModel() else []
-        if not rows:
-            return None
-        item = self.best_table.item(rows[0].row(), 0)
-        return self._trials.get(item.data(Qt.ItemDataRole.UserRole)) if item is not None else None
-
-    def _on_best_table_selection(self) -> None:
-        if not self._refreshing:
-            self._follow_best = False  # the user chose a trial: keep it while better ones arrive
-        trial = self.selected_trial()
-        self.plot.select(trial.number if trial is not None else None)
+        return self._trials.get(self.best_table.selected_number())
 
     # --- merging ------------------------------------------------------------------------------
     def recipe_for(self, trial: Any) -> Any:
