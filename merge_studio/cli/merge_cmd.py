@@ -138,9 +138,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     learned = recipe.with_learned(result.report)
-    if args.save_recipe and learned is not recipe:
-        learned.save(args.save_recipe)
-        print(f"saved the learned {', '.join(result.report['learned_params'])} in {args.save_recipe}", file=sys.stderr)
+    if learned is not recipe:
+        names = ", ".join(result.report["learned_params"])
+        if args.save_recipe:
+            learned.save(args.save_recipe)
+            print(f"saved the learned {names} in {args.save_recipe}", file=sys.stderr)
+        elif not args.quiet:
+            print(f"the learned {names} are in the output's report; --save-recipe PATH keeps them in a recipe "
+                  "that re-runs this merge without data", file=sys.stderr)
     if args.json:
         print(json.dumps({
             "outputs": [str(p) for p in result.outputs],
