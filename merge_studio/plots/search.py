@@ -7,6 +7,12 @@ from collections.abc import Sequence
 from matplotlib.axes import Axes
 
 _POINT = "#4a7fb5"
+_LABEL_WIDTH = 26
+
+
+def _label(name: str) -> str:
+    """An axis label that fits beside a narrow plot: long names break before their parenthesis."""
+    return name.replace(" (", "\n(", 1) if len(name) > _LABEL_WIDTH else name
 _BEST = "#d9622b"
 
 
@@ -44,8 +50,8 @@ def plot_search(
         pts = sorted((x, y) for x, y, f in zip(xs, ys, front, strict=True) if f)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=_BEST, markersize=5, linewidth=1.2,
                 label="Pareto front")
-        ax.set_xlabel(names[0])
-        ax.set_ylabel(names[1])
+        ax.set_xlabel(_label(names[0]))
+        ax.set_ylabel(_label(names[1]))
         pick = [i for i, n in enumerate(numbers) if n == selected]
         if pick:
             ax.scatter([xs[pick[0]]], [ys[pick[0]]], s=120, facecolors="none", edgecolors="black", linewidths=1.4)
@@ -60,7 +66,7 @@ def plot_search(
             best.append(run)
         ax.step([numbers[i] for i in order], best, where="post", color=_BEST, linewidth=1.5, label="best so far")
         ax.set_xlabel("trial")
-        ax.set_ylabel(names[0])
+        ax.set_ylabel(_label(names[0]))
         pick = [i for i, n in enumerate(numbers) if n == selected]
         if pick:
             ax.scatter([numbers[pick[0]]], [ys[pick[0]]], s=120, facecolors="none", edgecolors="black", linewidths=1.4)
