@@ -63,8 +63,12 @@ FAMILY_ADVICE = {
         "alignment found."
     ),
     "Data-aware": (
-        "Data-aware methods run the models on examples to decide how much each parameter matters, "
-        "so they need the architecture and a data set, and take longer than streaming methods."
+        "Data-aware methods run the models on examples — to weigh each parameter (Fisher), to solve "
+        "each linear layer in closed form (RegMean) or to learn the task-arithmetic coefficients "
+        "(AdaMerging) — so they need the architecture and a data set, and take longer than streaming "
+        "methods. Each model can be given its own data (its task's examples) as a per-model 'data' "
+        "source. benchmarks/multitask.py compares them on six digit tasks; to search any method's "
+        "coefficients on data instead, see [coefficient search](../search.md)."
     ),
     "Layer stacking": (
         "Layer stacking builds a model of a new depth from layer ranges of one or more models "

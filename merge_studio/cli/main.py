@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lora": ("merge_studio.cli.lora_cmd", "LoRA adapters: list, apply onto a base, merge, extract"),
     "moe": ("merge_studio.cli.moe_cmd",
             "assemble a mixture-of-experts model (Mixtral, Qwen2-MoE) from dense experts (mergekit-moe's YAML)"),
+    "search": ("merge_studio.cli.search_cmd", "search a method's coefficients on data (Optuna; local workers or a Ray cluster)"),
 }
 SUBCOMMAND_MODULES = tuple(module for module, _ in SUBCOMMANDS.values())
 

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-hash", action="store_true", help="don't record the sources' SHA-256 in the output")
     parser.add_argument("--allow-non-finite", action="store_true",
                         help="merge inputs holding NaN or infinite values (default: stop, naming the tensor)")
-    parser.add_argument("--save-recipe", metavar="PATH", help="also save the recipe that was run")
+    parser.add_argument("--save-recipe", metavar="PATH", help="also save the recipe that was run (with any coefficients the method learned)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -137,6 +137,15 @@ def run(args: argparse.Namespace) -> int:
         result = run_merge(recipe, on_progress=bar, threads=args.threads)
     finally:
         bar.close()
+    learned = recipe.with_learned(result.report)
+    if learned is not recipe:
+        names = ", ".join(result.report["learned_params"])
+        if args.save_recipe:
+            learned.save(args.save_recipe)
+            print(f"saved the learned {names} in {args.save_recipe}", file=sys.stderr)
+        elif not args.quiet:
+            print(f"the learned {names} are in the output's report; --save-recipe PATH keeps them in a recipe "
+                  "that re-runs this merge without data", file=sys.stderr)
     if args.json:
         print(json.dumps({
             "outputs": [str(p) for p in result.outputs],

@@ -184,6 +184,14 @@ class Recipe(BaseModel):
             }
         )
 
+    def with_learned(self, report: Mapping[str, Any] | None) -> Recipe:
+        """This recipe with the parameters a data-aware merge learned (its report's
+        ``learned_params``, e.g. AdaMerging's coefficients), so it re-runs without data."""
+        learned = (report or {}).get("learned_params")
+        if not learned:
+            return self
+        return self.model_copy(update={"params": {**self.params, **learned}})
+
     # --- files -----------------------------------------------------------------------
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_defaults=False)

@@ -31,6 +31,8 @@ OPTIONAL_TABS = (
      "Loss and accuracy along the path between two models (the loss barrier) will be plotted here."),
     ("Permutations", "merge_studio.gui.views.align_panel", "PermutationsTab",
      "How re-basin aligns the neurons of one model to another will be shown here, layer by layer."),
+    ("Search", "merge_studio.gui.views.search", "SearchTab",
+     "A coefficient search (Optuna) over the method's parameters will plot its trials here."),
 )
 
 

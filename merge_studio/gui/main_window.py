@@ -147,6 +147,8 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
                 kwargs["runner"] = self.runner
             if "models_provider" in accepted:
                 kwargs["models_provider"] = self._ready_model_paths
+            if "recipe_provider" in accepted:
+                kwargs["recipe_provider"] = self.session.to_recipe
             view = cls(**kwargs) if kwargs else cls(self)
         except Exception:  # noqa: BLE001 - a missing or broken optional view must not stop the window
             if not sentence:

@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 COSINE_OVERLAY = "cosine similarity"
 KEPT_OVERLAY = "task-vector mass kept"
 CHANGE_OVERLAY = "relative change"
+LEARNED_OVERLAY = "learned λ (mean over models)"
 
 
 def overlay_scale(name: str):  # noqa: ANN201 - an OverlayScale
     """Each overlay's colours mean the same whatever the values: similarity and shares on 0–1, change from 0."""
     from merge_studio.graph.overlay import OverlayScale
 
-    if name in (COSINE_OVERLAY, KEPT_OVERLAY):
+    if name in (COSINE_OVERLAY, KEPT_OVERLAY, LEARNED_OVERLAY):
         return OverlayScale.share()
     return OverlayScale("from_zero")
 
@@ -295,6 +296,7 @@ class ViewWiring(QObject):
             self.show_report_in_graph(shown, show=False)
             whose = f" (showing {shown['shown_model']}, the model that moved most)" if "shown_model" in shown else ""
             self.window.log_panel.log(f"The re-basin report is in the Permutations tab{whose}.")
+        self._show_learned_coefficients(report)
         outputs = tuple(Path(p) for p in result.outputs)
         recipe_models = [m.path for m in self.window.session.ready_models if m.in_models and m.path not in outputs]
         if self.graph is None:
@@ -309,6 +311,35 @@ class ViewWiring(QObject):
             base = self.window.session.base
             reference = base.path if base is not None and base.status == "ready" else recipe_models[0]
             self._start_overlay_job(CHANGE_OVERLAY, _change_job(reference, outputs[0]), show=True)
+
+    def _show_learned_coefficients(self, report: Any) -> None:
+        """AdaMerging's learned λ: a window with the per-layer plot, and their mean as a graph overlay."""
+        from merge_studio.gui.dialogs.coefficients_dialog import CoefficientsDialog, layer_means, learned_coefficients
+
+        learned = learned_coefficients(report)
+        if learned is None:
+            return
+        coefficients, names = learned
+        self.coefficients_dialog = CoefficientsDialog(coefficients, names, self.window)
+        self.coefficients_dialog.sig_keep.connect(self._on_coefficients_keep)
+        self.coefficients_dialog.show()
+        means = layer_means(coefficients)
+        if self.graph is not None and means and hasattr(self.graph, "set_overlay"):
+            self.graph.set_overlay(LEARNED_OVERLAY, means, show=False, scale=overlay_scale(LEARNED_OVERLAY))
+        self.window.log_panel.log("The learned coefficients are shown per layer (and as a graph overlay); "
+                                  "save the recipe to re-run this merge without data.")
+
+    def _on_coefficients_keep(self, table: dict[str, list[float]]) -> None:
+        """Put learned coefficients into the current method's parameters (when it takes them)."""
+        session, panel = self.window.session, self.window.method_panel
+        if "coefficients" not in session.spec.params.model_fields:
+            self.window.log_panel.log(f"{session.spec.label} takes no coefficients; choose AdaMerging to use them.",
+                                      "warning")
+            return
+        session.set_params({**session.params(), "coefficients": table})
+        panel.form.set_values(session.params())
+        self.window.log_panel.log("The learned coefficients are now the method's 'coefficients': the next merge "
+                                  "and saved recipes use them without data.")
 
     def compare_in_graph(self, path_a: str | Path, path_b: str | Path) -> Any:
         """Offer the cosine similarity per layer between two chosen models as a graph overlay."""

@@ -96,6 +96,12 @@ class FisherModelParams(ModelParams):
         description="Multiplies this model's Fisher: larger means its parameters count for more.",
         json_schema_extra=ui("slider", step=0.05, per_layer=False),
     )
+    data: str = Field(
+        "", title="Data",
+        description="This model's own data (its task's examples): a .safetensors/.pt/.npz file or "
+        "'file.py:make_dataset'. Empty: the recipe's data.",
+        json_schema_extra=ui("text", per_layer=False),
+    )
 
 
 # --- Fisher estimation ------------------------------------------------------------------------
@@ -284,7 +290,8 @@ def fisher_merge(
         check_cancel(ctx.cancel)
         state = ck.state_dict()
         module = module_factory(arch, state, ctx.device)
-        data = load_data(spec, for_module=module)
+        own = model_params[i].data.strip() if model_params else ""
+        data = load_data(spec.model_copy(update={"source": own}) if own else spec, for_module=module)
         train = data.train.head(params.num_examples).to(ctx.device)
         used = len(train)
         job = iter_diagonal_fisher(

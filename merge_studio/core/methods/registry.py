@@ -25,6 +25,8 @@ BUILTIN_MODULES = (
     "merge_studio.core.methods.model_stock",
     "merge_studio.core.methods.recombination",
     "merge_studio.core.methods.fisher",
+    "merge_studio.core.methods.regmean",
+    "merge_studio.core.methods.adamerging",
     "merge_studio.core.rebasin.methods",
 )
 # Aliases so users of other tools find their method (mergekit's ``linear``, A1111's ``weighted_sum``).
