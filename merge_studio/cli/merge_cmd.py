@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="*", metavar="RECIPE|MODEL", help="a recipe YAML, or the models (with --method)")
     parser.add_argument("-o", "--output", help="output .safetensors file or folder (overrides the recipe)")
+    parser.add_argument("-f", "--force", action="store_true", help="replace the output if it already exists")
     parser.add_argument("--method", help="merge method for a quick merge (see 'merge-studio methods list')")
     parser.add_argument("--base", help="base model path")
     parser.add_argument("--model", action="append", default=[], help="add a model (repeatable)")
@@ -128,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
 
     for warning in parameter_warnings(recipe):
         print(f"warning: {warning}", file=sys.stderr)
+    from merge_studio.core.overwrite import merge_targets, refuse_existing
+
+    refuse_existing(merge_targets(recipe), force=args.force)
     if args.save_recipe:
         recipe.save(args.save_recipe)
     bar = ProgressBar(enabled=not args.quiet)

@@ -271,6 +271,12 @@ class WindowActions:
         except MergeStudioError as exc:
             self.show_error(JobError.from_exception(exc), "Cannot merge yet")
             return None
+        from merge_studio.core.overwrite import merge_targets
+        from merge_studio.gui.output_guard import confirm_overwrite
+
+        if not confirm_overwrite(self, merge_targets(recipe)):
+            self.log_panel.log(f"Kept {recipe.output}; choose another output to merge", "warning")
+            return None
         self.log_panel.log(f"Merging {len(recipe.models)} models with {recipe.spec.label} into {recipe.output}")
         from merge_studio.core.engine import iter_merge  # imports torch; kept off the start-up path
 

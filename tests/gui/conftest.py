@@ -46,6 +46,18 @@ def _fresh_settings(tmp_path, monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_unexpected_questions(monkeypatch):
+    """A modal question nobody answers would hang the suite offscreen: fail loudly instead.
+    Tests that expect one patch ``QMessageBox.question`` themselves."""
+    from PySide6.QtWidgets import QMessageBox
+
+    def unexpected(_parent, title, text, *_a, **_k):
+        raise AssertionError(f"unexpected question: {title}: {text}")
+
+    monkeypatch.setattr(QMessageBox, "question", unexpected)
+
+
 def _running_qthreads() -> list:
     from PySide6.QtCore import QThread
     from PySide6.QtWidgets import QApplication
