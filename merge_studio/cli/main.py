@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "barrier": ("merge_studio.cli.barrier_cmd", "loss/accuracy barrier along the interpolation between two models"),
     "align": ("merge_studio.cli.align_cmd", "permute model B's hidden units to match model A (weight or activation matching)"),
     "lora": ("merge_studio.cli.lora_cmd", "LoRA adapters: list, apply onto a base, merge, extract"),
+    "history": ("merge_studio.cli.history_cmd", "list recorded merges (newest first), or show one's recipe"),
 }
 SUBCOMMAND_MODULES = tuple(module for module, _ in SUBCOMMANDS.values())
 

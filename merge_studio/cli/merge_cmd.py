@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,13 +135,24 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing(merge_targets(recipe), force=args.force)
     if args.save_recipe:
         recipe.save(args.save_recipe)
+    if args.threads is not None and args.threads < 1:
+        raise RecipeError(f"--threads {args.threads} must be at least 1")
+    from merge_studio.core.history import record_merge
+    from merge_studio.errors import Cancelled
+
     bar = ProgressBar(enabled=not args.quiet)
+    started = time.perf_counter()
     try:
-        if args.threads is not None and args.threads < 1:
-            raise RecipeError(f"--threads {args.threads} must be at least 1")
         result = run_merge(recipe, on_progress=bar, threads=args.threads)
+    except (Cancelled, KeyboardInterrupt):
+        record_merge(recipe, status="cancelled", seconds=time.perf_counter() - started, source="cli")
+        raise
+    except Exception as exc:
+        record_merge(recipe, status="failed", seconds=time.perf_counter() - started, error=str(exc), source="cli")
+        raise
     finally:
         bar.close()
+    record_merge(recipe, result=result, source="cli")
     if args.json:
         print(json.dumps({
             "outputs": [str(p) for p in result.outputs],

@@ -30,6 +30,7 @@ from merge_studio.gui.compat import check_models
 from merge_studio.gui.deferred_startup import OPTIONAL_TABS, DeferredStartup
 from merge_studio.gui.dialogs.error_dialog import ErrorDialog
 from merge_studio.gui.menus import build_menus
+from merge_studio.gui.merge_history import MergeHistory
 from merge_studio.gui.qt_compat import protect_none
 from merge_studio.gui.resources import icon
 from merge_studio.gui.session import Session
@@ -37,6 +38,7 @@ from merge_studio.gui.settings import AppSettings
 from merge_studio.gui.views.checkpoint_list import CheckpointList, paths_from_mime
 from merge_studio.gui.views.checkpoint_model import CheckpointTableModel
 from merge_studio.gui.views.empty_state import EmptyState
+from merge_studio.gui.views.history_panel import HistoryPanel
 from merge_studio.gui.views.inspector import Inspector
 from merge_studio.gui.views.log_panel import LogPanel
 from merge_studio.gui.views.method_picker import MethodPicker
@@ -107,6 +109,8 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
             else:
                 view = self._optional_view(title, module, cls_name, sentence)
             self.tabs.addTab(view, icon(title.lower()), title)
+        self.history_panel = HistoryPanel(self)
+        self.tabs.addTab(self.history_panel, icon("history"), "History")
 
         self._build_layout()
         self.actions_by_name = build_menus(self)
@@ -114,6 +118,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self._connect()
         self.wiring = ViewWiring(self)
         self.lora = LoraActions(self)
+        self.merge_history = MergeHistory(self)
         if not defer_startup:
             self.wiring.attach_views(self._extra_views)
         self._problems_timer = QTimer(self)

@@ -21,6 +21,7 @@ from merge_studio.gui.workers import JobError, JobWorker
 
 if TYPE_CHECKING:
     from merge_studio.core.engine import MergeResult
+    from merge_studio.core.recipe import Recipe
 
 RECIPE_FILTER = "Recipes (*.yaml *.yml);;All files (*)"
 MODEL_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.bin *.ckpt *.pt2 *.index.json);;All files (*)"
@@ -214,19 +215,23 @@ class WindowActions:
             self.show_error(JobError.from_exception(exc), "Cannot open the recipe")
             self.log_panel.log(f"Cannot open recipe {path.name}: {exc}", "error")
             return False
-        rows = self.session.apply_recipe(recipe)
-        self.recipe_path = path
         self.settings.add_recent_recipe(path)
         self.settings.set_last_folder("recipes", path)
+        self.apply_recipe(recipe, path, f"recipe {path}")
+        self.menus_refresh_recent()
+        return True
+
+    def apply_recipe(self, recipe: Recipe, path: Path | None, label: str) -> None:
+        """Fill the list and the form from ``recipe`` (``path``: where it is saved, if anywhere)."""
+        rows = self.session.apply_recipe(recipe)
+        self.recipe_path = path
         self.method_panel.load_from_session()
         self.table_model.refresh()
         if rows:
             self._start_loading([(r.id, r.path) for r in rows])
-        self.log_panel.log(f"Opened recipe {path} ({recipe.spec.label}, {len(recipe.models)} models)")
+        self.log_panel.log(f"Opened {label} ({recipe.spec.label}, {len(recipe.models)} models)")
         self._refresh_device()
         self._on_session_changed()
-        self.menus_refresh_recent()
-        return True
 
     def save_recipe(self, path: str | Path | None = None) -> Path | None:
         """Write the window's state as a recipe; asks for a file when none is known yet."""
@@ -288,6 +293,7 @@ class WindowActions:
         worker.sig_cancelled.connect(self._on_merge_cancelled)
         worker.sig_done.connect(self._on_merge_done)
         self.merge_worker = worker
+        self.merge_history.started(recipe)
         self.job_status.start("Merging")
         self.method_panel.set_running(True)
         self.actions_by_name["cancel"].setEnabled(True)
@@ -306,6 +312,7 @@ class WindowActions:
         self.job_status.update_progress(progress)
 
     def _on_merge_result(self, result: MergeResult) -> None:
+        self.merge_history.finished("ok", result=result)
         out = result.output
         folder = out if out.is_dir() else out.parent
         self.log_panel.log(
@@ -320,11 +327,13 @@ class WindowActions:
         self.sig_merge_finished.emit(result)
 
     def _on_merge_failed(self, error: JobError) -> None:
+        self.merge_history.finished("failed", error=error.message)
         self.log_panel.log(f"Merge failed: {error.message}", "error")
         self.show_error(error, "The merge failed")
         self.sig_merge_finished.emit(None)
 
     def _on_merge_cancelled(self) -> None:
+        self.merge_history.finished("cancelled")
         self.log_panel.log("Merge cancelled; nothing was written.", "warning")
         self.sig_merge_finished.emit(None)
 
