@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="*", metavar="RECIPE|MODEL", help="a recipe YAML, or the models (with --method)")
     parser.add_argument("-o", "--output", help="output .safetensors file or folder (overrides the recipe)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the estimate (output size, free space, peak memory, time) and write nothing")
     parser.add_argument("-f", "--force", action="store_true", help="replace the output if it already exists")
     parser.add_argument("--method", help="merge method for a quick merge (see 'merge-studio methods list')")
     parser.add_argument("--base", help="base model path")
@@ -123,7 +125,8 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
 
 
 def run(args: argparse.Namespace) -> int:
-    from merge_studio.core.engine import run_merge  # imports torch; --help must not wait for it
+    from merge_studio.core.estimate import estimate_merge, iter_checked_merge  # torch; --help must not wait
+    from merge_studio.core.progress import drive
 
     recipe = build_recipe(args)
     from merge_studio.core.param_scopes import parameter_warnings
@@ -132,6 +135,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     from merge_studio.core.overwrite import merge_targets, refuse_existing
 
+    if args.dry_run:
+        if not recipe.output:
+            raise RecipeError("the recipe names no output", hint="pass -o OUTPUT")
+        estimate = estimate_merge(recipe, threads=args.threads)
+        print("\n".join(["dry run: nothing written", *estimate.lines()]))
+        if not estimate.fits:
+            print("the merge would be refused: not enough disk space")
+        return 0
     refuse_existing(merge_targets(recipe), force=args.force)
     if args.save_recipe:
         recipe.save(args.save_recipe)
@@ -143,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     bar = ProgressBar(enabled=not args.quiet)
     started = time.perf_counter()
     try:
-        result = run_merge(recipe, on_progress=bar, threads=args.threads)
+        result = drive(iter_checked_merge(recipe, threads=args.threads), bar)
     except (Cancelled, KeyboardInterrupt):
         record_merge(recipe, status="cancelled", seconds=time.perf_counter() - started, source="cli")
         raise

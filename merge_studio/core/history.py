@@ -47,6 +47,7 @@ class HistoryRecord:
     error: str | None = None
     tensors: int | None = None
     bytes_written: int | None = None
+    bytes_read: int | None = None
     source: str = "cli"
     evaluation: dict[str, Any] | None = field(default=None)
 
@@ -92,8 +93,8 @@ def _inputs(recipe: Recipe, result: MergeResult | None) -> list[dict[str, Any]]:
 def _key(path: str | Path) -> str:
     try:
         return str(Path(path).expanduser().resolve())
-    except OSError:
-        return str(path)
+    except (OSError, RuntimeError):  # a link loop, an unreadable folder: compare as written
+        return str(Path(path).expanduser().absolute())
 
 
 def make_record(
@@ -114,6 +115,7 @@ def make_record(
         error=error,
         tensors=result.tensor_count if result is not None else None,
         bytes_written=result.bytes_written if result is not None else None,
+        bytes_read=result.bytes_read if result is not None else None,
         source=source,
     )
 
@@ -132,7 +134,10 @@ def _append(line: dict[str, Any], path: Path | None) -> bool:
 
 def record_merge(recipe: Recipe, *, path: Path | None = None, **kwargs: Any) -> HistoryRecord | None:
     """Record a finished, failed or cancelled merge (see :func:`make_record`); ``None`` when not written."""
-    record = make_record(recipe, **kwargs)
+    try:
+        record = make_record(recipe, **kwargs)
+    except Exception:  # noqa: BLE001 - recording must never hide the merge's own outcome or error
+        return None
     return record if _append({"kind": "merge", **asdict(record)}, path) else None
 
 
@@ -146,7 +151,7 @@ def load_history(path: Path | None = None) -> list[HistoryRecord]:
     target = path or history_file()
     try:
         lines = target.read_text(encoding="utf-8").splitlines()
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # none yet, or not readable: an empty history, never an error
         return []
     records: list[HistoryRecord] = []
     names = set(HistoryRecord.__dataclass_fields__)

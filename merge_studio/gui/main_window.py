@@ -30,6 +30,7 @@ from merge_studio.gui.compat import check_models
 from merge_studio.gui.deferred_startup import OPTIONAL_TABS, DeferredStartup
 from merge_studio.gui.dialogs.error_dialog import ErrorDialog
 from merge_studio.gui.menus import build_menus
+from merge_studio.gui.merge_estimate import MergeEstimateLabel
 from merge_studio.gui.merge_history import MergeHistory
 from merge_studio.gui.qt_compat import protect_none
 from merge_studio.gui.resources import icon
@@ -119,6 +120,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.wiring = ViewWiring(self)
         self.lora = LoraActions(self)
         self.merge_history = MergeHistory(self)
+        self.merge_estimate = MergeEstimateLabel(self)
         if not defer_startup:
             self.wiring.attach_views(self._extra_views)
         self._problems_timer = QTimer(self)

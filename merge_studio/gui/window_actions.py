@@ -283,10 +283,10 @@ class WindowActions:
             self.log_panel.log(f"Kept {recipe.output}; choose another output to merge", "warning")
             return None
         self.log_panel.log(f"Merging {len(recipe.models)} models with {recipe.spec.label} into {recipe.output}")
-        from merge_studio.core.engine import iter_merge  # imports torch; kept off the start-up path
+        from merge_studio.core.estimate import iter_checked_merge  # imports torch; kept off the start-up path
 
         threads = self.settings.merge_threads or None  # 0: every core
-        worker = self.runner.start(lambda token: iter_merge(recipe, token, threads=threads), "merge")
+        worker = self.runner.start(lambda token: iter_checked_merge(recipe, token, threads=threads), "merge")
         worker.sig_progress.connect(self._on_merge_progress)
         worker.sig_result.connect(self._on_merge_result)
         worker.sig_failed.connect(self._on_merge_failed)

@@ -206,7 +206,7 @@ class MethodPicker(QWidget):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(content)
-        footer = QVBoxLayout()
+        footer = self.footer = QVBoxLayout()  # the window adds the estimate above the Merge button
         footer.setContentsMargins(10, 4, 10, 10)
         footer.addWidget(self.problems_label)
         footer.addWidget(self.warnings_label)
