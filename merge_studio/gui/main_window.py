@@ -32,6 +32,7 @@ from merge_studio.gui.dialogs.error_dialog import ErrorDialog
 from merge_studio.gui.menus import build_menus
 from merge_studio.gui.merge_estimate import MergeEstimateLabel
 from merge_studio.gui.merge_history import MergeHistory
+from merge_studio.gui.output_guard import confirm_stop_merge
 from merge_studio.gui.qt_compat import protect_none
 from merge_studio.gui.resources import icon
 from merge_studio.gui.session import Session
@@ -365,6 +366,9 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         event.acceptProposedAction()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if self.merge_worker is not None and not self.merge_worker.finished and not confirm_stop_merge(self):
+            event.ignore()  # the merge goes on
+            return
         if self.remember_layout:
             self.settings.geometry = self.saveGeometry()
             self.settings.window_state = self.saveState()

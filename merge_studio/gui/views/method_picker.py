@@ -397,5 +397,7 @@ class MethodPicker(QWidget):
         self.warnings_label.setVisible(bool(notes))
 
     def set_running(self, running: bool) -> None:
+        """While a merge runs the form is locked, so what it shows is what is being merged."""
+        self.findChild(QWidget, "method_content").setEnabled(not running)
         self.merge_button.setEnabled(not running)
         self.merge_button.setText("Merging…" if running else "Merge")
