@@ -40,7 +40,6 @@ from merge_studio.gui.settings import AppSettings
 from merge_studio.gui.views.checkpoint_list import CheckpointList, paths_from_mime
 from merge_studio.gui.views.checkpoint_model import CheckpointTableModel
 from merge_studio.gui.views.empty_state import EmptyState
-from merge_studio.gui.views.history_panel import HistoryPanel
 from merge_studio.gui.views.inspector import Inspector
 from merge_studio.gui.views.log_panel import LogPanel
 from merge_studio.gui.views.method_picker import MethodPicker
@@ -111,8 +110,6 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
             else:
                 view = self._optional_view(title, module, cls_name, sentence)
             self.tabs.addTab(view, icon(title.lower()), title)
-        self.history_panel = HistoryPanel(self)
-        self.tabs.addTab(self.history_panel, icon("history"), "History")
 
         self._build_layout()
         self.actions_by_name = build_menus(self)
@@ -297,6 +294,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
                             "Mismatched to copy or leave them out, or remove the odd model")
         form_ok = self.method_panel.form is None or self.method_panel.form.is_valid()
         self.method_panel.set_problems(problems, self.session.warnings())
+        self.method_panel.coefficients.set_problem(self.session.weight_problem() if self.session.models else None)
         running = self.merge_worker is not None
         can_merge = not problems and form_ok and not running and bool(self.session.models)
         self.method_panel.merge_button.setEnabled(can_merge)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from merge_studio.core.methods.registry import get_method, list_methods
+from merge_studio.core.methods.weight_checks import weight_sum_problem
 from merge_studio.core.recipe import Recipe
 from merge_studio.errors import MergeStudioError, RecipeError
 
@@ -38,6 +39,7 @@ class LoadedModel:
     summary: CheckpointSummary | None = None
     error: str = ""
     params: dict[str, Any] = field(default_factory=dict)  # raw per-model params, by recipe key
+    params_by_method: dict[str, dict[str, Any]] = field(default_factory=dict)  # other methods' remembered values
     in_models: bool = True  # False: only the recipe's base, not one of its models
     arch: str | None = None  # chosen by the user (Graph view, align strip); "" = module tree on purpose
     non_finite: list[Any] | None = None  # tensors holding NaN/inf once the values were scanned; None: not yet
@@ -201,7 +203,13 @@ class Session:
         return get_method(self.method)
 
     def set_method(self, name: str) -> None:
-        self.method = get_method(name).name
+        """Switch methods; each keeps its own per-model values (a new one starts from its defaults)."""
+        new = get_method(name).name
+        if new != self.method:
+            for model in self.models:
+                model.params_by_method[self.method] = model.params
+                model.params = dict(model.params_by_method.pop(new, {}))
+        self.method = new
 
     def params(self, method: str | None = None) -> dict[str, Any]:
         """The method's raw parameters: defaults overlaid with what the user set."""
@@ -328,6 +336,15 @@ class Session:
             n += 1
         return str(candidate)
 
+    def weight_problem(self, recipe: Recipe | None = None) -> str | None:
+        """Per-model weights that sum to zero where the method divides by their sum (checked live)."""
+        if recipe is None:
+            try:
+                recipe = self.to_recipe()
+            except MergeStudioError:
+                return None
+        return weight_sum_problem(recipe.spec.name, recipe.params, [e.params for e in recipe.models])
+
     def problems(self) -> list[str]:
         """What stops a merge, in words, from cheap checks only (run on every edit).
 
@@ -351,6 +368,9 @@ class Session:
             problems.append(str(exc))
         if spec.base == "required" and recipe.base is None:
             problems.append(f"{spec.label} needs a base model: right-click a model ▸ Use as base")
+        weights = self.weight_problem(recipe)
+        if weights:
+            problems.append(weights)
         if not recipe.output:
             problems.append("choose an output file")
         else:

@@ -23,7 +23,7 @@ def test_a_merge_from_the_window_shows_up_in_the_history_tab(qtbot, window, tiny
     (record,) = load_history()
     assert record.source == "window" and record.status == "ok" and record.outputs == [str(out)]
     assert all(len(m.get("sha256", "")) == 64 for m in record.models)
-    window.show_tab("History")
+    window.merge_history.show()
     panel = window.history_panel
     assert panel.table.rowCount() == 1
     assert panel.table.item(0, 1).text() == "simple_average"
@@ -34,7 +34,7 @@ def test_a_merge_from_the_window_shows_up_in_the_history_tab(qtbot, window, tiny
 def test_a_cli_merge_appears_after_refresh_and_its_recipe_reopens_in_the_form(qtbot, window, tiny_models, tmp_path):
     out = tmp_path / "cli.safetensors"
     assert cli_main(["merge", "--method", "lerp", *map(str, tiny_models[:2]), "--param", "t=0.3", "-o", str(out), "-q"]) == 0
-    window.show_tab("History")
+    window.merge_history.show()
     panel = window.history_panel
     panel.refresh()
     assert panel.table.rowCount() == 1 and panel.table.item(0, 1).text() == "lerp"
@@ -50,7 +50,7 @@ def test_a_cli_merge_appears_after_refresh_and_its_recipe_reopens_in_the_form(qt
 def test_load_output_adds_the_merged_model_to_the_list(qtbot, window, tiny_models, tmp_path):
     out = tmp_path / "cli.safetensors"
     assert cli_main(["merge", "--method", "lerp", *map(str, tiny_models[:2]), "-o", str(out), "-q"]) == 0
-    window.show_tab("History")
+    window.merge_history.show()
     window.history_panel.refresh()
     window.history_panel.table.selectRow(0)
     with qtbot.waitSignal(window.sig_models_loaded, timeout=10_000):
@@ -62,7 +62,7 @@ def test_comparing_two_merges_shows_their_recipes_side_by_side_with_the_differen
     for t, name in ((0.2, "a"), (0.7, "b")):
         assert cli_main(["merge", "--method", "lerp", *map(str, tiny_models[:2]), "--param", f"t={t}",
                          "-o", str(tmp_path / f"{name}.safetensors"), "-q"]) == 0
-    window.show_tab("History")
+    window.merge_history.show()
     panel = window.history_panel
     panel.refresh()
     panel.table.selectAll()

@@ -108,11 +108,11 @@ class HistoryPanel(QWidget):
         self.bottom.addWidget(self.details)
         self.bottom.addWidget(self.diff)
 
-        split = QSplitter(Qt.Orientation.Vertical, self)
+        split = self.split = QSplitter(Qt.Orientation.Horizontal, self)  # wide and short at the bottom
         split.addWidget(self.table)
         split.addWidget(self.bottom)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
         split.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -120,6 +120,10 @@ class HistoryPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(split, 1)
         self._on_table_selection_changed()
+
+    def set_orientation(self, orientation: Qt.Orientation) -> None:
+        """List beside details in a bottom dock; list over details in a side one."""
+        self.split.setOrientation(orientation)
 
     # --- records ------------------------------------------------------------------------
     def mark_stale(self) -> None:
