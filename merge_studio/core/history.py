@@ -142,8 +142,11 @@ def record_merge(recipe: Recipe, *, path: Path | None = None, **kwargs: Any) -> 
 
 
 def add_evaluation(output: str | Path, results: dict[str, Any], *, path: Path | None = None) -> bool:
-    """Attach evaluation results to the newest merge that wrote ``output``."""
-    return _append({"kind": "evaluation", "output": _key(output), "time": time.time(), "results": results}, path)
+    """Attach evaluation results to the newest merge that wrote ``output``; ``False`` when none did."""
+    key = _key(output)
+    if not any(_key(o) == key for r in load_history(path) for o in r.outputs):
+        return False
+    return _append({"kind": "evaluation", "output": key, "time": time.time(), "results": results}, path)
 
 
 def load_history(path: Path | None = None) -> list[HistoryRecord]:

@@ -74,3 +74,22 @@ def test_evaluation_results_attach_to_the_merge_that_wrote_the_file(two_models, 
     capsys.readouterr()
     assert main(["history", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["evaluation"] == {"accuracy": 0.91}
+
+
+def test_evaluating_a_merged_model_adds_its_scores_to_the_merge_record(tmp_path, capsys):
+    from merge_studio.core.arch import arch_metadata, build_module
+
+    arch = "zoo:mlp?hidden=16"
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = tmp_path / f"mlp{seed}.safetensors"
+        save_file({k: v.contiguous() for k, v in build_module(arch).state_dict().items()}, str(path),
+                  metadata=arch_metadata(arch))
+        paths.append(str(path))
+    out = tmp_path / "avg.safetensors"
+    assert main(["merge", "--method", "simple_average", *paths, "-o", str(out), "-q"]) == 0
+    assert main(["evaluate", *paths, str(out), "--max-examples", "40", "--splits", "test", "--quiet", "--threads", "1"]) == 0
+    (record,) = load_history()
+    assert set(record.evaluation) == {"loss (test, digits)", "accuracy (test, digits)"}
+    assert 0.0 <= record.evaluation["accuracy (test, digits)"] <= 1.0
