@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from merge_studio.core.methods.registry import get_method, list_methods
 from merge_studio.core.methods.weight_checks import weight_sum_problem
 from merge_studio.core.recipe import Recipe
+from merge_studio.gui.output_names import OUTPUTS_FOLDER, inside_app_folders, output_stem
 from merge_studio.errors import MergeStudioError, RecipeError
 
 if TYPE_CHECKING:
@@ -322,17 +323,25 @@ class Session:
         """Messages that do not stop a merge: what the opened recipe gives that this method ignores."""
         return list(self.recipe_warnings) if self.method == self._warned_method else []
 
-    def suggest_output(self) -> str:
-        """A free file name next to the first model, so Merge works without typing a path."""
-        first = next((m for m in self.models if m.status == "ready"), None)
-        folder = first.path.parent if first is not None else Path.cwd()
-        stem = f"merged-{self.method}"
+    def suggest_output(self, folder: str | Path | None = None) -> str:
+        """A free name saying what the merge is (method and inputs), so Merge works without typing.
+
+        It goes to ``folder`` (the outputs folder the user chose), else next to the first
+        model, but never into an application's data or cache folder (the demo's models,
+        the Hugging Face cache): there it goes to ``~/merge-studio-outputs``.
+        """
+        inputs = [m for m in self.models if m.status == "ready" and m.in_models and not m.is_adapter]
+        first = inputs[0] if inputs else None
+        where = Path(folder) if folder else (first.path.parent if first is not None else Path.cwd())
+        if inside_app_folders(where):
+            where = Path.home() / OUTPUTS_FOLDER
+        stem = output_stem(self.method, [m.path for m in inputs])
         # Hugging Face folders in, a model folder out (config, tokenizer, card); else one file.
         suffix = "" if first is not None and (first.path / "config.json").is_file() else ".safetensors"
-        candidate = folder / f"{stem}{suffix}"
+        candidate = where / f"{stem}{suffix}"
         n = 2
         while candidate.exists() or any(m.path == candidate for m in self.models):
-            candidate = folder / f"{stem}-{n}{suffix}"
+            candidate = where / f"{stem}-{n}{suffix}"
             n += 1
         return str(candidate)
 

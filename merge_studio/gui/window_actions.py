@@ -63,8 +63,7 @@ class WindowActions:
             if model is not None:
                 s = item.summary
                 self.log_panel.log(f"Opened {model.name}: {s.format}, {s.tensor_count} tensors, {s.parameter_count:,} parameters")
-                if not self.session.output.path:
-                    self.method_panel.set_output_path(self.session.suggest_output())
+                self.resuggest_output()
         elif isinstance(item, LoadFailed):
             self.session.set_failed(item.model_id, item.message)
             self.log_panel.log(f"Could not open {item.path.name}: {item.message}", "error")
@@ -185,7 +184,18 @@ class WindowActions:
             folder = model.path if model.path.is_dir() else model.path.parent
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
+    def resuggest_output(self) -> None:
+        """Name the output after the method and inputs, unless the user typed or chose one."""
+        current = self.session.output.path
+        if current and current != getattr(self, "_suggested_output", None):
+            return
+        if not self.session.ready_models:
+            return
+        self._suggested_output = self.session.suggest_output(self.settings.outputs_folder)
+        self.method_panel.set_output_path(self._suggested_output)
+
     def _on_method_panel_method_changed(self, name: str) -> None:
+        self.resuggest_output()
         self.log_panel.log(f"Method: {self.session.spec.label}")
         self._schedule_problems()
 
@@ -270,7 +280,7 @@ class WindowActions:
                 return None
             self.session.set_params(self.method_panel.form.values())
         if not self.session.output.path and self.session.ready_models:
-            self.method_panel.set_output_path(self.session.suggest_output())
+            self.resuggest_output()
         try:
             recipe = self.session.to_recipe()
         except MergeStudioError as exc:
@@ -282,6 +292,8 @@ class WindowActions:
         if not confirm_overwrite(self, merge_targets(recipe)):
             self.log_panel.log(f"Kept {recipe.output}; choose another output to merge", "warning")
             return None
+        if recipe.output:  # the folder merged into is where the next suggestion goes
+            self.settings.outputs_folder = Path(recipe.output).expanduser().absolute().parent
         self.log_panel.log(f"Merging {len(recipe.models)} models with {recipe.spec.label} into {recipe.output}")
         from merge_studio.core.estimate import iter_checked_merge  # imports torch; kept off the start-up path
 
