@@ -30,8 +30,10 @@ from merge_studio.gui.compat import check_models
 from merge_studio.gui.deferred_startup import OPTIONAL_TABS, DeferredStartup
 from merge_studio.gui.dialogs.error_dialog import ErrorDialog
 from merge_studio.gui.menus import build_menus
+from merge_studio.gui.edit_history import EditHistory
 from merge_studio.gui.merge_estimate import MergeEstimateLabel
 from merge_studio.gui.merge_history import MergeHistory
+from merge_studio.gui import output_guard
 from merge_studio.gui.output_guard import confirm_stop_merge
 from merge_studio.gui.qt_compat import protect_none
 from merge_studio.gui.resources import icon
@@ -82,6 +84,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self._user_sized = False  # once the user drags a splitter, the layout is theirs
         self._fitted_for_models = False
         self.remember_layout = remember_layout  # screenshots use the default layout and leave settings alone
+        self.ask_on_close = True  # screenshots close without questions (running merges are cancelled)
 
         self.table_model = CheckpointTableModel(self.session, self)
         self.model_list = CheckpointList(self.table_model, self)
@@ -119,6 +122,11 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.lora = LoraActions(self)
         self.merge_history = MergeHistory(self)
         self.merge_estimate = MergeEstimateLabel(self)
+        self.edit_history = EditHistory(self)
+        edit_menu = next(a.menu() for a in self.menuBar().actions() if a.text() == "&Edit")
+        edit_menu.insertActions(edit_menu.actions()[0], [self.edit_history.undo_action, self.edit_history.redo_action])
+        edit_menu.insertSeparator(edit_menu.actions()[2])
+        self.actions_by_name.update(undo=self.edit_history.undo_action, redo=self.edit_history.redo_action)
         if not defer_startup:
             self.wiring.attach_views(self._extra_views)
         self._problems_timer = QTimer(self)
@@ -263,6 +271,8 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
     # --- refresh ----------------------------------------------------------------------
     def _on_session_changed(self) -> None:
         self._refresh_all()
+        if (history := getattr(self, "edit_history", None)) is not None:
+            history.schedule()
 
     def _refresh_all(self) -> None:
         self.inspector_stack.setCurrentIndex(1 if self.session.models else 0)
@@ -280,8 +290,8 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.wiring.refresh_models()
         self.method_panel.refresh_tokenizer_choices()
         self._schedule_problems()
-        title = f"{self.recipe_path.name} — Merge Studio" if self.recipe_path else "Merge Studio"
-        self.setWindowTitle(title)
+        title = f"{self.recipe_path.name}[*] — Merge Studio" if self.recipe_path else "Merge Studio[*]"
+        self.setWindowTitle(title)  # [*]: Qt shows "*" there while there are unsaved changes
 
     def _schedule_problems(self) -> None:
         self._problems_timer.start()
@@ -364,8 +374,13 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         event.acceptProposedAction()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        if self.merge_worker is not None and not self.merge_worker.finished and not confirm_stop_merge(self):
+        running = self.merge_worker is not None and not self.merge_worker.finished
+        if self.ask_on_close and running and not confirm_stop_merge(self):
             event.ignore()  # the merge goes on
+            return
+        if (self.ask_on_close and self.session.models and self.edit_history.dirty
+                and not output_guard.confirm_discard_changes(self)):
+            event.ignore()
             return
         if self.remember_layout:
             self.settings.geometry = self.saveGeometry()

@@ -39,3 +39,18 @@ def confirm_stop_merge(parent: QWidget) -> bool:
         Button.No,
     )
     return answer == Button.Yes
+
+
+def confirm_discard_changes(parent: QWidget) -> bool:
+    """Closing with unsaved edits: ``True`` to close (after saving, when asked), ``False`` to stay."""
+    answer = QMessageBox.question(
+        parent,
+        "Unsaved changes",
+        "The models, method or output were changed since the recipe was last saved.\n\n"
+        "Save them as a recipe before closing?",
+        Button.Save | Button.Discard | Button.Cancel,
+        Button.Save,
+    )
+    if answer == Button.Save:
+        return parent.save_recipe() is not None
+    return answer == Button.Discard

@@ -228,6 +228,7 @@ class WindowActions:
         self.settings.add_recent_recipe(path)
         self.settings.set_last_folder("recipes", path)
         self.apply_recipe(recipe, path, f"recipe {path}")
+        self.edit_history.mark_clean(forget=True)
         self.menus_refresh_recent()
         return True
 
@@ -262,6 +263,7 @@ class WindowActions:
             self.show_error(JobError.from_exception(exc), "Cannot save the recipe")
             return None
         self.recipe_path = written
+        self.edit_history.mark_clean()
         self.settings.add_recent_recipe(written)
         self.settings.set_last_folder("recipes", written)
         self.log_panel.log(f"Saved recipe to {written}", "ok", folder=written.parent)

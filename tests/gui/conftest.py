@@ -56,6 +56,10 @@ def _no_unexpected_questions(monkeypatch):
         raise AssertionError(f"unexpected question: {title}: {text}")
 
     monkeypatch.setattr(QMessageBox, "question", unexpected)
+    from merge_studio.gui import output_guard
+
+    # Windows closed at the end of a test discard their edits; test_undo_and_unsaved asks for real.
+    monkeypatch.setattr(output_guard, "confirm_discard_changes", lambda _parent: True)
 
 
 def _running_qthreads() -> list:
