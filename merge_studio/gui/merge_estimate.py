@@ -41,7 +41,7 @@ class MergeEstimateLabel(QObject):
         super().__init__(window)
         self.window = window
         self.label = QLabel(window.method_panel)
-        self.label.setObjectName("merge_estimate")
+        self.label.setObjectName("muted")  # secondary to the problems above it and the button below
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.label.setVisible(False)
