@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("number", nargs="?", type=int, help="with show: the record's number in the list (1 = newest)")
     parser.add_argument("-n", "--limit", type=int, default=20, help="list at most this many (default 20; 0 = all)")
     parser.add_argument("-o", "--output", help="with show: save the recipe to this file instead of printing it")
+    parser.add_argument("-f", "--force", action="store_true", help="with show -o: replace the file if it exists")
     parser.add_argument("--json", action="store_true", help="print the records as JSON")
     parser.set_defaults(func=run)
 
@@ -51,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(asdict(record), indent=2))
         elif args.output:
-            from merge_studio.core.overwrite import refuse_existing
-            from merge_studio.core.recipe import write_text_atomic
             from pathlib import Path
 
-            refuse_existing([args.output], force=False, flag="another file name")
+            from merge_studio.core.overwrite import refuse_existing
+            from merge_studio.core.recipe import write_text_atomic
+
+            refuse_existing([args.output], force=args.force)
             print(f"wrote {write_text_atomic(Path(args.output), record.recipe)}")
         else:
             print(record.recipe, end="")

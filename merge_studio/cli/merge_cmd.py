@@ -24,6 +24,10 @@ EPILOG = """examples:
   merge-studio merge --method ties --base base.safetensors ft1.safetensors ft2.safetensors \\
       --model-param weight=1,0.5 --model-param density=0.5 --param lambda=1.0 -o out/
   merge-studio merge --method simple_average llama-a/ llama-chat/ --tokenizer-source union -o merged/
+  merge-studio merge recipe.yaml --dry-run          size, free space, memory and time; writes nothing
+
+An existing output is never replaced unless --force is given. Every merge is recorded
+(see 'merge-studio history').
 
 Hugging Face folders in give a model folder out (config, tokenizer, README model card).
 
