@@ -53,19 +53,10 @@ def _perplexity_table(scores) -> str:
 
 def _record_in_history(paths: list[str], scores, data: str | None) -> None:  # noqa: ANN001 - ModelScores
     """Add each merged model's scores to the merge that wrote it (see ``merge-studio history``)."""
-    from merge_studio.core.history import add_evaluation
+    from merge_studio.core.history import add_evaluation, evaluation_results
 
-    where = f", {data.rstrip('/').rsplit('/', 1)[-1]}" if data else ""  # a file or folder: its name
     for i, path in enumerate(paths):
-        results: dict[str, float] = {}
-        for split, rows in scores.results.items():
-            r = rows[i]
-            results[f"loss ({split}{where})"] = round(float(r.loss), 6)
-            if r.accuracy is not None:
-                results[f"accuracy ({split}{where})"] = round(float(r.accuracy), 6)
-            if getattr(r, "perplexity", None):
-                results[f"perplexity ({split}{where})"] = round(float(r.perplexity), 4)
-        add_evaluation(path, results)
+        add_evaluation(path, evaluation_results(scores, i, data))
 
 
 def run(args: argparse.Namespace) -> int:

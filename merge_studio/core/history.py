@@ -149,6 +149,20 @@ def add_evaluation(output: str | Path, results: dict[str, Any], *, path: Path | 
     return _append({"kind": "evaluation", "output": key, "time": time.time(), "results": results}, path)
 
 
+def evaluation_results(scores: Any, index: int, data: str | None = None) -> dict[str, float]:
+    """One model's loss, accuracy and perplexity from a ``ModelScores``, keyed by split and data."""
+    where = f", {data.rstrip('/').rsplit('/', 1)[-1]}" if data else ""  # a file or folder: its name
+    results: dict[str, float] = {}
+    for split, rows in scores.results.items():
+        r = rows[index]
+        results[f"loss ({split}{where})"] = round(float(r.loss), 6)
+        if r.accuracy is not None:
+            results[f"accuracy ({split}{where})"] = round(float(r.accuracy), 6)
+        if getattr(r, "perplexity", None):
+            results[f"perplexity ({split}{where})"] = round(float(r.perplexity), 4)
+    return results
+
+
 def load_history(path: Path | None = None) -> list[HistoryRecord]:
     """Every recorded merge, newest first; unreadable lines are skipped."""
     target = path or history_file()

@@ -75,6 +75,21 @@ class MergeHistory:
             self.window.log_panel.log("Could not add this merge to the history (is the data folder writable?)", "warning")
         self.window.history_panel.mark_stale()
 
+    def on_scores(self, shown: object) -> None:
+        """The Barrier tab evaluated models: their scores go to the merges that wrote them."""
+        from merge_studio.core.history import add_evaluation, evaluation_results
+
+        names, results = getattr(shown, "names", None), getattr(shown, "results", None)
+        if not names or not isinstance(results, dict):
+            return  # a barrier curve, or a failure
+        barrier = self.window.extra_views.get("Barrier")
+        combo = getattr(barrier, "data_source", None)
+        data = None if combo is None else ("digits" if combo.currentData() == "digits" else combo.currentText())
+        by_name = {m.name: m.path for m in self.window.session.models}
+        added = [add_evaluation(by_name[n], evaluation_results(shown, i, data)) for i, n in enumerate(names) if n in by_name]
+        if any(added):
+            self.window.history_panel.mark_stale()
+
     def _on_dock_location_changed(self, area: Qt.DockWidgetArea) -> None:
         sideways = area in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea)
         self.window.history_panel.set_orientation(Qt.Orientation.Vertical if sideways else Qt.Orientation.Horizontal)

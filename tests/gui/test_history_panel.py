@@ -72,3 +72,18 @@ def test_comparing_two_merges_shows_their_recipes_side_by_side_with_the_differen
                if panel.diff.item(r, 0).background().color().alpha() > 0]
     assert ("params: {t: 0.2}", "params: {t: 0.7}") in changed
     assert any("a.safetensors" in left and "b.safetensors" in right for left, right in changed)
+
+
+def test_scores_shown_in_the_barrier_tab_are_kept_with_the_merge(qtbot, window, tiny_models, tmp_path):
+    from merge_studio.core.evaluate.loop import EvalResult, ModelScores
+
+    out = tmp_path / "avg.safetensors"
+    _merge(qtbot, window, tiny_models, out)
+    qtbot.waitUntil(lambda: any(m.path == out and m.status == "ready" for m in window.session.models), timeout=10_000)
+    names = tuple(m.name for m in window.session.models)
+    scores = ModelScores(names=names, results={"test": tuple(EvalResult(loss=0.5 + i, accuracy=0.9) for i in range(len(names)))})
+    window.extra_views["Barrier"].set_scores(scores)
+    (record,) = load_history()
+    assert record.evaluation == {"loss (test, digits)": 0.5 + names.index("avg.safetensors"), "accuracy (test, digits)": 0.9}
+    window.merge_history.show()
+    assert "accuracy (test, digits) = 0.9" in window.history_panel.details.toPlainText()
