@@ -205,8 +205,9 @@ class HistoryPanel(QWidget):
             self.compare(chosen[1], chosen[0])  # older on the left
 
     def compare(self, left: HistoryRecord, right: HistoryRecord) -> list[tuple[str, str, bool]]:
-        """Both recipes side by side, differing lines tinted; returns the rows shown."""
-        rows = side_by_side(left.recipe, right.recipe)
+        """Both recipes side by side (then the inputs' hashes, the outcome and any scores),
+        differing lines tinted; returns the rows shown."""
+        rows = side_by_side(_compared_text(left), _compared_text(right))
         self.diff.setRowCount(len(rows))
         self.diff.setHorizontalHeaderLabels([f"{left.when} · {left.method}", f"{right.when} · {right.method}"])
         for i, (a, b, changed) in enumerate(rows):
@@ -229,6 +230,19 @@ class HistoryPanel(QWidget):
         chosen = self.selected()
         if len(chosen) == 1:
             self.sig_load_output.emit([Path(p) for p in chosen[0].outputs if Path(p).exists()])
+
+
+def _compared_text(r: HistoryRecord) -> str:
+    """The recipe, then what a recipe does not hold: the inputs' hashes, the outcome, the scores."""
+    lines = [r.recipe.rstrip(), "# inputs"]
+    lines += [f"{m.get('name', m['path'])}: sha256 {m.get('sha256', '?')[:16]}" for m in r.models]
+    lines += ["# outcome", f"status: {r.status}", f"time: {_duration(r.seconds)}"]
+    if r.bytes_written:
+        lines.append(f"written: {r.bytes_written:,} bytes")
+    if r.evaluation:
+        lines.append("# evaluation")
+        lines += [f"{k}: {_fmt(v)}" for k, v in sorted(r.evaluation.items())]
+    return "\n".join(lines)
 
 
 def _short(name: str) -> str:
