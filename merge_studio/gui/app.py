@@ -230,7 +230,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_style(app)
 
     window = MainWindow(remember_layout=not args.screenshot, defer_startup=True)
-    window.ask_on_close = not args.screenshot
     install_exception_hooks(lambda: window)
     if size is not None:
         window.resize(*size)

@@ -84,7 +84,9 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self._user_sized = False  # once the user drags a splitter, the layout is theirs
         self._fitted_for_models = False
         self.remember_layout = remember_layout  # screenshots use the default layout and leave settings alone
-        self.ask_on_close = True  # screenshots close without questions (running merges are cancelled)
+        # Scripted windows (screenshots, benchmarks: they leave settings alone) ask no questions:
+        # outputs are replaced, running merges cancelled and edits dropped on close.
+        self.interactive = remember_layout
 
         self.table_model = CheckpointTableModel(self.session, self)
         self.model_list = CheckpointList(self.table_model, self)
@@ -375,10 +377,10 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         running = self.merge_worker is not None and not self.merge_worker.finished
-        if self.ask_on_close and running and not confirm_stop_merge(self):
+        if self.interactive and running and not confirm_stop_merge(self):
             event.ignore()  # the merge goes on
             return
-        if (self.ask_on_close and self.session.models and self.edit_history.dirty
+        if (self.interactive and self.session.models and self.edit_history.dirty
                 and not output_guard.confirm_discard_changes(self)):
             event.ignore()
             return

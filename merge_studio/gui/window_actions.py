@@ -291,7 +291,7 @@ class WindowActions:
         from merge_studio.core.overwrite import merge_targets
         from merge_studio.gui.output_guard import confirm_overwrite
 
-        if not confirm_overwrite(self, merge_targets(recipe)):
+        if self.interactive and not confirm_overwrite(self, merge_targets(recipe)):
             self.log_panel.log(f"Kept {recipe.output}; choose another output to merge", "warning")
             return None
         if recipe.output:  # the folder merged into is where the next suggestion goes

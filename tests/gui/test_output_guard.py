@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtWidgets import QMessageBox
 from safetensors.torch import load_file
 
@@ -50,3 +51,21 @@ def test_a_new_output_is_written_without_a_question(qtbot, window, tiny_models, 
     window.method_panel.select_method("simple_average")
     window.method_panel.set_output_path(tmp_path / "fresh.safetensors")
     assert merge_and_wait(qtbot, window) is not None  # the autouse guard fails on any question
+
+
+def test_a_scripted_window_replaces_and_closes_without_questions(qtbot, tiny_models, tmp_path, monkeypatch):
+    """Screenshots and benchmarks (windows that leave the settings alone) must never wait on a dialog."""
+    from merge_studio.gui import output_guard
+    from merge_studio.gui.main_window import MainWindow
+
+    monkeypatch.setattr(output_guard, "confirm_discard_changes", lambda _p: pytest.fail("asked about unsaved edits"))
+    win = MainWindow(remember_layout=False)
+    qtbot.addWidget(win)
+    win.show()
+    load_into(qtbot, win, tiny_models[:2])
+    win.method_panel.select_method("simple_average")
+    out = tmp_path / "taken.safetensors"
+    out.write_bytes(b"old")
+    win.method_panel.set_output_path(out)
+    assert merge_and_wait(qtbot, win) is not None and len(load_file(str(out))) == 8
+    assert win.close()
