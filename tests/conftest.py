@@ -1,4 +1,4 @@
-"""Shared test settings: offscreen Qt everywhere, user data in a temporary folder."""
+"""Shared test settings: offscreen Qt everywhere, user data and caches in temporary folders."""
 
 from __future__ import annotations
 
@@ -13,3 +13,7 @@ if "MERGE_STUDIO_CACHE_DIR" not in os.environ:  # remembered hashes stay out of 
     _cache = tempfile.mkdtemp(prefix="merge-studio-test-cache-")
     os.environ["MERGE_STUDIO_CACHE_DIR"] = _cache
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+if "MERGE_STUDIO_DATA_DIR" not in os.environ:  # merge history (and demo models) stay out of the user's data
+    _data = tempfile.mkdtemp(prefix="merge-studio-test-data-")
+    os.environ["MERGE_STUDIO_DATA_DIR"] = _data
+    atexit.register(shutil.rmtree, _data, ignore_errors=True)

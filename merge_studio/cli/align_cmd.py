@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="aligned B, written as OUT.safetensors")
     parser.add_argument("--report", metavar="JSON", help="also write the permutation report here")
+    parser.add_argument("-f", "--force", action="store_true", help="replace OUT (and the report) if they already exist")
     parser.add_argument("--seed", type=int, default=0, help="order in which groups are visited (default 0)")
     parser.add_argument("--restarts", type=int, default=0, metavar="N",
                         help="descend from N seeds and keep the best match (default 0: 8 for small models, else 1)")
@@ -141,6 +142,10 @@ def align_files(
 def run(args: argparse.Namespace) -> int:
     from merge_studio.cli.progress_bar import ProgressBar
 
+    from merge_studio.core.overwrite import refuse_existing
+
+    _check_output(Path(args.output), [Path(args.a), Path(args.b)])  # "one of the inputs" says more than "exists"
+    refuse_existing([args.output, *([args.report] if args.report else [])], force=args.force)
     bar = ProgressBar(enabled=not args.quiet)
     try:
         data = {"source": args.data, "task": args.task} if args.data else None

@@ -51,6 +51,14 @@ def _perplexity_table(scores) -> str:
     return "\n".join(lines)
 
 
+def _record_in_history(paths: list[str], scores, data: str | None) -> None:  # noqa: ANN001 - ModelScores
+    """Add each merged model's scores to the merge that wrote it (see ``merge-studio history``)."""
+    from merge_studio.core.history import add_evaluation, evaluation_results
+
+    for i, path in enumerate(paths):
+        add_evaluation(path, evaluation_results(scores, i, data))
+
+
 def run(args: argparse.Namespace) -> int:
     from merge_studio.cli.progress_bar import ProgressBar
     from merge_studio.core.evaluate.jobs import EvaluateRequest
@@ -73,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             draw_model_scores(fig, scores.names, scores.results, highlight=highlight, title=f"on {args.data}")
             save_figure(fig, args.plot)
         print(json.dumps(scores.to_json(), indent=2) if args.json else _table(scores))
+        _record_in_history(args.models, scores, args.data)
         return 0
     except MergeStudioError as exc:
         bar.close()

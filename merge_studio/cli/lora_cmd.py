@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from merge_studio.cli.progress_bar import ProgressBar
+from merge_studio.core.overwrite import refuse_existing
 from merge_studio.core.progress import drive
 
 EPILOG = """examples:
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     apply.add_argument("base", help="the base model the adapter was trained on")
     apply.add_argument("adapters", nargs="+", metavar="ADAPTER", help="one or more adapters, applied in order")
     apply.add_argument("-o", "--output", required=True, help="output .safetensors file or folder")
+    apply.add_argument("-f", "--force", action="store_true", help="replace the output if it already exists")
     apply.add_argument("--strength", type=float, default=1.0, help="multiply every adapter's change (default 1)")
     apply.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     apply.set_defaults(func=run_apply)
@@ -41,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     merge = lora.add_parser("merge", help="merge adapters of one base into one adapter")
     merge.add_argument("adapters", nargs="+", metavar="ADAPTER")
     merge.add_argument("-o", "--output", required=True, help="a folder (PEFT) or a .safetensors file (kohya)")
+    merge.add_argument("-f", "--force", action="store_true", help="replace the output if it already exists")
     merge.add_argument("--weights", help="comma-separated weight per adapter (default 1 each)")
     merge.add_argument("--svd", action="store_true", help="re-factorise to --rank instead of concatenating")
     merge.add_argument("--rank", type=int, help="rank of the merged adapter (with --svd)")
@@ -53,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     extract.add_argument("--base", required=True, help="the model it was fine-tuned from")
     extract.add_argument("--rank", type=int, required=True, help="rank of every layer's factors")
     extract.add_argument("-o", "--output", required=True, help="a folder (PEFT) or a .safetensors file (kohya)")
+    extract.add_argument("-f", "--force", action="store_true", help="replace the output if it already exists")
     extract.add_argument("--format", choices=["auto", "peft", "kohya"], default="auto",
                          help="auto: kohya for Stable Diffusion checkpoints, PEFT otherwise")
     extract.add_argument("--include", metavar="REGEX", help="only tensors whose name matches")
@@ -99,6 +103,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_apply(args: argparse.Namespace) -> int:
+    refuse_existing([args.output], force=args.force)
     from merge_studio.core.checkpoints import open_checkpoint
     from merge_studio.core.lora.apply import AdaptedCheckpoint
     from merge_studio.core.lora.bake import iter_write_checkpoint
@@ -121,6 +126,7 @@ def run_apply(args: argparse.Namespace) -> int:
 
 
 def run_merge_adapters(args: argparse.Namespace) -> int:
+    refuse_existing([args.output], force=args.force)
     from merge_studio.core.lora.combine import iter_merge_adapters, relative_error
 
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
@@ -144,6 +150,7 @@ def run_merge_adapters(args: argparse.Namespace) -> int:
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    refuse_existing([args.output], force=args.force)
     from merge_studio.core.lora.extract import iter_extract_lora
 
     result = drive(

@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "moe": ("merge_studio.cli.moe_cmd",
             "assemble a mixture-of-experts model (Mixtral, Qwen2-MoE) from dense experts (mergekit-moe's YAML)"),
     "search": ("merge_studio.cli.search_cmd", "search a method's coefficients on data (Optuna; local workers or a Ray cluster)"),
+    "history": ("merge_studio.cli.history_cmd", "list recorded merges (newest first), or show one's recipe"),
 }
 SUBCOMMAND_MODULES = tuple(module for module, _ in SUBCOMMANDS.values())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,10 @@ EPILOG = """examples:
   merge-studio merge --method ties --base base.safetensors ft1.safetensors ft2.safetensors \\
       --model-param weight=1,0.5 --model-param density=0.5 --param lambda=1.0 -o out/
   merge-studio merge --method simple_average llama-a/ llama-chat/ --tokenizer-source union -o merged/
+  merge-studio merge recipe.yaml --dry-run          size, free space, memory and time; writes nothing
+
+An existing output is never replaced unless --force is given. Every merge is recorded
+(see 'merge-studio history').
 
 Hugging Face folders in give a model folder out (config, tokenizer, README model card).
 
@@ -39,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="*", metavar="RECIPE|MODEL", help="a recipe YAML, or the models (with --method)")
     parser.add_argument("-o", "--output", help="output .safetensors file or folder (overrides the recipe)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the estimate (output size, free space, peak memory, time) and write nothing")
+    parser.add_argument("-f", "--force", action="store_true", help="replace the output if it already exists")
     parser.add_argument("--method", help="merge method for a quick merge (see 'merge-studio methods list')")
     parser.add_argument("--base", help="base model path")
     parser.add_argument("--model", action="append", default=[], help="add a model (repeatable)")
@@ -121,20 +129,42 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
 
 
 def run(args: argparse.Namespace) -> int:
-    from merge_studio.core.engine import run_merge  # imports torch; --help must not wait for it
+    from merge_studio.core.estimate import estimate_merge, iter_checked_merge  # torch; --help must not wait
+    from merge_studio.core.progress import drive
 
     recipe = build_recipe(args)
     from merge_studio.core.param_scopes import parameter_warnings
 
     for warning in parameter_warnings(recipe):
         print(f"warning: {warning}", file=sys.stderr)
+    from merge_studio.core.overwrite import merge_targets, refuse_existing
+
+    if args.dry_run:
+        if not recipe.output:
+            raise RecipeError("the recipe names no output", hint="pass -o OUTPUT")
+        estimate = estimate_merge(recipe, threads=args.threads)
+        print("\n".join(["dry run: nothing written", *estimate.lines()]))
+        if not estimate.fits:
+            print("the merge would be refused: not enough disk space")
+        return 0
+    refuse_existing(merge_targets(recipe), force=args.force)
     if args.save_recipe:
         recipe.save(args.save_recipe)
+    if args.threads is not None and args.threads < 1:
+        raise RecipeError(f"--threads {args.threads} must be at least 1")
+    from merge_studio.core.history import record_merge
+    from merge_studio.errors import Cancelled
+
     bar = ProgressBar(enabled=not args.quiet)
+    started = time.perf_counter()
     try:
-        if args.threads is not None and args.threads < 1:
-            raise RecipeError(f"--threads {args.threads} must be at least 1")
-        result = run_merge(recipe, on_progress=bar, threads=args.threads)
+        result = drive(iter_checked_merge(recipe, threads=args.threads), bar)
+    except (Cancelled, KeyboardInterrupt):
+        record_merge(recipe, status="cancelled", seconds=time.perf_counter() - started, source="cli")
+        raise
+    except Exception as exc:
+        record_merge(recipe, status="failed", seconds=time.perf_counter() - started, error=str(exc), source="cli")
+        raise
     finally:
         bar.close()
     learned = recipe.with_learned(result.report)
@@ -146,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         elif not args.quiet:
             print(f"the learned {names} are in the output's report; --save-recipe PATH keeps them in a recipe "
                   "that re-runs this merge without data", file=sys.stderr)
+    record_merge(recipe, result=result, source="cli")
     if args.json:
         print(json.dumps({
             "outputs": [str(p) for p in result.outputs],

@@ -17,7 +17,6 @@ reusing stale files.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from merge_studio.core.user_dirs import user_data_dir
 from merge_studio.core.progress import CancelToken, Progress, check_cancel, drive
 from merge_studio.errors import OutputError
 
@@ -91,15 +91,6 @@ class DemoSet:
     def paths(self, arch_prefix: str | None = None) -> list[Path]:
         """Paths of all models, or of those whose arch starts with ``arch_prefix`` (``zoo:mlp``)."""
         return [m.path for m in self.models if arch_prefix is None or m.arch.startswith(arch_prefix)]
-
-
-def user_data_dir() -> Path:
-    """``$MERGE_STUDIO_DATA_DIR``, else ``$XDG_DATA_HOME/merge-studio``, else ``~/.local/share/merge-studio``."""
-    explicit = os.environ.get("MERGE_STUDIO_DATA_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "merge-studio"
 
 
 def demo_folder() -> Path:

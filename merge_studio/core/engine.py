@@ -49,6 +49,8 @@ class MergeResult:
     bytes_written: int
     layer_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     report: dict[str, Any] | None = None
+    sources: tuple[dict[str, Any], ...] = ()
+    """Each input's name, path, size and (when hashed) SHA-256, as written into the metadata."""
 
     @property
     def output(self) -> Path:
@@ -228,6 +230,7 @@ def _stream(
         bytes_read=bytes_read,
         bytes_written=sum(p.nbytes for p in plan.planned) * len(written),
         layer_stats=layer_stats,
+        sources=tuple(sources),
     )
 
 
@@ -285,4 +288,5 @@ def _whole_model(plan: MergePlan, cancel: CancelToken | None, start: float) -> G
         bytes_read=sum(ck.file_bytes() for ck in plan.all_checkpoints),
         bytes_written=sum(p.stat().st_size for p in written if p.is_file()),
         report=output.report,
+        sources=tuple(sources),
     )

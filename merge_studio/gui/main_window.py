@@ -30,6 +30,11 @@ from merge_studio.gui.compat import check_models
 from merge_studio.gui.deferred_startup import OPTIONAL_TABS, DeferredStartup
 from merge_studio.gui.dialogs.error_dialog import ErrorDialog
 from merge_studio.gui.menus import build_menus
+from merge_studio.gui.edit_history import EditHistory
+from merge_studio.gui.merge_estimate import MergeEstimateLabel
+from merge_studio.gui.merge_history import MergeHistory
+from merge_studio.gui import output_guard
+from merge_studio.gui.output_guard import confirm_stop_merge
 from merge_studio.gui.qt_compat import protect_none
 from merge_studio.gui.resources import icon
 from merge_studio.gui.session import Session
@@ -80,6 +85,9 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self._user_sized = False  # once the user drags a splitter, the layout is theirs
         self._fitted_for_models = False
         self.remember_layout = remember_layout  # screenshots use the default layout and leave settings alone
+        # Scripted windows (screenshots, benchmarks: they leave settings alone) ask no questions:
+        # outputs are replaced, running merges cancelled and edits dropped on close.
+        self.interactive = remember_layout
 
         self.table_model = CheckpointTableModel(self.session, self)
         self.model_list = CheckpointList(self.table_model, self)
@@ -116,6 +124,13 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.wiring = ViewWiring(self)
         self.lora = LoraActions(self)
         self.moe = MoeActions(self)
+        self.merge_history = MergeHistory(self)
+        self.merge_estimate = MergeEstimateLabel(self)
+        self.edit_history = EditHistory(self)
+        edit_menu = next(a.menu() for a in self.menuBar().actions() if a.text() == "&Edit")
+        edit_menu.insertActions(edit_menu.actions()[0], [self.edit_history.undo_action, self.edit_history.redo_action])
+        edit_menu.insertSeparator(edit_menu.actions()[2])
+        self.actions_by_name.update(undo=self.edit_history.undo_action, redo=self.edit_history.redo_action)
         if not defer_startup:
             self.wiring.attach_views(self._extra_views)
         self._problems_timer = QTimer(self)
@@ -269,6 +284,8 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
     # --- refresh ----------------------------------------------------------------------
     def _on_session_changed(self) -> None:
         self._refresh_all()
+        if (history := getattr(self, "edit_history", None)) is not None:
+            history.schedule()
 
     def _refresh_all(self) -> None:
         self.inspector_stack.setCurrentIndex(1 if self.session.models else 0)
@@ -286,8 +303,8 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.wiring.refresh_models()
         self.method_panel.refresh_tokenizer_choices()
         self._schedule_problems()
-        title = f"{self.recipe_path.name} — Merge Studio" if self.recipe_path else "Merge Studio"
-        self.setWindowTitle(title)
+        title = f"{self.recipe_path.name}[*] — Merge Studio" if self.recipe_path else "Merge Studio[*]"
+        self.setWindowTitle(title)  # [*]: Qt shows "*" there while there are unsaved changes
 
     def _schedule_problems(self) -> None:
         self._problems_timer.start()
@@ -300,6 +317,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
                             "Mismatched to copy or leave them out, or remove the odd model")
         form_ok = self.method_panel.form is None or self.method_panel.form.is_valid()
         self.method_panel.set_problems(problems, self.session.warnings())
+        self.method_panel.coefficients.set_problem(self.session.weight_problem() if self.session.models else None)
         running = self.merge_worker is not None
         can_merge = not problems and form_ok and not running and bool(self.session.models)
         self.method_panel.merge_button.setEnabled(can_merge)
@@ -369,6 +387,14 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         event.acceptProposedAction()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        running = self.merge_worker is not None and not self.merge_worker.finished
+        if self.interactive and running and not confirm_stop_merge(self):
+            event.ignore()  # the merge goes on
+            return
+        if (self.interactive and self.session.models and self.edit_history.dirty
+                and not output_guard.confirm_discard_changes(self)):
+            event.ignore()
+            return
         if self.remember_layout:
             self.settings.geometry = self.saveGeometry()
             self.settings.window_state = self.saveState()

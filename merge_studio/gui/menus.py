@@ -89,6 +89,9 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
         view_menu.addAction(view_act)
     help_menu = bar.addMenu("&Help")
     help_menu.addAction(a["about"])
+    from merge_studio.gui.help_menu import add_help_actions
+
+    a.update(add_help_actions(window, help_menu))
 
     def refresh_recent() -> None:
         _fill_recent(recent_models, window.settings.recent_models, lambda p: window.open_paths([p]))

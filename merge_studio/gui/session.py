@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from merge_studio.core.methods.registry import get_method, list_methods
+from merge_studio.core.methods.weight_checks import weight_sum_problem
 from merge_studio.core.recipe import Recipe
+from merge_studio.gui.output_names import OUTPUTS_FOLDER, inside_app_folders, output_stem
 from merge_studio.errors import MergeStudioError, RecipeError
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ class LoadedModel:
     summary: CheckpointSummary | None = None
     error: str = ""
     params: dict[str, Any] = field(default_factory=dict)  # raw per-model params, by recipe key
+    params_by_method: dict[str, dict[str, Any]] = field(default_factory=dict)  # other methods' remembered values
     in_models: bool = True  # False: only the recipe's base, not one of its models
     arch: str | None = None  # chosen by the user (Graph view, align strip); "" = module tree on purpose
     non_finite: list[Any] | None = None  # tensors holding NaN/inf once the values were scanned; None: not yet
@@ -201,7 +204,13 @@ class Session:
         return get_method(self.method)
 
     def set_method(self, name: str) -> None:
-        self.method = get_method(name).name
+        """Switch methods; each keeps its own per-model values (a new one starts from its defaults)."""
+        new = get_method(name).name
+        if new != self.method:
+            for model in self.models:
+                model.params_by_method[self.method] = model.params
+                model.params = dict(model.params_by_method.pop(new, {}))
+        self.method = new
 
     def params(self, method: str | None = None) -> dict[str, Any]:
         """The method's raw parameters: defaults overlaid with what the user set."""
@@ -314,19 +323,36 @@ class Session:
         """Messages that do not stop a merge: what the opened recipe gives that this method ignores."""
         return list(self.recipe_warnings) if self.method == self._warned_method else []
 
-    def suggest_output(self) -> str:
-        """A free file name next to the first model, so Merge works without typing a path."""
-        first = next((m for m in self.models if m.status == "ready"), None)
-        folder = first.path.parent if first is not None else Path.cwd()
-        stem = f"merged-{self.method}"
+    def suggest_output(self, folder: str | Path | None = None) -> str:
+        """A free name saying what the merge is (method and inputs), so Merge works without typing.
+
+        It goes to ``folder`` (the outputs folder the user chose), else next to the first
+        model, but never into an application's data or cache folder (the demo's models,
+        the Hugging Face cache): there it goes to ``~/merge-studio-outputs``.
+        """
+        inputs = [m for m in self.models if m.status == "ready" and m.in_models and not m.is_adapter]
+        first = inputs[0] if inputs else None
+        where = Path(folder) if folder else (first.path.parent if first is not None else Path.cwd())
+        if inside_app_folders(where):
+            where = Path.home() / OUTPUTS_FOLDER
+        stem = output_stem(self.method, [m.path for m in inputs])
         # Hugging Face folders in, a model folder out (config, tokenizer, card); else one file.
         suffix = "" if first is not None and (first.path / "config.json").is_file() else ".safetensors"
-        candidate = folder / f"{stem}{suffix}"
+        candidate = where / f"{stem}{suffix}"
         n = 2
         while candidate.exists() or any(m.path == candidate for m in self.models):
-            candidate = folder / f"{stem}-{n}{suffix}"
+            candidate = where / f"{stem}-{n}{suffix}"
             n += 1
         return str(candidate)
+
+    def weight_problem(self, recipe: Recipe | None = None) -> str | None:
+        """Per-model weights that sum to zero where the method divides by their sum (checked live)."""
+        if recipe is None:
+            try:
+                recipe = self.to_recipe()
+            except MergeStudioError:
+                return None
+        return weight_sum_problem(recipe.spec.name, recipe.params, [e.params for e in recipe.models])
 
     def problems(self) -> list[str]:
         """What stops a merge, in words, from cheap checks only (run on every edit).
@@ -352,6 +378,9 @@ class Session:
             problems.append(str(exc))
         if spec.base == "required" and recipe.base is None:
             problems.append(f"{spec.label} needs a base model: right-click a model ▸ Use as base")
+        weights = self.weight_problem(recipe)
+        if weights:
+            problems.append(weights)
         if not recipe.output:
             problems.append("choose an output file")
         else:

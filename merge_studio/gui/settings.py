@@ -109,5 +109,15 @@ class AppSettings:
         p = Path(path)
         self._s.setValue(f"folders/{purpose}", str(p if p.is_dir() else p.parent))
 
+    @property
+    def outputs_folder(self) -> Path | None:
+        """The folder the user last merged into (suggested outputs go there); ``None`` until then."""
+        value = str(self._s.value("folders/outputs", "") or "")
+        return Path(value) if value and Path(value).is_dir() else None
+
+    @outputs_folder.setter
+    def outputs_folder(self, folder: str | Path) -> None:
+        self._s.setValue("folders/outputs", str(folder))
+
     def sync(self) -> None:
         self._s.sync()

@@ -150,6 +150,8 @@ class ViewWiring(QObject):
         if self.graph is not None:
             self.graph.sig_layer_selected.connect(self._on_graph_layer_selected)
             self.graph.sig_arch_chosen.connect(self._on_graph_arch_chosen)
+        if self.barrier is not None and hasattr(self.barrier, "sig_finished"):
+            self.barrier.sig_finished.connect(lambda shown: self.window.merge_history.on_scores(shown))
         if self.strip is not None:
             self.strip.arch_provider = self._arch_for_path
             self.strip.preferred_provider = self._preferred_pair

@@ -21,6 +21,7 @@ from merge_studio.gui.workers import JobError, JobWorker
 
 if TYPE_CHECKING:
     from merge_studio.core.engine import MergeResult
+    from merge_studio.core.recipe import Recipe
 
 RECIPE_FILTER = "Recipes (*.yaml *.yml);;All files (*)"
 MODEL_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.bin *.ckpt *.pt2 *.index.json);;All files (*)"
@@ -62,8 +63,7 @@ class WindowActions:
             if model is not None:
                 s = item.summary
                 self.log_panel.log(f"Opened {model.name}: {s.format}, {s.tensor_count} tensors, {s.parameter_count:,} parameters")
-                if not self.session.output.path:
-                    self.method_panel.set_output_path(self.session.suggest_output())
+                self.resuggest_output()
         elif isinstance(item, LoadFailed):
             self.session.set_failed(item.model_id, item.message)
             self.log_panel.log(f"Could not open {item.path.name}: {item.message}", "error")
@@ -184,7 +184,18 @@ class WindowActions:
             folder = model.path if model.path.is_dir() else model.path.parent
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
+    def resuggest_output(self) -> None:
+        """Name the output after the method and inputs, unless the user typed or chose one."""
+        current = self.session.output.path
+        if current and current != getattr(self, "_suggested_output", None):
+            return
+        if not self.session.ready_models:
+            return
+        self._suggested_output = self.session.suggest_output(self.settings.outputs_folder)
+        self.method_panel.set_output_path(self._suggested_output)
+
     def _on_method_panel_method_changed(self, name: str) -> None:
+        self.resuggest_output()
         self.log_panel.log(f"Method: {self.session.spec.label}")
         self._schedule_problems()
 
@@ -214,19 +225,24 @@ class WindowActions:
             self.show_error(JobError.from_exception(exc), "Cannot open the recipe")
             self.log_panel.log(f"Cannot open recipe {path.name}: {exc}", "error")
             return False
-        rows = self.session.apply_recipe(recipe)
-        self.recipe_path = path
         self.settings.add_recent_recipe(path)
         self.settings.set_last_folder("recipes", path)
+        self.apply_recipe(recipe, path, f"recipe {path}")
+        self.edit_history.mark_clean(forget=True)
+        self.menus_refresh_recent()
+        return True
+
+    def apply_recipe(self, recipe: Recipe, path: Path | None, label: str) -> None:
+        """Fill the list and the form from ``recipe`` (``path``: where it is saved, if anywhere)."""
+        rows = self.session.apply_recipe(recipe)
+        self.recipe_path = path
         self.method_panel.load_from_session()
         self.table_model.refresh()
         if rows:
             self._start_loading([(r.id, r.path) for r in rows])
-        self.log_panel.log(f"Opened recipe {path} ({recipe.spec.label}, {len(recipe.models)} models)")
+        self.log_panel.log(f"Opened {label} ({recipe.spec.label}, {len(recipe.models)} models)")
         self._refresh_device()
         self._on_session_changed()
-        self.menus_refresh_recent()
-        return True
 
     def save_recipe(self, path: str | Path | None = None) -> Path | None:
         """Write the window's state as a recipe; asks for a file when none is known yet."""
@@ -247,6 +263,7 @@ class WindowActions:
             self.show_error(JobError.from_exception(exc), "Cannot save the recipe")
             return None
         self.recipe_path = written
+        self.edit_history.mark_clean()
         self.settings.add_recent_recipe(written)
         self.settings.set_last_folder("recipes", written)
         self.log_panel.log(f"Saved recipe to {written}", "ok", folder=written.parent)
@@ -265,23 +282,32 @@ class WindowActions:
                 return None
             self.session.set_params(self.method_panel.form.values())
         if not self.session.output.path and self.session.ready_models:
-            self.method_panel.set_output_path(self.session.suggest_output())
+            self.resuggest_output()
         try:
             recipe = self.session.to_recipe()
         except MergeStudioError as exc:
             self.show_error(JobError.from_exception(exc), "Cannot merge yet")
             return None
+        from merge_studio.core.overwrite import merge_targets
+        from merge_studio.gui.output_guard import confirm_overwrite
+
+        if self.interactive and not confirm_overwrite(self, merge_targets(recipe)):
+            self.log_panel.log(f"Kept {recipe.output}; choose another output to merge", "warning")
+            return None
+        if recipe.output:  # the folder merged into is where the next suggestion goes
+            self.settings.outputs_folder = Path(recipe.output).expanduser().absolute().parent
         self.log_panel.log(f"Merging {len(recipe.models)} models with {recipe.spec.label} into {recipe.output}")
-        from merge_studio.core.engine import iter_merge  # imports torch; kept off the start-up path
+        from merge_studio.core.estimate import iter_checked_merge  # imports torch; kept off the start-up path
 
         threads = self.settings.merge_threads or None  # 0: every core
-        worker = self.runner.start(lambda token: iter_merge(recipe, token, threads=threads), "merge")
+        worker = self.runner.start(lambda token: iter_checked_merge(recipe, token, threads=threads), "merge")
         worker.sig_progress.connect(self._on_merge_progress)
         worker.sig_result.connect(self._on_merge_result)
         worker.sig_failed.connect(self._on_merge_failed)
         worker.sig_cancelled.connect(self._on_merge_cancelled)
         worker.sig_done.connect(self._on_merge_done)
         self.merge_worker = worker
+        self.merge_history.started(recipe)
         self.job_status.start("Merging")
         self.method_panel.set_running(True)
         self.actions_by_name["cancel"].setEnabled(True)
@@ -300,6 +326,7 @@ class WindowActions:
         self.job_status.update_progress(progress)
 
     def _on_merge_result(self, result: MergeResult) -> None:
+        self.merge_history.finished("ok", result=result)
         out = result.output
         folder = out if out.is_dir() else out.parent
         self.log_panel.log(
@@ -314,11 +341,13 @@ class WindowActions:
         self.sig_merge_finished.emit(result)
 
     def _on_merge_failed(self, error: JobError) -> None:
+        self.merge_history.finished("failed", error=error.message)
         self.log_panel.log(f"Merge failed: {error.message}", "error")
         self.show_error(error, "The merge failed")
         self.sig_merge_finished.emit(None)
 
     def _on_merge_cancelled(self) -> None:
+        self.merge_history.finished("cancelled")
         self.log_panel.log("Merge cancelled; nothing was written.", "warning")
         self.sig_merge_finished.emit(None)
 

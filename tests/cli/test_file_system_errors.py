@@ -30,6 +30,7 @@ import contextlib, io, json, os, sys
 sys.path.insert(0, {str(ROOT)!r})
 import merge_studio.cli.main as cli
 import merge_studio.cli.merge_cmd, merge_studio.cli.inspect_cmd, merge_studio.core.engine  # noqa: F401
+import merge_studio.core.estimate, merge_studio.core.history, merge_studio.core.overwrite  # noqa: F401
 import torch, safetensors.torch  # noqa: F401  (imported while the interpreter's files are readable)
 cli.build_parser()
 if os.geteuid() == 0:

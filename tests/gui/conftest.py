@@ -46,6 +46,22 @@ def _fresh_settings(tmp_path, monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_unexpected_questions(monkeypatch):
+    """A modal question nobody answers would hang the suite offscreen: fail loudly instead.
+    Tests that expect one patch ``QMessageBox.question`` themselves."""
+    from PySide6.QtWidgets import QMessageBox
+
+    def unexpected(_parent, title, text, *_a, **_k):
+        raise AssertionError(f"unexpected question: {title}: {text}")
+
+    monkeypatch.setattr(QMessageBox, "question", unexpected)
+    from merge_studio.gui import output_guard
+
+    # Windows closed at the end of a test discard their edits; test_undo_and_unsaved asks for real.
+    monkeypatch.setattr(output_guard, "confirm_discard_changes", lambda _parent: True)
+
+
 def _running_qthreads() -> list:
     from PySide6.QtCore import QThread
     from PySide6.QtWidgets import QApplication

@@ -74,6 +74,7 @@ class CoefficientTable(QTableView):
         self.setAlternatingRowColors(True)
         self.setWordWrap(False)
         self.setCornerButtonEnabled(False)
+        self.problem: str | None = None
         table_model.modelReset.connect(self._hide_fixed_columns)
         self._hide_fixed_columns()
 
@@ -95,6 +96,12 @@ class CoefficientTable(QTableView):
             header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Stretch)
         for col in range(len(FIXED_COLUMNS), self.table_model.columnCount()):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+
+    def set_problem(self, problem: str | None) -> None:
+        """Frame the table in red, with the reason in its tooltip, while its values cannot be merged."""
+        self.problem = problem
+        self.setStyleSheet("QTableView#coefficient_table { border: 2px solid #c0392b; }" if problem else "")
+        self.setToolTip(problem or "")
 
     def has_columns(self) -> bool:
         """Whether the current method has per-model parameters at all."""

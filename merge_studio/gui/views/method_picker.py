@@ -220,7 +220,7 @@ class MethodPicker(QWidget):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(content)
-        footer = QVBoxLayout()
+        footer = self.footer = QVBoxLayout()  # the window adds the estimate above the Merge button
         footer.setContentsMargins(10, 4, 10, 10)
         footer.addWidget(self.problems_label)
         footer.addWidget(self.warnings_label)
@@ -418,5 +418,7 @@ class MethodPicker(QWidget):
         self.warnings_label.setVisible(bool(notes))
 
     def set_running(self, running: bool) -> None:
+        """While a merge runs the form is locked, so what it shows is what is being merged."""
+        self.findChild(QWidget, "method_content").setEnabled(not running)
         self.merge_button.setEnabled(not running)
         self.merge_button.setText("Merging…" if running else "Merge")
