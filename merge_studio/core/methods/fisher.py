@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from merge_studio.core.lazy_torch import nn, torch
 from merge_studio.core.methods.registry import register_method
@@ -36,6 +36,7 @@ from merge_studio.core.methods.spec import (
     ModelJobContext,
     ModelMergeOutput,
     ModelParams,
+    RegexText,
     ui,
 )
 from merge_studio.core.progress import CancelToken, Progress, check_cancel
@@ -55,7 +56,7 @@ class FisherParams(MethodParams):
         description="Examples whose per-example gradients are computed together (memory grows with it).",
         json_schema_extra=ui("spin", per_layer=False),
     )
-    exclude_regex: str = Field(
+    exclude_regex: RegexText = Field(
         "", title="Exclude (regex)",
         description="Parameters whose names match get a plain weighted average instead of Fisher weights, "
         "e.g. 'head|classifier'.",
@@ -79,15 +80,6 @@ class FisherParams(MethodParams):
         json_schema_extra=ui("combo", per_layer=False),
     )
 
-
-    @field_validator("exclude_regex")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
 
 
 class FisherModelParams(ModelParams):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from merge_studio.core.lazy_torch import nn, torch
 from merge_studio.core.methods.data_aware import data_for, data_source_field_description, module_for, resolve_arch
@@ -32,6 +32,7 @@ from merge_studio.core.methods.spec import (
     ModelJobContext,
     ModelMergeOutput,
     ModelParams,
+    RegexText,
     ui,
 )
 from merge_studio.core.progress import CancelToken, Progress, check_cancel
@@ -55,20 +56,11 @@ class RegMeanParams(MethodParams):
         description="Examples run through a model at once while the Gram matrices are accumulated.",
         json_schema_extra=ui("spin", per_layer=False),
     )
-    exclude_regex: str = Field(
+    exclude_regex: RegexText = Field(
         "", title="Exclude (regex)",
         description="Linear layers whose weight names match are averaged instead, e.g. 'head|classifier'.",
         json_schema_extra=ui("regex", per_layer=False),
     )
-
-    @field_validator("exclude_regex")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
 
 
 class RegMeanModelParams(ModelParams):

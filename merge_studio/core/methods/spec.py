@@ -8,11 +8,12 @@ the engine) or a whole-model job (for methods that need a module or data).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from merge_studio.core.lazy_torch import torch
 
@@ -35,6 +36,18 @@ class ModelParams(BaseModel):
 
 class NoModelParams(ModelParams):
     """For methods that take no per-model parameters."""
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+RegexText = Annotated[str, AfterValidator(_compiles)]
+"""A text parameter that must be a valid regular expression (checked when the recipe is read, not mid-merge)."""
 
 
 def ui(
