@@ -27,6 +27,11 @@ from merge_studio.errors import ArchitectureError, MissingExtraError
 CONFIG_NAME = "config.json"
 MAX_CONFIG_BYTES = 8_000_000
 EXAMPLE_TOKENS = 16
+# Published models have at most a few hundred layers; a config declaring more is damaged or
+# hostile, and building it (even on the meta device) would run for hours.
+MAX_LAYERS = 2048
+LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers", "encoder_layers",
+                    "decoder_layers", "num_encoder_layers")
 # Files a folder's weights are kept in: a weights file beside config.json belongs to it.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
 
@@ -94,6 +99,22 @@ def hf_spec_for(path: str | Path | None) -> str | None:
 
 
 # --- building ---------------------------------------------------------------------------------
+def check_layer_counts(data: Mapping[str, Any], path: Path) -> None:
+    """Refuse a config (or one of its sub-configs) that declares an impossible number of layers."""
+    sections = [("", data)] + [(f"{k}.", v) for k, v in data.items() if isinstance(v, Mapping)]
+    for prefix, section in sections:
+        for key in LAYER_COUNT_KEYS:
+            value = section.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not 0 <= value <= MAX_LAYERS:
+                raise ArchitectureError(
+                    f"{path} declares {prefix}{key} = {value}, not a layer count a model can have "
+                    f"(0 to {MAX_LAYERS})",
+                    hint="the config.json is damaged; use the one saved with the model",
+                )
+
+
 def load_hf_config(spec: ArchSpec) -> Any:
     """The transformers config of an ``hf:`` spec, with the spec's arguments as overrides."""
     transformers = require_transformers(f"architecture {spec}")
@@ -110,6 +131,7 @@ def load_hf_config(spec: ArchSpec) -> Any:
             f"transformers {transformers.__version__} does not know model_type {model_type!r} ({path})",
             hint="upgrade transformers, or give the architecture as a factory (--arch my_model.py:build)",
         )
+    check_layer_counts(data, path)
     values = {k: v for k, v in data.items() if k not in ("auto_map", "transformers_version")}
     try:
         return CONFIG_MAPPING[model_type].from_dict(values, **spec.kwargs)

@@ -115,6 +115,16 @@ def test_a_model_type_transformers_does_not_know_is_refused_without_running_code
         build_module(f"hf:{tmp_path}", device="meta")
 
 
+@pytest.mark.parametrize("bad", [{"num_hidden_layers": 10**9}, {"num_hidden_layers": -3},
+                                 {"text_config": {"model_type": "llama", "num_hidden_layers": 10**12}}])
+def test_a_config_declaring_an_impossible_layer_count_is_refused_at_once(tmp_path, bad):
+    folder = make_hf_folder(tmp_path / "m", "llama", tokenizer=False)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **bad}))
+    with pytest.raises(ArchitectureError, match="not a layer count a model can have"):
+        build_module(f"hf:{folder}", device="meta")
+
+
 def test_without_transformers_the_message_names_the_extra(tmp_path, monkeypatch):
     folder = tmp_path / "m"
     folder.mkdir()
