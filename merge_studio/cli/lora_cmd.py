@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     apply.add_argument("-o", "--output", required=True, help="output .safetensors file or folder")
     apply.add_argument("-f", "--force", action="store_true", help="replace the output if it already exists")
     apply.add_argument("--strength", type=float, default=1.0, help="multiply every adapter's change (default 1)")
+    apply.add_argument("--allow-non-finite", action="store_true",
+                       help="write the model even if NaN or infinite values appear in it")
     apply.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     apply.set_defaults(func=run_apply)
 
@@ -120,7 +122,7 @@ def run_apply(args: argparse.Namespace) -> int:
             ck.close()
         raise
     with adapted:
-        path = drive(iter_write_checkpoint(adapted, args.output), ProgressBar(enabled=not args.quiet))
+        path = drive(iter_write_checkpoint(adapted, args.output, allow_non_finite=args.allow_non_finite), ProgressBar(enabled=not args.quiet))
     print(f"wrote {path} ({len(adapted.adapted_names())} tensors changed by the adapter)")
     return 0
 

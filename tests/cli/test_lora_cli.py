@@ -78,3 +78,43 @@ def test_applying_something_that_is_not_an_adapter_says_so(base_and_adapters, tm
     base, _, _ = base_and_adapters
     assert main(["lora", "apply", str(base), str(base), "-o", str(tmp_path / "o.safetensors")]) == 1
     assert "is not a LoRA adapter" in capsys.readouterr().err
+
+
+def test_an_adapter_holding_nan_is_not_applied_and_nothing_is_written(base_and_adapters, tmp_path, capsys):
+    base, adapters, _ = base_and_adapters
+    weights = adapters[0] / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["base_model.model.head.lora_B.weight"][0, 0] = float("nan")
+    save_file(tensors, str(weights))
+    out = tmp_path / "out.safetensors"
+    assert main(["lora", "apply", str(base), str(adapters[0]), "-o", str(out), "-q"]) == 1
+    assert "head.weight holds NaN or infinite values" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+    assert main(["lora", "apply", str(base), str(adapters[0]), "-o", str(out), "-q", "--allow-non-finite"]) == 0
+    assert load_file(str(out))["head.weight"][0].isnan().any()
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"rank_pattern": {"head": "two"}}, "rank_pattern is 'two', not a number"),
+    ({"use_dora": True}, "says use_dora, but the weights hold no lora_magnitude_vector"),
+])
+def test_an_adapter_config_that_does_not_fit_its_weights_is_refused_by_name(base_and_adapters, tmp_path, capsys,
+                                                                            config, message):
+    import json
+
+    _, adapters, _ = base_and_adapters
+    path = adapters[0] / "adapter_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **config}))
+    assert main(["lora", "info", str(adapters[0])]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_lora_matrices_that_do_not_multiply_are_refused_naming_both(base_and_adapters, capsys):
+    _, adapters, _ = base_and_adapters
+    weights = adapters[0] / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["base_model.model.head.lora_A.weight"] = torch.randn(2 * 12)
+    save_file(tensors, str(weights))
+    assert main(["lora", "info", str(adapters[0])]) == 1
+    err = capsys.readouterr().err
+    assert "head.lora_A.weight (24,)" in err and "do not multiply" in err

@@ -145,17 +145,17 @@ def read_peft_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _pattern_value(patterns: Any, module: str, default: float) -> float:
+def _pattern_value(patterns: Any, module: str, default: float, where: str, key_name: str) -> float:
     """PEFT's rank_pattern / alpha_pattern: a key matches a module name ending in it (a regex)."""
     if not isinstance(patterns, Mapping):
         return default
     for key, value in patterns.items():
         try:
-            if re.fullmatch(rf"(.*\.)?({key})", module):
-                return float(value)
+            hit = re.fullmatch(rf"(.*\.)?({key})", module) is not None
         except re.error:
-            if module == key or module.endswith("." + str(key)):
-                return float(value)
+            hit = module == key or module.endswith("." + str(key))
+        if hit:
+            return _number({key_name: value}, key_name, default, f"{where} ({key!r})")
     return default
 
 
@@ -166,6 +166,18 @@ def _number(config: Mapping[str, Any], key: str, default: float, where: str) -> 
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise CheckpointError(f"{where}: {key} is {value!r}, not a number")
     return float(value)
+
+
+def _checked_rank(checkpoint: Checkpoint, module: str, down: str, up: str, where: str) -> int:
+    """The rank both matrices agree on: A is (rank, in, ...) and B is (out, rank, ...)."""
+    down_shape, up_shape = tuple(checkpoint.info(down).shape), tuple(checkpoint.info(up).shape)
+    if len(down_shape) < 2 or len(up_shape) < 2 or up_shape[1] != down_shape[0]:
+        raise CheckpointError(
+            f"{where}: module {module} has LoRA matrices of shapes {down} {down_shape} and {up} {up_shape}, "
+            "which do not multiply (A is rank × inputs, B is outputs × rank)",
+            hint="the adapter file is damaged",
+        )
+    return down_shape[0]
 
 
 def peft_adapter(path: Path, checkpoint: Checkpoint, config: Mapping[str, Any]) -> LoraAdapter:
@@ -198,16 +210,16 @@ def peft_adapter(path: Path, checkpoint: Checkpoint, config: Mapping[str, Any]) 
         up = slots.get("lora_embedding_B" if embedding else "lora_B")
         if down is None or up is None:
             raise CheckpointError(f"{path.name}: module {module} has only one of its two LoRA matrices")
-        rank = checkpoint.info(down).shape[0]
+        rank = _checked_rank(checkpoint, module, down, up, path.name)
         if not config:  # a weights file without its config: the scale is unknown, take 1 (α = r)
             r_default = alpha_default = float(rank)
-        configured = int(_pattern_value(config.get("rank_pattern"), module, r_default))
+        configured = int(_pattern_value(config.get("rank_pattern"), module, r_default, where, "rank_pattern"))
         if configured != rank:
             raise CheckpointError(
                 f"{path.name}: module {module} has rank {rank} in the weights but {configured} in the config",
                 hint="the config does not belong to these weights",
             )
-        alpha = _pattern_value(config.get("alpha_pattern"), module, alpha_default)
+        alpha = _pattern_value(config.get("alpha_pattern"), module, alpha_default, where, "alpha_pattern")
         scale = alpha / math.sqrt(rank) if rslora else alpha / rank
         modules[module] = LoraModule(
             name=module, down=down, up=up, rank=rank, alpha=alpha, scale=scale,
@@ -217,6 +229,9 @@ def peft_adapter(path: Path, checkpoint: Checkpoint, config: Mapping[str, Any]) 
         )
     if not modules:
         raise CheckpointError(f"{path.name} holds no LoRA matrices (no lora_A / lora_B tensors)")
+    if dora and not any(m.magnitude for m in modules.values()):
+        raise CheckpointError(f"{where} says use_dora, but the weights hold no lora_magnitude_vector",
+                              hint="the config does not belong to these weights")
     base = config.get("base_model_name_or_path")
     return LoraAdapter(path, "peft", checkpoint, modules, replacements, str(base) if base else None, dict(config),
                        use_rslora=rslora, use_dora=dora)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import merge_studio
 from merge_studio.core.checkpoints.base import Checkpoint
+from merge_studio.core.finite import all_finite, non_finite_error
 from merge_studio.core.progress import CancelToken, Progress, check_cancel
 from merge_studio.core.writer import OutputSet, PlannedTensor
 from merge_studio.errors import OutputError
@@ -34,9 +35,17 @@ def _copy_folder_files(checkpoint: Checkpoint):  # noqa: ANN202 - a callable for
 
 
 def iter_write_checkpoint(
-    checkpoint: Checkpoint, output: str | Path, *, shard_bytes: int | None = None, cancel: CancelToken | None = None
+    checkpoint: Checkpoint,
+    output: str | Path,
+    *,
+    shard_bytes: int | None = None,
+    allow_non_finite: bool = False,
+    cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, Path]:
     """Copy ``checkpoint`` to ``output`` (a ``.safetensors`` file or a folder), atomically.
+
+    NaN or infinity in a tensor stops the write (nothing is left behind), as in a
+    merge: an adapter holding them would otherwise spread them silently into the model.
 
     A folder output of a Hugging Face base also gets the base's config, generation
     config and tokenizer files, so it loads with ``from_pretrained`` as it is.
@@ -57,6 +66,8 @@ def iter_write_checkpoint(
             for start in range(0, max(info.numel, 1), CHUNK_ELEMENTS):
                 stop = min(start + CHUNK_ELEMENTS, info.numel)
                 chunk = checkpoint.get_flat(info.name, start, stop) if info.numel else checkpoint.get_tensor(info.name)
+                if not allow_non_finite and chunk.is_floating_point() and not all_finite(chunk):
+                    raise non_finite_error(info.name, [checkpoint.name])
                 out.write(info.name, chunk.reshape(-1))
                 done += stop - start
             yield Progress("write", done, total, current=info.name, unit="elements")
