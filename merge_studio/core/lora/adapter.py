@@ -247,6 +247,17 @@ def looks_like_peft(names: list[str]) -> bool:
     return any(n.startswith(PEFT_PREFIX) and (".lora_A." in n or ".lora_embedding_A" in n) for n in names)
 
 
+def _kohya_alpha(checkpoint: Checkpoint, name: str, where: str) -> float:
+    """A module's alpha: one finite number (stored as a 0-d or 1-element tensor)."""
+    if checkpoint.info(name).numel != 1:
+        raise CheckpointError(f"{where}: {name} has shape {tuple(checkpoint.info(name).shape)}; alpha is one number",
+                              hint="the adapter file is damaged")
+    value = float(checkpoint.get_tensor(name).float().reshape(-1)[0])
+    if not math.isfinite(value):
+        raise CheckpointError(f"{where}: {name} is {value}, not a finite number", hint="the adapter file is damaged")
+    return value
+
+
 def kohya_adapter(path: Path, checkpoint: Checkpoint) -> LoraAdapter:
     """Describe a kohya-style LoRA (``lora_down`` / ``lora_up`` / ``alpha``)."""
     unsupported = sorted({k.split(".")[1] for k in checkpoint.keys() if any(f".{u}" in k for u in _UNSUPPORTED_KOHYA)})
@@ -265,10 +276,8 @@ def kohya_adapter(path: Path, checkpoint: Checkpoint) -> LoraAdapter:
     for module, slots in parts.items():
         if "lora_down" not in slots or "lora_up" not in slots:
             raise CheckpointError(f"{path.name}: {module} has only one of lora_down / lora_up")
-        rank = checkpoint.info(slots["lora_down"]).shape[0]
-        alpha = float(rank)
-        if "alpha" in slots:
-            alpha = float(checkpoint.get_tensor(slots["alpha"]).float().reshape(-1)[0])
+        rank = _checked_rank(checkpoint, module, slots["lora_down"], slots["lora_up"], path.name)
+        alpha = _kohya_alpha(checkpoint, slots["alpha"], path.name) if "alpha" in slots else float(rank)
         alphas[module] = alpha
         modules[module] = LoraModule(module, slots["lora_down"], slots["lora_up"], rank, alpha, alpha / rank)
     if not modules:

@@ -107,3 +107,19 @@ def test_lycoris_files_are_named_as_such_instead_of_misread(tmp_path):
               str(tmp_path / "loha.safetensors"))
     with pytest.raises(CheckpointError, match="LyCORIS"):
         open_checkpoint(tmp_path / "loha.safetensors")
+
+
+@pytest.mark.parametrize(("alpha", "message"), [(torch.tensor([]), "alpha is one number"),
+                                                (torch.tensor(float("nan")), "not a finite number")])
+def test_a_damaged_alpha_is_refused_by_name(tmp_path, alpha, message):
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 4), "lora_unet_x.lora_up.weight": torch.zeros(3, 2),
+               "lora_unet_x.alpha": alpha}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(CheckpointError, match=message):
+        open_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_down_and_up_matrices_of_different_ranks_are_refused_naming_both(tmp_path):
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 4), "lora_unet_x.lora_up.weight": torch.zeros(3, 5)},
+              str(tmp_path / "bad.safetensors"))
+    with pytest.raises(CheckpointError, match=r"lora_unet_x.lora_down.weight \(2, 4\) and lora_unet_x.lora_up.weight \(3, 5\)"):
+        open_checkpoint(tmp_path / "bad.safetensors")
