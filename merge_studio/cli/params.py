@@ -8,12 +8,13 @@ from typing import Any
 
 import yaml
 
+from merge_studio.core.safe_yaml import load_yaml
 from merge_studio.errors import RecipeError
 
 
 def parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 

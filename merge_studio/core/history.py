@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from merge_studio.core.safe_yaml import load_yaml
 from merge_studio.core.user_dirs import user_data_dir
 
 if TYPE_CHECKING:
@@ -65,11 +66,9 @@ class HistoryRecord:
         return self.outputs[0] if self.outputs else ""
 
     def load_recipe(self) -> Recipe:
-        import yaml
-
         from merge_studio.core.recipe import Recipe
 
-        return Recipe.from_mapping(yaml.safe_load(self.recipe), source=f"history record {self.id}")
+        return Recipe.from_mapping(load_yaml(self.recipe), source=f"history record {self.id}")
 
 
 def _inputs(recipe: Recipe, result: MergeResult | None) -> list[dict[str, Any]]:

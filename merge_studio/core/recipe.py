@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from merge_studio.core.safe_yaml import compose_yaml, construct_yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from merge_studio.core.hf.settings import TokenizerSettings
@@ -257,8 +259,8 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose_yaml(text)
+        data = construct_yaml(node)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path.name} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

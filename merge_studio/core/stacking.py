@@ -250,13 +250,13 @@ def layer_origins(checkpoint: Checkpoint) -> dict[str, str]:
     Read from the recipe the merge wrote into the file's metadata; empty for any other
     checkpoint (so the Graph tab can colour a stacked model's blocks by their source).
     """
-    import yaml
+    from merge_studio.core.safe_yaml import load_yaml
 
     text = checkpoint.metadata.get("merge_studio.recipe")
     if not text:
         return {}
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
         slices = [SliceEntry.model_validate(sl) for sl in (data.get("slices") or [])]
         prefix, depth = layer_stack(checkpoint.keys())
     except Exception:  # noqa: BLE001 - metadata written by someone else: no colours, no error

@@ -70,6 +70,27 @@ def test_yaml_is_loaded_safely(tmp_path):
         load_recipe(path)
 
 
+def test_an_alias_bomb_is_refused_at_once_without_expanding_it(tmp_path):
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
+    path = _write(tmp_path, "\n".join(lines) + "\nmerge_method: linear\nmodels:\n  - model: x\n    parameters: {weight: *i}\n")
+    with pytest.raises(RecipeError, match="expands to more than 200,000 values"):
+        load_recipe(path)
+
+
+def test_brackets_nested_thousands_deep_are_refused_as_yaml(tmp_path):
+    path = _write(tmp_path, "method: linear\nmodels: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(RecipeError, match="nested more than 100 levels"):
+        load_recipe(path)
+
+
+def test_anchors_and_aliases_of_an_ordinary_config_still_work(tmp_path):
+    path = _write(tmp_path, "merge_method: linear\nmodels:\n  - model: a\n    parameters: &w {weight: 0.5}\n"
+                            "  - model: b\n    parameters: *w\n")
+    recipe = load_recipe(path)
+    assert [m.params for m in recipe.models] == [{"weight": 0.5}, {"weight": 0.5}]
+
+
 def test_mergekit_alias_becomes_our_name():
     recipe = Recipe.from_mapping({"method": "linear", "models": [{"path": "a", "params": {"weight": 1}}, {"path": "b", "params": {"weight": 2}}]})
     assert recipe.method == "weighted_average"

@@ -63,12 +63,11 @@ def merged_anchor(metadata: Mapping[str, str], path_a: str | Path, path_b: str |
     if not text:
         return MergedAnchor(description="no recipe in the file")
     try:
-        import yaml
-
         from merge_studio.core.methods import get_method
         from merge_studio.core.recipe import Recipe
+        from merge_studio.core.safe_yaml import load_yaml
 
-        recipe = Recipe.from_mapping(yaml.safe_load(text) or {}, source="merged file")
+        recipe = Recipe.from_mapping(load_yaml(text) or {}, source="merged file")
         spec = get_method(recipe.method)
         params = spec.params.model_validate(recipe.params).model_dump()
     except Exception:  # noqa: BLE001 - an unreadable recipe only loses the placement, never the curve

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from merge_studio.core.safe_yaml import load_yaml
 from merge_studio.errors import RecipeError
 
 GateMode = Literal["hidden", "hidden_avg", "hidden_last", "cheap_embed", "random", "uniform_random"]
@@ -123,7 +124,7 @@ def load_moe_config(path: str | Path) -> MoeConfig:
     try:
         if p.stat().st_size > MAX_CONFIG_BYTES:
             raise RecipeError(f"{p} is too large for an MoE config")
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecipeError(f"{p} does not exist", hint="give the path of a mergekit-moe YAML file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 
 from merge_studio.core.checkpoints.base import TensorInfo
 from merge_studio.core.recipe_slices import SliceEntry
+from merge_studio.core.safe_yaml import load_yaml
 from merge_studio.core.stacking import layer_count, summarize_stack
 from merge_studio.gui.views.layer_columns import SLICE_MIME, LayerColumns, ModelColumn, colour_of
 
@@ -260,7 +261,7 @@ class SliceEditorDialog(QDialog):
             return
         text = self.params_edit.text().strip()
         try:
-            value = yaml.safe_load(text) if text else {}
+            value = load_yaml(text) if text else {}
         except yaml.YAMLError as exc:
             self.problem.setText(f"Slice parameters are not YAML: {exc}")
             return
@@ -349,7 +350,7 @@ class SliceEditorDialog(QDialog):
         from merge_studio.core.recipe import Recipe
 
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = load_yaml(path.read_text(encoding="utf-8"))
             recipe = (recipe_from_mergekit(data, source=path.name, base_dir=path.parent)
                       if isinstance(data, dict) and is_mergekit_config(data) else Recipe.from_mapping(data, source=path.name))
         except Exception as exc:  # noqa: BLE001 - a bad file is reported, the stack is kept

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from merge_studio.core.methods.layered import is_layered
+from merge_studio.core.safe_yaml import load_yaml
 
 BIG = 1e9
 INT_MAX = 2**31 - 1
@@ -357,7 +358,7 @@ class RawEditor(FieldEditor):
         if text == "":
             return None
         try:
-            return yaml.safe_load(text)
+            return load_yaml(text)
         except yaml.YAMLError:
             return text
 
