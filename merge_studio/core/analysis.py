@@ -117,7 +117,7 @@ def layer_stats(merged: Checkpoint) -> dict[str, dict[str, float]]:
         return {}
     try:
         data: Any = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CheckpointError(
             f"{merged.name}: metadata {LAYER_STATS_KEY} is not valid JSON", hint="re-run the merge"
         ) from exc

@@ -183,7 +183,7 @@ def load_history(path: Path | None = None) -> list[HistoryRecord]:
                         merged = {**(records[i].evaluation or {}), **data["results"]}
                         records[i] = HistoryRecord(**{**asdict(records[i]), "evaluation": merged})
                         break
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # a damaged line is skipped
             continue
     return records[::-1]
 

@@ -48,3 +48,17 @@ def test_the_inspector_shows_every_metadata_entry_in_full(qtbot, window, tmp_pat
     assert keys == ["merge_studio.recipe", "note"]
     view.table.selectRow(0)
     assert view.value.toPlainText() == recipe
+
+
+def test_metadata_nested_too_deep_for_json_is_shown_as_it_is(qtbot, window, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "deep_meta.safetensors"
+    deep = "[" * 100_000 + "]" * 100_000
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"deep": deep})
+    load_into(qtbot, window, [path])
+    window.model_list.selectRow(0)
+    view = window.inspector.metadata_view
+    view.table.selectRow(0)
+    assert view.value.toPlainText() == deep

@@ -96,7 +96,7 @@ def merged_anchor(metadata: Mapping[str, str], path_a: str | Path, path_b: str |
             return MergedAnchor(description=f"{recipe.method} with A and B swapped")
         try:
             perms = {k: list(v) for k, v in json.loads(metadata.get(PERMUTATION_KEY, "{}")).get("groups", {}).items()}
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):  # metadata written by anyone
             perms = {}
         if not perms:
             return MergedAnchor(position=position, description=f"{words}; permutation not in the file")

@@ -160,7 +160,7 @@ def base_uses_conv1d(base: Checkpoint, found: dict[str, list[tuple[LoraModule, T
         try:
             if json.loads(config.read_text(encoding="utf-8")).get("model_type") in CONV1D_MODEL_TYPES:
                 return True
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             pass
     for name, pairs in found.items():
         shape = base.info(name).shape

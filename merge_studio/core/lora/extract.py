@@ -69,7 +69,7 @@ def _uses_conv1d(base: Checkpoint) -> bool:
     try:
         return bool(config and config.is_file()
                     and json.loads(config.read_text(encoding="utf-8")).get("model_type") in CONV1D_MODEL_TYPES)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 

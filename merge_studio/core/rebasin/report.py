@@ -120,7 +120,7 @@ def read_report(path: str | Path) -> dict[str, Any]:
     """Read a report written by :func:`write_report`; anything else is a :class:`RecipeError`."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise RecipeError(f"cannot read the permutation report {path}: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
         raise RecipeError(f"{path} is not a Merge Studio permutation report", hint="give the JSON written by 'align --report'")

@@ -23,7 +23,7 @@ def readable(value: str) -> str:
     if text[:1] in "[{":
         try:
             return json.dumps(json.loads(text), indent=2)
-        except ValueError:
+        except (ValueError, RecursionError):  # metadata written by anyone: shown as it is
             pass
     return value
 

@@ -87,3 +87,16 @@ def test_after_weight_matching_the_via_merged_curve_runs_to_the_aligned_b(pair, 
     assert via.anchors[-1].endswith("′")
     # M = ½A + ½B′: the path A → M → B′ is the straight line to the aligned B
     np.testing.assert_allclose(via.losses["test"], aligned.losses["test"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("permutation", ["[" * 100_000 + "]" * 100_000, '{"groups": {"fc1": 5}}', "[1, 2]"])
+def test_metadata_written_by_someone_else_only_loses_the_placement(pair, tmp_path, permutation):
+    metadata = read_metadata(_merge(pair, tmp_path, "weight_matching", {}))
+    anchor = merged_anchor({**metadata, "merge_studio.permutation": permutation}, *pair)
+    assert anchor.description.endswith("permutation not in the file") and not anchor.perms
+
+
+def test_a_recipe_in_the_metadata_that_is_an_alias_bomb_is_not_expanded(pair):
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+    assert merged_anchor({"merge_studio.recipe": bomb + "method: lerp\n"}, *pair).description == "recipe not readable"
