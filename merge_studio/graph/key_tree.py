@@ -21,6 +21,7 @@ from merge_studio.graph.model import (
     ModuleGraph,
     fill_placeholder,
     font_placeholder,
+    elide_middle,
     format_count,
     format_shape,
     html_escape,
@@ -96,13 +97,13 @@ def _count(node: KeyTreeNode) -> int:
 
 
 def _label(node: KeyTreeNode, collapsed: int) -> str:
-    parts = [f"<B>{html_escape(node.name)}</B>"]
+    parts = [f"<B>{html_escape(elide_middle(node.name))}</B>"]
     count = f"{format_count(node.param_count)} params"
     if collapsed:
         count += f" · {collapsed} modules inside"
     parts.append(f'<FONT POINT-SIZE="9">{html_escape(count)}</FONT>')
     for leaf, shape in node.tensors[:_TENSOR_LINES]:
-        parts.append(f'<FONT POINT-SIZE="8">{html_escape(leaf)}  {html_escape(format_shape(shape))}</FONT>')
+        parts.append(f'<FONT POINT-SIZE="8">{html_escape(elide_middle(leaf))}  {html_escape(format_shape(shape))}</FONT>')
     if len(node.tensors) > _TENSOR_LINES:
         parts.append(f'<FONT POINT-SIZE="8">… {len(node.tensors) - _TENSOR_LINES} more</FONT>')
     return "<" + "<BR/>".join(parts) + ">"

@@ -193,6 +193,21 @@ def format_count(count: int) -> str:
     return str(count)
 
 
+def elide_middle(text: str, limit: int = 48) -> str:
+    """``text`` cut to ``limit`` characters in the middle, keeping both ends (``…-seed1`` stays told apart)."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 1
+    return text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2:]
+
+
 def html_escape(text: str) -> str:
-    """Escape text for a graphviz HTML-like label."""
+    """Escape text for a graphviz HTML-like label.
+
+    Control characters (a newline inside a tensor name) are written as escapes,
+    and a blank text as ``(empty)``: graphviz refuses the whole graph otherwise.
+    """
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if not text.strip():
+        text = "(empty)"
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")

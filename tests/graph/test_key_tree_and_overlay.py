@@ -139,3 +139,15 @@ def test_the_inspectors_key_tree_is_accepted_too():
     assert {n.module_path for n in graph.nodes} == {n.module_path for n in key_tree_graph(STATE).nodes}
     layers = next(n for n in graph.nodes if n.module_path == "encoder.layers")
     assert layers.param_count == 8 * 4 + 8 + 64
+
+
+@needs_dot
+def test_tensor_names_with_blanks_control_characters_and_markup_still_draw(tmp_path):
+    names = ["a..w", "q.\n.w", 'b"];x[label="y.w', "c<b>&amp;.w", "x" * 3000 + ".w"]
+    path = tmp_path / "odd_names.safetensors"
+    save_file({n: torch.zeros(2, 2) for n in names}, str(path))
+    with open_checkpoint(path) as ck:
+        graph = key_tree_graph(ck)
+    svg = render_svg(graph.dot).decode()
+    assert "(empty)" in svg and "\\n" in svg and "c&lt;b&gt;&amp;amp;" in svg
+    assert max(len(line) for line in graph.dot.splitlines()) < 1000  # the long name is cut in the middle
