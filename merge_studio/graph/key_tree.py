@@ -28,6 +28,10 @@ from merge_studio.graph.model import (
 )
 
 _TENSOR_LINES = 5
+# Graphviz lays out a few thousand nodes in seconds but 20,000 siblings take minutes: a module with
+# more children shows the first ones and one "… N more" node, and past a total the rest fold.
+MAX_CHILDREN = 48
+MAX_NODES = 1500
 
 
 @dataclass
@@ -128,7 +132,7 @@ def key_tree_graph(source: Any, *, depth: int | None = None, title: str = "") ->
 
     def emit(node: KeyTreeNode, level: int, parent_id: str | None) -> None:
         node_id = f"t{len(nodes)}"
-        folded = depth is not None and level >= depth and bool(node.children)
+        folded = bool(node.children) and (depth is not None and level >= depth or len(nodes) >= MAX_NODES)
         collapsed = sum(1 for _ in node.walk()) - 1 if folded else 0
         label = _label(node, collapsed)
         tensors = tuple(node.tensors) if not folded else tuple(
@@ -144,8 +148,23 @@ def key_tree_graph(source: Any, *, depth: int | None = None, title: str = "") ->
         if parent_id is not None:
             lines.append(f"\t{parent_id} -> {node_id}")
         if not folded:
-            for child in node.children.values():
+            children = list(node.children.values())
+            for child in children[:MAX_CHILDREN]:
                 emit(child, level + 1, node_id)
+            if len(children) > MAX_CHILDREN:
+                emit_rest(node, children[MAX_CHILDREN:], node_id)
+
+    def emit_rest(parent: KeyTreeNode, rest: list[KeyTreeNode], parent_id: str) -> None:
+        """One node standing for the children not drawn (clicking it selects their parent)."""
+        node_id = f"t{len(nodes)}"
+        params = sum(c.param_count for c in rest)
+        label = (f"<<B>… {len(rest):,} more</B><BR/><FONT POINT-SIZE=\"9\">{html_escape(format_count(params))} params"
+                 f" · {html_escape(elide_middle(rest[0].name, 20))} to {html_escape(elide_middle(rest[-1].name, 20))}</FONT>>")
+        nodes.append(GraphNode(node_id, label, parent.path, "module", (), (), params, "tree", ()))
+        fills[node_id] = style.FILL_TREE
+        lines.append(f"\t{node_id} [label={label} id={node_id} fillcolor={quote(fill_placeholder(node_id))} "
+                     f"fontcolor={quote(font_placeholder(node_id))} style=\"rounded,filled,dashed\"]")
+        lines.append(f"\t{parent_id} -> {node_id}")
 
     emit(root, 0, None)
     lines.append("}")

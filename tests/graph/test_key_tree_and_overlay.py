@@ -151,3 +151,13 @@ def test_tensor_names_with_blanks_control_characters_and_markup_still_draw(tmp_p
     svg = render_svg(graph.dot).decode()
     assert "(empty)" in svg and "\\n" in svg and "c&lt;b&gt;&amp;amp;" in svg
     assert max(len(line) for line in graph.dot.splitlines()) < 1000  # the long name is cut in the middle
+
+
+def test_a_module_with_thousands_of_children_draws_the_first_ones_and_one_more_node():
+    from merge_studio.graph.key_tree import MAX_CHILDREN
+
+    graph = key_tree_graph({f"layers.{i}.w": (2,) for i in range(5000)})
+    assert len(graph.nodes) == 2 + MAX_CHILDREN + 1
+    rest = graph.nodes[-1]
+    assert f"{5000 - MAX_CHILDREN:,} more" in rest.label and rest.module_path == "layers"
+    assert rest.param_count == 2 * (5000 - MAX_CHILDREN)
