@@ -62,3 +62,20 @@ def test_metadata_nested_too_deep_for_json_is_shown_as_it_is(qtbot, window, tmp_
     view = window.inspector.metadata_view
     view.table.selectRow(0)
     assert view.value.toPlainText() == deep
+
+
+def test_a_narrow_model_list_gives_the_names_room_by_folding_size_then_params(qtbot, window, tiny_models):
+    from merge_studio.gui.views.checkpoint_list import NAME_MIN_WIDTH
+    from merge_studio.gui.views.checkpoint_model import COL_PARAMS, COL_SIZE
+
+    load_into(qtbot, window, tiny_models)
+    window.show()
+    table = window.model_list
+    header = table.horizontalHeader()
+    window.h_split.setSizes([190, 600, 490])
+    qtbot.waitUntil(lambda: table.isColumnHidden(COL_SIZE) and table.isColumnHidden(COL_PARAMS))
+    others = sum(header.sectionSize(c) for c in range(1, header.count()))  # coefficients stay editable
+    assert header.sectionSize(COL_NAME) >= table.viewport().width() - others - 2  # the name has the rest
+    window.h_split.setSizes([560, 400, 320])
+    qtbot.waitUntil(lambda: not table.isColumnHidden(COL_SIZE) and not table.isColumnHidden(COL_PARAMS))
+    assert header.sectionSize(COL_SIZE) > 30 and header.sectionSize(COL_NAME) >= NAME_MIN_WIDTH

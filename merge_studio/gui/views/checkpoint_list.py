@@ -16,6 +16,7 @@ from PySide6.QtGui import (
     QPainter,
     QPaintEvent,
     QPalette,
+    QResizeEvent,
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -99,6 +100,10 @@ class NameDelegate(QStyledItemDelegate):
         return QSize(hint.width(), max(hint.height(), 2 * option.fontMetrics.height() + 8))
 
 
+NAME_MIN_WIDTH = 130  # below this the names ("mlp_seed0", "mlp_seed1") cannot be told apart
+FOLDING_COLUMNS = (COL_SIZE, COL_PARAMS)  # hidden in this order when the list is narrow (the Inspector has them)
+
+
 class CheckpointList(QTableView):
     """A table of the loaded models over a :class:`CheckpointTableModel`."""
 
@@ -147,6 +152,7 @@ class CheckpointList(QTableView):
         self.customContextMenuRequested.connect(self._on_context_menu)
         table_model.modelReset.connect(self._after_reset)
         self._current_id: int | None = None
+        self._column_widths: dict[int, int] = {}
         self.selectionModel().selectionChanged.connect(self._on_selection_changed)
         self._after_reset()
 
@@ -183,14 +189,39 @@ class CheckpointList(QTableView):
             for col in range(1, self.table_model.columnCount()):
                 sample = widths.get(col, "-10.000")
                 title = str(self.table_model.headerData(col, Qt.Orientation.Horizontal))
-                header.resizeSection(col, max(metrics.horizontalAdvance(sample), metrics.horizontalAdvance(title) + 6) + 12)
+                width = max(metrics.horizontalAdvance(sample), metrics.horizontalAdvance(title) + 6) + 12
+                header.resizeSection(col, width)
+                self._column_widths[col] = width  # a hidden section reports 0; this is its size when shown
         for col in (COL_FORMAT, COL_DTYPE):  # shown under the name (see NameDelegate)
             self.setColumnHidden(col, True)
+        self._fit_columns()
         previous = self._current_id
         self._current_id = None
         if previous is not None and self.table_model.row_of(previous) >= 0:
             self.select_id(previous)
         self._on_selection_changed()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Give the names room first: fold Size, then Params, while the name column would be too narrow."""
+        if self.table_model.columnCount() <= COL_NAME:
+            return
+        header = self.horizontalHeader()
+        others = sum(header.sectionSize(c) for c in range(self.table_model.columnCount())
+                     if c != COL_NAME and c not in FOLDING_COLUMNS and not self.isColumnHidden(c))
+        room = self.viewport().width() - others
+        for col in reversed(FOLDING_COLUMNS):  # Params is kept longer than Size
+            width = self._column_widths.get(col, header.sectionSize(col))
+            fits = room - width >= NAME_MIN_WIDTH
+            if self.isColumnHidden(col) == fits:
+                self.setColumnHidden(col, not fits)
+                if fits:
+                    header.resizeSection(col, width)
+            if fits:
+                room -= width
 
     # --- drops from a file manager ----------------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
