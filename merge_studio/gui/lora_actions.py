@@ -22,7 +22,8 @@ from merge_studio.gui.dialogs.lora_dialogs import (
     MergeAdaptersRequest,
 )
 from merge_studio.gui.session import LoadedModel
-from merge_studio.gui.workers import JobError, JobWorker
+from merge_studio.gui.status_bar_job import StatusBarJob
+from merge_studio.gui.workers import JobWorker
 
 if TYPE_CHECKING:
     from merge_studio.gui.main_window import MainWindow
@@ -45,10 +46,9 @@ class LoraActions(QObject):
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.window = window
-        self.worker: JobWorker | None = None
+        self.jobs = StatusBarJob(window, "lora", busy="A LoRA job is already running", failure="The LoRA job failed")
         self.last_result: Any = None
         window.model_list.menu_extensions.append(self._extend_menu)
-        window.job_status.sig_cancel_requested.connect(self._on_job_status_cancel_requested)
 
     # --- menu -------------------------------------------------------------------------
     def _models(self, ids: list[int]) -> list[LoadedModel]:
@@ -162,28 +162,10 @@ class LoraActions(QObject):
         self.window.open_paths([result.path])
 
     # --- jobs -------------------------------------------------------------------------
+    @property
+    def worker(self) -> JobWorker | None:
+        """The running LoRA job, if any."""
+        return self.jobs.worker
+
     def _start(self, job: Any, title: str, on_result: Any) -> JobWorker | None:
-        if self.worker is not None:
-            self.window.log_panel.log("A LoRA job is already running", "warning")
-            return None
-        worker = self.window.runner.start(job, "lora")
-        worker.sig_progress.connect(self.window.job_status.update_progress)
-        worker.sig_result.connect(on_result)
-        worker.sig_failed.connect(self._on_worker_failed)
-        worker.sig_cancelled.connect(lambda: self.window.log_panel.log(f"{title} cancelled; nothing was written", "warning"))
-        worker.sig_done.connect(self._on_worker_done)
-        self.worker = worker
-        self.window.job_status.start(title)
-        self.window.log_panel.log(f"{title}…")
-        return worker
-
-    def _on_worker_failed(self, error: JobError) -> None:
-        self.window.show_error(error, "The LoRA job failed")
-
-    def _on_worker_done(self) -> None:
-        self.worker = None
-        self.window.job_status.finish("Done")
-
-    def _on_job_status_cancel_requested(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
+        return self.jobs.start(job, title, on_result)

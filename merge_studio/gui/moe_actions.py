@@ -15,7 +15,8 @@ from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QDialog
 
 from merge_studio.gui.lora_actions import free_path
-from merge_studio.gui.workers import JobError, JobWorker
+from merge_studio.gui.status_bar_job import StatusBarJob
+from merge_studio.gui.workers import JobWorker
 
 if TYPE_CHECKING:
     from merge_studio.gui.dialogs.moe_dialog import MoeDialog, MoeRequest
@@ -30,9 +31,14 @@ class MoeActions(QObject):
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.window = window
-        self.worker: JobWorker | None = None
+        self.jobs = StatusBarJob(window, "moe", busy="A mixture of experts is already being assembled",
+                                 failure="The mixture of experts could not be assembled")
         self.last_result: Any = None
-        window.job_status.sig_cancel_requested.connect(self._on_job_status_cancel_requested)
+
+    @property
+    def worker(self) -> JobWorker | None:
+        """The running assembly, if any."""
+        return self.jobs.worker
 
     def dialog(self) -> MoeDialog:
         """The dialog, filled from the model list (its module is imported only now: start-up stays fast)."""
@@ -57,24 +63,10 @@ class MoeActions(QObject):
     def run(self, request: MoeRequest) -> JobWorker | None:
         from merge_studio.core.moe.build import iter_build_moe
 
-        if self.worker is not None:
-            self.window.log_panel.log("A mixture of experts is already being assembled", "warning")
-            return None
-
         def job(token):  # noqa: ANN001, ANN202 - a CancelToken, a generator
             return iter_build_moe(request.config, request.output, device="cpu", cancel=token)
 
-        worker = self.window.runner.start(job, "moe")
-        worker.sig_progress.connect(self.window.job_status.update_progress)
-        worker.sig_result.connect(self._on_worker_result)
-        worker.sig_failed.connect(self._on_worker_failed)
-        worker.sig_cancelled.connect(
-            lambda: self.window.log_panel.log(f"{TITLE} cancelled; nothing was written", "warning"))
-        worker.sig_done.connect(self._on_worker_done)
-        self.worker = worker
-        self.window.job_status.start(TITLE)
-        self.window.log_panel.log(f"{TITLE} ({request.config.gate_mode} routers)…")
-        return worker
+        return self.jobs.start(job, TITLE, self._on_worker_result, note=f" ({request.config.gate_mode} routers)")
 
     def _on_worker_result(self, result: Any) -> None:
         self.last_result = result
@@ -85,14 +77,3 @@ class MoeActions(QObject):
         for note in result.notes:
             log.log(note, "warning")
         self.window.open_paths([result.path])
-
-    def _on_worker_failed(self, error: JobError) -> None:
-        self.window.show_error(error, "The mixture of experts could not be assembled")
-
-    def _on_worker_done(self) -> None:
-        self.worker = None
-        self.window.job_status.finish("Done")
-
-    def _on_job_status_cancel_requested(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
