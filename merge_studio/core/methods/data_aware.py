@@ -1,8 +1,5 @@
-"""What the data-aware whole-model methods (RegMean, AdaMerging) share: the architecture,
-one module per checkpoint, and the data each model is shown.
-
-Fisher merging predates this module and keeps its own copy of the first two.
-"""
+"""What the data-aware whole-model methods (Fisher, RegMean, AdaMerging) share: the
+architecture, one module per checkpoint, and the data each model is shown."""
 
 from __future__ import annotations
 

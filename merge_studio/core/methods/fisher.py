@@ -29,6 +29,7 @@ from typing import Literal
 from pydantic import Field
 
 from merge_studio.core.lazy_torch import nn, torch
+from merge_studio.core.methods.data_aware import data_for, data_source_field_description, module_for, resolve_arch
 from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.spec import (
     MethodParams,
@@ -90,8 +91,7 @@ class FisherModelParams(ModelParams):
     )
     data: str = Field(
         "", title="Data",
-        description="This model's own data (its task's examples): a .safetensors/.pt/.npz file or "
-        "'file.py:make_dataset'. Empty: the recipe's data.",
+        description=data_source_field_description("its task's examples"),
         json_schema_extra=ui("text", per_layer=False),
     )
 
@@ -245,12 +245,6 @@ def fisher_merge_state_dicts(
 
 
 # --- the method ---------------------------------------------------------------------------------
-def _module_for(arch: str, state: Mapping[str, torch.Tensor], device: torch.device) -> nn.Module:
-    from merge_studio.core.arch import build_module
-
-    return build_module(arch, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}).to(device)
-
-
 def fisher_merge(
     checkpoints: Sequence,
     base: object | None,
@@ -258,22 +252,10 @@ def fisher_merge(
     model_params: Sequence[FisherModelParams],
     ctx: ModelJobContext,
     *,
-    module_factory: Callable[[str, Mapping[str, torch.Tensor], torch.device], nn.Module] = _module_for,
+    module_factory: Callable[[str, Mapping[str, torch.Tensor], torch.device], nn.Module] = module_for,
 ) -> Generator[Progress, None, ModelMergeOutput]:
     """The whole-model job the engine runs: estimate each model's Fisher, then combine."""
-    from merge_studio.core.evaluate.data import DataSpec, load_data
-
-    arch = ctx.arch
-    if arch is None:
-        from merge_studio.core.arch import detect_arch
-
-        arch = detect_arch(checkpoints[0])
-    if arch is None:
-        raise MethodError(
-            f"Fisher merging needs the architecture of {checkpoints[0].name}",
-            hint="choose one (e.g. zoo:mlp) in the window or give --arch / 'arch:' in the recipe",
-        )
-    spec = DataSpec.model_validate(ctx.data or {})
+    arch = resolve_arch(checkpoints, ctx, "Fisher merging")
     names = ctx.model_names or tuple(ck.name for ck in checkpoints)
     states: list[dict[str, torch.Tensor]] = []
     fishers: list[dict[str, torch.Tensor]] = []
@@ -282,8 +264,7 @@ def fisher_merge(
         check_cancel(ctx.cancel)
         state = ck.state_dict()
         module = module_factory(arch, state, ctx.device)
-        own = model_params[i].data.strip() if model_params else ""
-        data = load_data(spec.model_copy(update={"source": own}) if own else spec, for_module=module)
+        data = data_for(ctx, model_params[i].data if model_params else "", module)
         train = data.train.head(params.num_examples).to(ctx.device)
         used = len(train)
         job = iter_diagonal_fisher(
