@@ -253,6 +253,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.model_list.sig_files_dropped.connect(self.open_paths)
         self.model_list.sig_remove_requested.connect(self.remove_models)
         self.model_list.sig_base_requested.connect(self.set_base)
+        self.model_list.sig_inputs_requested.connect(self.set_inputs)
         self.model_list.sig_current_changed.connect(self._on_model_list_current_changed)
         self.model_list.sig_reveal_requested.connect(self._on_model_list_reveal_requested)
         self.table_model.sig_reordered.connect(self._on_session_changed)

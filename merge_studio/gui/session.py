@@ -162,6 +162,12 @@ class Session:
         self.models.remove(model)
         self.models.insert(max(0, min(to_index, len(self.models))), model)
 
+    def set_input(self, model_id: int, merged: bool) -> None:
+        """Whether a row is one of the merged models (a merge's output is listed but left out until asked)."""
+        model = self.find(model_id)
+        if model is not None:
+            model.in_models = merged
+
     def set_base(self, model_id: int | None) -> None:
         self.base_id = model_id if model_id is None or self.find(model_id) else None
 

@@ -31,15 +31,19 @@ class WindowActions:
     """Models, recipes and merges for :class:`~merge_studio.gui.main_window.MainWindow`."""
 
     # --- models -----------------------------------------------------------------------
-    def open_paths(self, paths: Iterable[str | Path]) -> list[int]:
-        """Add rows for ``paths`` at once and read their headers on a worker thread."""
+    def open_paths(self, paths: Iterable[str | Path], *, as_inputs: bool = True) -> list[int]:
+        """Add rows for ``paths`` at once and read their headers on a worker thread.
+
+        ``as_inputs=False`` lists them without merging them (a merge's own output), so
+        the recipe on screen stays the one that was just run.
+        """
         items: list[tuple[int, Path]] = []
         for path in paths:
             p = Path(path).expanduser()
             if self.session.find_path(p) is not None:
                 self.log_panel.log(f"{p.name} is already in the list", "warning")
                 continue
-            row = self.session.add_pending(p)
+            row = self.session.add_pending(p, in_models=as_inputs)
             items.append((row.id, row.path))
             self.settings.add_recent_model(p)
             self.settings.set_last_folder("models", p)
@@ -167,6 +171,14 @@ class WindowActions:
                 self.log_panel.log(f"Removed {model.name}")
         if ids:
             self._on_session_changed()
+
+    def set_inputs(self, model_ids: list[int], merged: bool) -> None:
+        """Put rows into the merge, or leave them out of it (they stay listed)."""
+        for model_id in model_ids:
+            self.session.set_input(model_id, merged)
+        names = ", ".join(m.name for i in model_ids if (m := self.session.find(i)) is not None)
+        self.log_panel.log(f"{'Merging' if merged else 'Leaving out of the merge'}: {names}")
+        self._on_session_changed()
 
     def set_base(self, model_id: int | None) -> None:
         self.session.set_base(model_id)
@@ -333,7 +345,7 @@ class WindowActions:
             f"Merged {result.tensor_count} tensors in {result.seconds:.1f} s; wrote {out}", "ok", folder=folder
         )
         for path in result.outputs:
-            self.open_paths([path])
+            self.open_paths([path], as_inputs=False)
         graph = self.extra_views.get("Graph")
         changes = {layer: stats["relative_change"] for layer, stats in result.layer_stats.items() if "relative_change" in stats}
         if graph is not None and changes and hasattr(graph, "set_overlay"):

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from merge_studio.cli.main import main as cli_main
+from merge_studio.gui.views.checkpoint_model import SUBTITLE_ROLE
 from tests.gui.conftest import load_into
 
 
@@ -140,3 +141,23 @@ def test_a_failing_merge_opens_a_dialog_and_the_window_stays_usable(qtbot, windo
     model.setData(model.index(1, col), 1.0)
     assert merge_and_wait(qtbot, window) is not None
     assert out.exists()
+
+
+def test_the_output_is_listed_but_not_merged_until_asked(qtbot, window, tiny_models, tmp_path):
+    load_into(qtbot, window, tiny_models[:2])
+    window.method_panel.select_method("simple_average")
+    out = tmp_path / "avg.safetensors"
+    window.method_panel.set_output_path(out)
+    with qtbot.waitSignal(window.sig_models_loaded, timeout=20_000):
+        assert merge_and_wait(qtbot, window) is not None
+    row = window.table_model.rowCount() - 1
+    listed = window.table_model.model_at(row)
+    assert listed.path == out and not listed.in_models
+    assert "not merged" in window.table_model.index(row, 0).data(SUBTITLE_ROLE)
+    assert [Path(m.path) for m in window.session.to_recipe().models] == tiny_models[:2]  # the recipe that ran
+
+    window.model_list.selectRow(row)
+    menu = window.model_list.build_context_menu(window.table_model.index(row, 0))
+    next(a for a in menu.actions() if a.text() == "Merge it too (use as an input)").trigger()
+    assert [Path(m.path) for m in window.session.to_recipe().models] == [*tiny_models[:2], out]
+    assert "not merged" not in window.table_model.index(row, 0).data(SUBTITLE_ROLE)

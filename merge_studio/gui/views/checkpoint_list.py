@@ -111,6 +111,8 @@ class CheckpointList(QTableView):
     """``list[Path]`` dropped from a file manager."""
     sig_remove_requested = Signal(list)
     """``list[int]`` model ids the user asked to remove."""
+    sig_inputs_requested = Signal(list, bool)
+    """Model ids to merge (True) or to leave out of the merge (False)."""
     sig_base_requested = Signal(object)
     """A model id to use as the base, or ``None`` to clear it."""
     sig_current_changed = Signal(object)
@@ -261,6 +263,10 @@ class CheckpointList(QTableView):
                 is_base = model.id == self.table_model.session.base_id
                 act = menu.addAction("Clear base" if is_base else "Use as base model")
                 act.triggered.connect(lambda: self.sig_base_requested.emit(None if is_base else model.id))
+                ids = self.selected_ids()
+                include = not model.in_models
+                inputs = menu.addAction("Merge it too (use as an input)" if include else "Leave out of the merge")
+                inputs.triggered.connect(lambda: self.sig_inputs_requested.emit(ids, include))
                 reveal = menu.addAction(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon), "Open containing folder")
                 reveal.triggered.connect(lambda: self.sig_reveal_requested.emit(model.id))
                 menu.addSeparator()

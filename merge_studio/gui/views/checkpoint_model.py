@@ -180,6 +180,8 @@ class CheckpointTableModel(QAbstractTableModel):
         parts = [s.format, dtype, f"{s.tensor_count} tensors"]
         if self._issues(model):
             parts.insert(0, "doesn't match the others (hover)")
+        if not model.in_models and model.id != self.session.base_id:
+            parts.insert(0, "not merged")
         return " · ".join(parts)
 
     def _display(self, model: LoadedModel, col: int) -> str:
@@ -217,6 +219,9 @@ class CheckpointTableModel(QAbstractTableModel):
             s = model.summary
             if s is not None:
                 lines.append(f"{s.tensor_count} tensors; dtypes: {', '.join(f'{k} ×{v}' for k, v in s.dtypes.items())}")
+        if not model.in_models and model.id != self.session.base_id:
+            lines.append("Listed but not merged (a merge's output is left out until you ask): "
+                         "right-click ▸ Merge it too")
         if model.id == self.session.base_id:
             lines.append("This is the base model (task vectors are taken against it)"
                          + ("; the recipe does not list it among the merged models." if not model.in_models else "."))
