@@ -64,7 +64,7 @@ def style_axes(ax: Axes, metric: Metric, *, anchors: Sequence[str] = ("A", "B"),
     ax.set_xticks(ticks, labels, fontsize=8)
     ax.set_xticks([x for x in (0.25, 0.5, 0.75) if not via_merged or abs(x - merged_at) > 0.08], minor=True)
     ax.set_xlabel("λ: θ = (1−λ)·A + λ·B", fontsize=9)
-    ax.set_ylabel(("loss" if metric == "loss" else "accuracy") + (f" ({split_note})" if split_note else ""))
+    ax.set_ylabel(("loss" if metric == "loss" else "accuracy") + (f" ({split_note})" if split_note else ""), fontsize=9)
     if metric == "accuracy":
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     ax.grid(True, which="both", alpha=0.25, linewidth=0.6)
@@ -99,9 +99,9 @@ def _draw_curve(ax: Axes, curve: BarrierCurve, metric: Metric, split: str, colou
 
 
 def _legend(ax: Axes, curves: Sequence[BarrierCurve], splits: Sequence[str], colours: Sequence[str], metric: Metric,
-            *, with_barriers: bool, compact: bool = False) -> Artist:
+            *, with_barriers: bool, compact: bool = False, styles_note: str = "") -> Artist:
     """One entry per curve carrying its barrier on the first split, then the line styles; placed where
-    it hides the fewest points."""
+    it hides the fewest points, or beside the axes for ``compact`` plots."""
     handles = []
     for c, col in zip(curves, colours, strict=True):
         value = _barrier(c, metric, splits[0]) if with_barriers else None
@@ -112,8 +112,12 @@ def _legend(ax: Axes, curves: Sequence[BarrierCurve], splits: Sequence[str], col
     if with_barriers and not compact:
         handles.append(Line2D([], [], color="0.35", linestyle=":", linewidth=1.0, label="straight line A–B"))
     title = f"{'loss' if metric == 'loss' else 'accuracy'} barrier ({splits[0]})" if with_barriers else None
+    if styles_note:
+        title = f"{title}\n{styles_note}" if title else styles_note
     size = 7 if compact else 8
-    legend = ax.legend(handles=handles, loc="best", fontsize=size, title=title, title_fontsize=size, framealpha=0.9)
+    # Small plots (the window's) keep the legend beside the axes: inside, every corner hides points.
+    place = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0) if compact else dict(loc="best")
+    legend = ax.legend(handles=handles, fontsize=size, title=title, title_fontsize=size, framealpha=0.9, **place)
     for text, col in zip(legend.get_texts(), colours, strict=False):
         text.set_color(col)
         text.set_fontweight("bold")
@@ -150,12 +154,14 @@ def plot_barrier(
     if merged is not None:
         artists.append(ax.axvline(merged_at, color=curve_colour("via merged"), linestyle=":", linewidth=0.8, alpha=0.6))
     note = ", ".join(f"{s} {'—' if SPLIT_STYLES.get(s, '-') == '-' else '- -'}" for s in splits) if len(splits) > 1 else splits[0]
-    style_axes(ax, metric, anchors=anchors, via_merged=merged is not None, split_note=note, merged_at=merged_at,
-               merged_note=_merged_note(merged) if merged is not None else "")
+    # compact plots are short: the line styles go under the legend's title instead of into the y label
+    style_axes(ax, metric, anchors=anchors, via_merged=merged is not None, split_note="" if compact else note,
+               merged_at=merged_at, merged_note=_merged_note(merged) if merged is not None else "")
     if title:
         ax.set_title(title, fontsize=10)
     if curves:
-        artists.append(_legend(ax, curves, splits, colours, metric, with_barriers=annotate, compact=compact))
+        artists.append(_legend(ax, curves, splits, colours, metric, with_barriers=annotate, compact=compact,
+                               styles_note=note if compact and len(splits) > 1 else ""))
     return artists
 
 
