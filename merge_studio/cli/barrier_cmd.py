@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from merge_studio.core.evaluate.curve_kinds import CURVE_KINDS
+from merge_studio.core.overwrite import refuse_existing
 from merge_studio.errors import MergeStudioError
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--csv", metavar="PATH", help="write every point as CSV")
     parser.add_argument("--plot", metavar="PATH", help="save the plot (.png, .svg or .pdf)")
     parser.add_argument("--save-models", metavar="DIR", help="keep every interpolated model as safetensors in DIR")
+    parser.add_argument("-f", "--force", action="store_true", help="replace output files that already exist")
     parser.set_defaults(func=run)
 
 
@@ -154,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.steps < 2:
             raise MergeStudioError(f"--steps {args.steps} is too few", hint="use at least 2 (25 is the default)")
+        refuse_existing([p for p in (args.json_out, args.csv, args.plot) if p], force=args.force)
         curves = tuple(c.strip() for c in args.curves.split(",")) if args.curves else None
         request = BarrierRequest(
             model_a=args.model_a, model_b=args.model_b, arch=args.arch, data=data_spec(args), steps=args.steps,

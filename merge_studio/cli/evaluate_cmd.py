@@ -7,6 +7,7 @@ import json
 import sys
 
 from merge_studio.cli.barrier_cmd import add_data_arguments, data_spec, parse_splits, save_figure, torch_threads
+from merge_studio.core.overwrite import refuse_existing
 from merge_studio.errors import MergeStudioError
 
 
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--highlight", metavar="NAME", help="model to stand out in the plot (default: the last)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     parser.add_argument("--plot", metavar="PATH", help="save a bar chart (.png, .svg or .pdf)")
+    parser.add_argument("-f", "--force", action="store_true", help="replace output files that already exist")
     parser.set_defaults(func=run)
 
 
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     bar = ProgressBar(enabled=not args.quiet)
     try:
+        refuse_existing([args.plot] if args.plot else [], force=args.force)
         request = EvaluateRequest(models=tuple(args.models), arch=args.arch, data=data_spec(args),
                                   splits=parse_splits(args.splits), reset_bn=args.reset_bn, device=args.device)
         with torch_threads(args):

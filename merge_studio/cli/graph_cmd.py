@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from merge_studio.core.progress import drive
+from merge_studio.core.overwrite import refuse_existing
 from merge_studio.errors import MergeStudioError
 
 OVERLAYS = ("relative-change", "cosine", "kept-fraction")
@@ -49,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--against", metavar="CHECKPOINT", help="the other model for --overlay relative-change/cosine")
     parser.add_argument("--dpi", type=int, default=110, help="PNG resolution (default 110)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write: OUT.svg or OUT.png")
+    parser.add_argument("-f", "--force", action="store_true", help="replace output files that already exist")
     parser.set_defaults(func=run)
 
 
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             raise MergeStudioError(f"cannot write a graph to {out.name}", hint="name the output .svg or .png")
         if args.checkpoint is None and args.arch is None:
             raise MergeStudioError("nothing to draw", hint="give a CHECKPOINT, --arch SPEC, or both")
+        refuse_existing([out], force=args.force)
         if not dot_available():
             raise GraphvizUnavailable()
         with ExitStack() as stack:

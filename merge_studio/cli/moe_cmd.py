@@ -6,6 +6,7 @@ import argparse
 import json
 
 from merge_studio.cli.progress_bar import ProgressBar
+from merge_studio.core.overwrite import refuse_existing
 
 HELP = "assemble a mixture-of-experts model (Mixtral, Qwen2-MoE) from dense experts (mergekit-moe's YAML)"
 EPILOG = """examples:
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("config", metavar="CONFIG", help="mergekit-moe YAML file")
     parser.add_argument("out", nargs="?", metavar="OUT", help="the model folder to write (as mergekit-moe takes it)")
     parser.add_argument("-o", "--output", help="the model folder to write")
+    parser.add_argument("-f", "--force", action="store_true", help="replace the output folder if it already exists")
     parser.add_argument("--gate-mode", choices=["hidden", "hidden_avg", "cheap_embed", "random", "uniform_random"],
                         help="override the YAML's gate_mode")
     parser.add_argument("--dtype", help="override the YAML's dtype: float32, float16, bfloat16")
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or args.out
     if not output or (args.output and args.out and args.output != args.out):
         raise RecipeError("give the output folder once, as -o OUT (or after the config, as mergekit-moe takes it)")
+    refuse_existing([output], force=args.force)
     config = load_moe_config(args.config)
     overrides = {k: v for k, v in (("gate_mode", args.gate_mode), ("dtype", args.dtype),
                                    ("experts_per_token", args.experts_per_token)) if v is not None}

@@ -63,3 +63,20 @@ def test_lora_extract_refuses_to_replace_an_output(two_models, tmp_path, capsys)
     out.mkdir()
     code = main(["lora", "extract", "--base", str(two_models[0]), "--tuned", str(two_models[1]), "--rank", "2", "-o", str(out), "-q"])
     assert code == 1 and "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    lambda models, out: ["graph", str(models[0]), "-o", str(out.with_suffix(".svg"))],
+    lambda models, out: ["barrier", *map(str, models), "--steps", "2", "--quiet", "--plot", str(out.with_suffix(".png"))],
+    lambda models, out: ["barrier", *map(str, models), "--steps", "2", "--quiet", "--csv", str(out.with_suffix(".csv"))],
+    lambda models, out: ["evaluate", *map(str, models), "--quiet", "--plot", str(out.with_suffix(".svg"))],
+    lambda models, out: ["moe", str(out.with_suffix(".yml")), "-o", str(out.with_suffix(".moe"))],
+], ids=["graph -o", "barrier --plot", "barrier --csv", "evaluate --plot", "moe -o"])
+def test_pictures_tables_and_folders_are_not_replaced_without_force(two_models, tmp_path, capsys, command):
+    args = command(two_models, tmp_path / "existing")
+    target = next(a for a in args[1:] if "existing" in a and not a.endswith(".yml"))
+    (tmp_path / target).write_bytes(b"keep me") if not target.endswith(".moe") else (tmp_path / target).mkdir()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err
+    assert (tmp_path / target).is_dir() if target.endswith(".moe") else (tmp_path / target).read_bytes() == b"keep me"
