@@ -65,13 +65,14 @@ def run_merge(
 
 
 def iter_merge(
-    recipe: Recipe, cancel: CancelToken | None = None, *, threads: int | None = None
+    recipe: Recipe, cancel: CancelToken | None = None, *, threads: int | None = None, sink: Callable[..., Any] | None = None
 ) -> Generator[Any, None, MergeResult]:
     """Merge as a generator of :class:`Progress`; returns the :class:`MergeResult`.
 
     ``threads`` caps the worker threads (default: every core, see :mod:`pool`); the
     output is bit-identical for any number. Nothing is left behind when it fails or is
-    cancelled (``Cancelled`` is raised).
+    cancelled (``Cancelled`` is raised). ``sink`` replaces the file writer
+    (:class:`OutputSet`, whose interface it shares), e.g. to merge into memory.
     """
     start = time.perf_counter()
     keep_freed_memory()
@@ -81,9 +82,9 @@ def iter_merge(
         ck.watch(cancel)  # reads of huge tensors stop when the job is cancelled
     try:
         if plan.spec.streaming:
-            result = yield from _stream(plan, cancel, start, threads or default_threads())
+            result = yield from _stream(plan, cancel, start, threads or default_threads(), sink or OutputSet)
         else:
-            result = yield from _whole_model(plan, cancel, start)
+            result = yield from _whole_model(plan, cancel, start, sink or OutputSet)
     finally:
         plan.close()
     return result
@@ -168,14 +169,14 @@ def _finish_stats(raw: dict[str, dict[str, float]]) -> dict[str, dict[str, float
 
 # --- streaming methods ----------------------------------------------------------------------
 def _stream(
-    plan: MergePlan, cancel: CancelToken | None, start: float, threads: int
+    plan: MergePlan, cancel: CancelToken | None, start: float, threads: int, open_output: Callable[..., Any]
 ) -> Generator[Any, None, MergeResult]:
     spec, recipe = plan.spec, plan.recipe
     n_out = len(plan.models) if spec.outputs == "per_model" else 1
     layers = {_layer_of(p.name) for p in plan.planned}
     metadata = _base_metadata(plan)
     targets = plan.targets(n_out)
-    outputs: list[OutputSet] = []
+    outputs: list[Any] = []
     hashes = _SourceHashes(plan, recipe.hash_sources)
     total = sum(p.numel for p in plan.planned) or 1
     done = 0
@@ -186,7 +187,8 @@ def _stream(
     try:
         for target in targets:
             outputs.append(
-                OutputSet(target, plan.planned, shard_bytes=recipe.shard_bytes, metadata=metadata, reserve=_reserve(plan, len(layers)))
+                open_output(target, plan.planned, shard_bytes=recipe.shard_bytes, metadata=metadata,
+                            reserve=_reserve(plan, len(layers)))
             )
         tasks = (task for planned in plan.planned for task in chunk_tasks.tensor_tasks(plan, planned, pool, stop))
         # Workers read, merge, check and convert chunks; this thread writes them in order.
@@ -235,7 +237,9 @@ def _stream(
 
 
 # --- whole-model methods -----------------------------------------------------------------------
-def _whole_model(plan: MergePlan, cancel: CancelToken | None, start: float) -> Generator[Any, None, MergeResult]:
+def _whole_model(
+    plan: MergePlan, cancel: CancelToken | None, start: float, open_output: Callable[..., Any]
+) -> Generator[Any, None, MergeResult]:
     spec, recipe = plan.spec, plan.recipe
     params = plan.params_for("", 0.0)
     model_params = plan.model_params_for("", 0.0)
@@ -250,7 +254,7 @@ def _whole_model(plan: MergePlan, cancel: CancelToken | None, start: float) -> G
         metadata["merge_studio.report"] = json.dumps(output.report, separators=(",", ":"))
     targets = plan.targets(len(output.state_dicts))
     hashes = _SourceHashes(plan, recipe.hash_sources)
-    sets: list[OutputSet] = []
+    sets: list[Any] = []
     try:
         for target, sd in zip(targets, output.state_dicts, strict=True):
             planned = [
@@ -263,7 +267,7 @@ def _whole_model(plan: MergePlan, cancel: CancelToken | None, start: float) -> G
                     if not all_finite(t) or not fits_dtype(t, p.dtype):  # find who holds them only then
                         inputs = [ck.get_tensor(p.name) if p.name in ck else None for ck in plan.all_checkpoints]
                         require_finite(p.name, t, p.dtype, [ck.name for ck in plan.all_checkpoints], inputs, spec.label)
-            out = OutputSet(target, planned, shard_bytes=recipe.shard_bytes, metadata=metadata, reserve=_reserve(plan, 0))
+            out = open_output(target, planned, shard_bytes=recipe.shard_bytes, metadata=metadata, reserve=_reserve(plan, 0))
             sets.append(out)
             for n, t in sd.items():
                 out.write(n, t)

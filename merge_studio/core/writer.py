@@ -111,6 +111,7 @@ class SafetensorsStreamWriter:
         names = [t.name for t in self.tensors]
         if len(set(names)) != len(names):
             raise OutputError("two output tensors have the same name")
+        self._empty = {t.name for t in self.tensors if t.nbytes == 0}
         header = _header_bytes(self.tensors, metadata)
         # Room for metadata known only at the end; the data starts on a block boundary
         # (so it can be written with direct I/O), which also keeps it 8-byte aligned.
@@ -136,6 +137,8 @@ class SafetensorsStreamWriter:
     def write(self, name: str, data: torch.Tensor) -> None:
         """Append (part of) tensor ``name``; parts must come in order and add up."""
         planned = self.current
+        if (planned is None or planned.name != name) and data.numel() == 0 and name in self._empty:
+            return  # an empty tensor: its (absent) bytes were skipped when the tensor before it ended
         if planned is None or planned.name != name:
             raise OutputError(f"writer expected {planned.name if planned else 'nothing'}, got {name}")
         nbytes = data.numel() * planned.dtype.itemsize
