@@ -107,6 +107,18 @@ def aligned_with(anchor: MergedAnchor, module: nn.Module, arch: str, state_b: Ma
     return apply_permutation(spec, state_b, perms)
 
 
+MEMORY_MERGE_NAME = "merged (not saved)"
+
+
+def merge_in_memory(recipe: Any, cancel: CancelToken | None) -> Generator[Progress, None, tuple[dict[str, torch.Tensor], dict[str, str]]]:
+    """Run ``recipe`` into memory for a test before writing: its tensors (floats as float32) and metadata."""
+    from merge_studio.core.memory_merge import iter_memory_merge
+
+    memory = yield from iter_memory_merge(recipe, cancel)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in memory.state_dict.items()}
+    return state, memory.metadata
+
+
 def display_name(path: str | Path) -> str:
     p = Path(path)
     return p.stem if p.suffix else p.name
@@ -124,6 +136,7 @@ class BarrierRequest:
     splits: tuple[str, ...] = ("train", "test")
     curves: tuple[str, ...] | None = None
     merged: str | None = None
+    merged_recipe: Any = field(default=None, compare=False)  # merged in memory first, instead of a merged file
     aligned_b: str | None = None
     aligned_state: Mapping[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
     align: bool = False
@@ -146,6 +159,9 @@ class BarrierRequest:
             state_a, state_b = _lazy(stack, self.model_a), _lazy(stack, self.model_b)
             merged = _lazy(stack, self.merged) if self.merged else None
             anchor = merged_anchor(read_metadata(self.merged), self.model_a, self.model_b) if self.merged else None
+            if self.merged_recipe is not None:
+                merged, metadata = yield from merge_in_memory(self.merged_recipe, cancel)
+                anchor = merged_anchor(metadata, self.model_a, self.model_b)
             aligned = dict(self.aligned_state) if self.aligned_state is not None else (
                 _lazy(stack, self.aligned_b) if self.aligned_b else None)
             check_cancel(cancel)
@@ -190,9 +206,14 @@ class EvaluateRequest:
     splits: tuple[str, ...] = ("train", "test")
     reset_bn: str = "auto"
     device: str = "auto"
+    merged_recipe: Any = field(default=None, compare=False)  # also evaluate this recipe merged in memory
 
     def job(self, cancel: CancelToken | None = None) -> Generator[Progress, None, ModelScores]:
-        """Open every model lazily; each is copied into one module in turn and evaluated."""
+        """Open every model lazily; each is copied into one module in turn and evaluated.
+
+        With ``merged_recipe`` the recipe is first merged into memory and evaluated
+        last, as :data:`MEMORY_MERGE_NAME`: a test of the merge before it is written.
+        """
         with contextlib.ExitStack() as stack:
             states: list[Mapping[str, Any]] = []
             detected: str | None = None
@@ -201,9 +222,13 @@ class EvaluateRequest:
                 yield Progress("load", i, len(self.models), current=display_name(path), unit="checkpoints")
                 states.append(_lazy(stack, path))
                 detected = detected or detected_arch(path)
+            names = self.names or tuple(display_name(p) for p in self.models)
+            if self.merged_recipe is not None:
+                state, _metadata = yield from merge_in_memory(self.merged_recipe, cancel)
+                states.append(state)
+                names = (*names, MEMORY_MERGE_NAME)
             module, _arch = template_for(self.arch, self.models[0], detected, self.device)
             data = load_data(with_tokenizer(self.data, self.models[0]), for_module=module)
-            names = self.names or tuple(display_name(p) for p in self.models)
             splits = self.splits if data.tokens is None else ("test",)  # text: one set of windows
             return (yield from iter_evaluate_models(
                 states, names, data, template=module, splits=splits, reset_bn=self.reset_bn,
