@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluation data for the Barrier tab: digits, a tensors file, or text for language "
                         "models (.txt, .jsonl, a folder of .txt)")
     parser.add_argument("--run", default="", metavar="JOBS",
-                        help="screenshots: jobs to run first, comma-separated: align, merge, barrier, evaluate")
+                        help="screenshots: jobs to run first, comma-separated: align, merge, barrier, evaluate, test (a merge in memory)")
     return parser
 
 
@@ -153,11 +153,12 @@ def _wait_idle(window: MainWindow, timeout_ms: int) -> None:
     _settle(100)
 
 
-RUNNABLE = ("align", "merge", "barrier", "evaluate")
+RUNNABLE = ("align", "merge", "barrier", "evaluate", "test")
 
 
 def run_jobs(window: MainWindow, jobs: Sequence[str], timeout_ms: int = LOAD_TIMEOUT_MS) -> list[str]:
-    """Run what a screenshot should show (an alignment, a merge, a barrier sweep, an evaluation); returns problems."""
+    """Run what a screenshot should show (an alignment, a merge, a barrier sweep, an evaluation, a test merge in
+    memory); returns problems."""
     problems: list[str] = []
     for job in jobs:
         started = None
@@ -177,6 +178,9 @@ def run_jobs(window: MainWindow, jobs: Sequence[str], timeout_ms: int = LOAD_TIM
             if button.isEnabled():
                 button.click()
                 started = panel.worker
+        elif job == "test" and "Barrier" in window.extra_views:
+            window.actions_by_name["test_merge"].trigger()
+            started = window.extra_views["Barrier"].worker
         if started is None:
             problems.append(f"could not start {job}")
         _wait_idle(window, timeout_ms)

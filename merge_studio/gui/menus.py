@@ -54,6 +54,8 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     a["cancel"].setEnabled(False)
     a["stack_layers"] = _action(window, "&Stack layers…", window.open_slice_editor, "Ctrl+L", None,
                                 "Pick layer ranges of the models to stack into a model of a new depth")
+    a["test_merge"] = _action(window, "&Test merge in memory", lambda: _test_in_memory(window), "Ctrl+T", None,
+                              "Merge the recipe into memory and evaluate it next to its models, writing nothing")
     a["moe"] = _action(window, "Assemble mi&xture of experts…", lambda: window.moe.ask(),
                        tip="Build a Mixtral or Qwen2-MoE from dense fine-tunes of one base (mergekit-moe's YAML)")
     a["about"] = _action(window, "&About Merge Studio", lambda: _about(window))
@@ -74,7 +76,7 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     edit_menu = bar.addMenu("&Edit")
     edit_menu.addActions([a["set_base"], a["remove"]])
     merge_menu = bar.addMenu("&Merge")
-    merge_menu.addActions([a["merge"], a["cancel"]])
+    merge_menu.addActions([a["merge"], a["test_merge"], a["cancel"]])
     merge_menu.addSeparator()
     merge_menu.addActions([a["stack_layers"], a["moe"]])
     merge_menu.addSeparator()
@@ -129,6 +131,12 @@ def _toggle_base(window: MainWindow) -> None:
     ids = window.model_list.selected_ids()
     if ids:
         window.set_base(None if window.session.base_id == ids[0] else ids[0])
+
+
+def _test_in_memory(window: MainWindow) -> None:
+    """Show the Barrier tab and evaluate the current recipe merged in memory there."""
+    if window.show_tab("Barrier"):
+        window.extra_views["Barrier"].test_in_memory()
 
 
 def _about(window: MainWindow) -> None:

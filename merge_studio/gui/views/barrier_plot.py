@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
 from merge_studio.core.evaluate.barrier import CURVE_LABELS, BarrierReport
 from merge_studio.core.evaluate.curves import BarrierPoint
 from merge_studio.core.evaluate.data import DataSpec
-from merge_studio.core.evaluate.jobs import BarrierRequest, EvaluateRequest
+from merge_studio.core.evaluate.jobs import MEMORY_MERGE_NAME, BarrierRequest, EvaluateRequest
 from merge_studio.core.evaluate.loop import ModelScores
 from merge_studio.core.progress import Progress
 from merge_studio.errors import MergeStudioError
@@ -55,6 +55,8 @@ EMPTY_SENTENCE = "Choose models A and B, then press Run to plot loss and accurac
 BARRIER_COLUMNS = ("curve", "split", "loss at A", "loss at B", "highest loss", "loss barrier", "accuracy drop")
 SCORE_COLUMNS = ("model", "split", "loss", "accuracy", "examples")
 NO_MERGED = "(none)"
+IN_MEMORY = "memory:"  # the merged-model choice "the current recipe, merged in memory"
+IN_MEMORY_TEXT = "Current recipe, merged in memory (not saved)"
 
 
 NARROW_PLOT_WIDTH = 760  # beside the model list at 1280 px the plots get ~600 px
@@ -185,7 +187,8 @@ class BarrierPanel(QWidget):
     """The report or scores that were just shown, or ``None`` after a failure or cancel."""
 
     def __init__(self, parent: QWidget | None = None, *, runner: Any | None = None,
-                 models_provider: Callable[[], Sequence[tuple[str, Path]]] | None = None) -> None:
+                 models_provider: Callable[[], Sequence[tuple[str, Path]]] | None = None,
+                 recipe_provider: Callable[[], Any] | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("barrier_panel")
         self.runner = None
@@ -196,6 +199,7 @@ class BarrierPanel(QWidget):
         self._aligned_pair: tuple[Any, Any] | None = None
         self._models: list[tuple[str, Path]] = []
         self._models_provider = models_provider
+        self._recipe_provider = recipe_provider  # the window's recipe, for a test merge in memory
         self._data_file: str | None = None
         self._running = False
         self._live_points: list[BarrierPoint] = []  # replayed when the plots change between side by side and stacked
@@ -343,6 +347,8 @@ class BarrierPanel(QWidget):
         session = getattr(parent, "session", None)
         if self._models_provider is None and session is not None and hasattr(session, "ready_models"):
             self._models_provider = lambda: [(m.name, Path(m.path)) for m in session.ready_models]
+        if self._recipe_provider is None and session is not None and hasattr(session, "to_recipe"):
+            self._recipe_provider = session.to_recipe
         merged_signal = getattr(parent, "sig_merge_finished", None)
         if merged_signal is not None:
             merged_signal.connect(self._on_window_merge_finished)
@@ -361,6 +367,11 @@ class BarrierPanel(QWidget):
             combo.blockSignals(False)
         self.merged.clear()
         self.merged.addItem(NO_MERGED, None)
+        if self._recipe_provider is not None:
+            self.merged.addItem(IN_MEMORY_TEXT, IN_MEMORY)
+            self.merged.setItemData(1, "Merge the recipe in the method panel into memory first, then draw and "
+                                       "evaluate it like a merged file: a test before anything is written",
+                                    Qt.ItemDataRole.ToolTipRole)
         for name, (_, path) in zip(shown, self._models, strict=True):
             self.merged.addItem(name, str(path))
         self._select(self.model_a, previous[0], 0)
@@ -469,17 +480,32 @@ class BarrierPanel(QWidget):
         chosen = tuple(s for s, box in (("train", self.split_train), ("test", self.split_test)) if box.isChecked())
         return chosen or ("test",)
 
-    def build_request(self) -> BarrierRequest:
+    def test_in_memory(self) -> None:
+        """Evaluate the window's recipe merged in memory next to A and B (Merge ▸ Test merge in memory)."""
+        self._refresh_models()
+        index = self.merged.findData(IN_MEMORY)
+        if index >= 0:
+            self.merged.setCurrentIndex(index)
+            self._on_evaluate_button_clicked()
+
+    def _merged_choice(self) -> tuple[str | None, Any]:
+        """(merged file, recipe to merge in memory): at most one of them is set."""
         merged = self.merged.currentData()
+        if merged != IN_MEMORY:
+            return merged, None
+        return None, self._recipe_provider() if self._recipe_provider is not None else None
+
+    def build_request(self) -> BarrierRequest:
+        merged, recipe = self._merged_choice()
         curves = [k for k, box in self.curve_checks.items() if box.isChecked() and box.isEnabled()]
-        if merged is None and "merged" in curves:
+        if merged is None and recipe is None and "merged" in curves:
             curves.remove("merged")
         if not self.reset_bn.isChecked() and "bn_reset" in curves:
             curves.remove("bn_reset")
         return BarrierRequest(
             model_a=self.model_a.currentData(), model_b=self.model_b.currentData(), arch=self.arch.text().strip() or None,
             data=self.data_spec(), steps=self.steps.value(), splits=self.splits(),
-            curves=tuple(curves), merged=merged, aligned_state=self.current_aligned_state(),
+            curves=tuple(curves), merged=merged, merged_recipe=recipe, aligned_state=self.current_aligned_state(),
             reset_bn="auto" if self.reset_bn.isChecked() else "off",
         )
 
@@ -489,14 +515,15 @@ class BarrierPanel(QWidget):
         return self.aligned_state if self.aligned_state is not None and pair == self._aligned_pair else None
 
     def build_evaluate_request(self) -> EvaluateRequest:
+        merged, recipe = self._merged_choice()
         paths = [self.model_a.currentData(), self.model_b.currentData()]
-        if self.merged.currentData() is not None:
-            paths.append(self.merged.currentData())
+        if merged is not None:
+            paths.append(merged)
         unique = tuple(dict.fromkeys(p for p in paths if p))
         names = tuple(self._name_for(p) for p in unique)
         return EvaluateRequest(models=unique, names=names, arch=self.arch.text().strip() or None,
                                data=self.data_spec(), splits=self.splits(),
-                               reset_bn="auto" if self.reset_bn.isChecked() else "off")
+                               reset_bn="auto" if self.reset_bn.isChecked() else "off", merged_recipe=recipe)
 
     def _name_for(self, path: str) -> str:
         for combo in (self.merged, self.model_a):
@@ -509,12 +536,23 @@ class BarrierPanel(QWidget):
         self._refresh_models()
         if self.model_a.count() == 0:
             return
+        request = self._built(self.build_request)
+        if request is None:
+            return
         self.report = None
         self._reset_live_axes()
         self.barrier_page.table.setRowCount(0)
         self.barrier_page.show_plot(False)
         self.pages.setCurrentWidget(self.barrier_page)
-        self._emit(self.build_request())
+        self._emit(request)
+
+    def _built(self, build: Callable[[], Any]) -> Any:
+        """A request, or None with the reason in the status line (the recipe to merge in memory is not valid)."""
+        try:
+            return build()
+        except MergeStudioError as exc:
+            self.status.setText(f"Cannot merge the recipe in memory: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+            return None
 
     def _reset_live_axes(self, *, replay: bool = False) -> None:
         """Fresh loss and accuracy axes for live points (a finished report may have replaced them).
@@ -543,8 +581,11 @@ class BarrierPanel(QWidget):
         self._refresh_models()
         if self.model_a.count() == 0:
             return
+        request = self._built(self.build_evaluate_request)
+        if request is None:
+            return
         self.pages.setCurrentWidget(self.scores_page)
-        self._emit(self.build_evaluate_request())
+        self._emit(request)
 
     def _emit(self, request: BarrierRequest | EvaluateRequest) -> None:
         self.status.setText("Starting…")
@@ -722,6 +763,8 @@ class BarrierPanel(QWidget):
         """Show per-model loss and accuracy (bar chart and table)."""
         self.scores = scores
         merged_name = self.merged.currentText() if self.merged.currentData() is not None else None
+        if self.merged.currentData() == IN_MEMORY:
+            merged_name = MEMORY_MERGE_NAME
         narrow = self.width() < NARROW_PLOT_WIDTH
 
         def draw(figure: Figure) -> None:

@@ -1,0 +1,65 @@
+"""Merge ▸ Test merge in memory: the window's recipe is merged into memory and evaluated next to its models,
+with the scores the written merge gets, and nothing is written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from merge_studio.core.evaluate.jobs import MEMORY_MERGE_NAME, EvaluateRequest
+from merge_studio.core.evaluate.data import DataSpec
+from merge_studio.core.progress import drive
+from tests.gui.conftest import load_into
+
+pytestmark = pytest.mark.gui
+SPEC = "zoo:mlp?hidden=16"
+
+
+@pytest.fixture
+def mlp_pair(tmp_path):
+    from merge_studio.core.arch import arch_metadata, build_module
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = tmp_path / f"mlp{seed}.safetensors"
+        save_file({k: v.contiguous() for k, v in build_module(SPEC).state_dict().items()}, str(path),
+                  metadata=arch_metadata(SPEC))
+        paths.append(path)
+    return paths
+
+
+def test_testing_the_merge_in_memory_scores_it_like_the_written_file_and_writes_nothing(qtbot, window, mlp_pair, tmp_path):
+    load_into(qtbot, window, mlp_pair)
+    window.method_panel.select_method("lerp")
+    out = tmp_path / "soup.safetensors"
+    window.method_panel.set_output_path(out)
+    panel = window.extra_views["Barrier"]
+    with qtbot.waitSignal(panel.sig_finished, timeout=30_000) as blocker:
+        window.actions_by_name["test_merge"].trigger()
+    scores = blocker.args[0]
+    assert window.tabs.tabText(window.tabs.currentIndex()) == "Barrier"
+    assert scores.names[-1] == MEMORY_MERGE_NAME and panel.merged.currentText().startswith("Current recipe")
+    table = panel.scores_page.table
+    assert MEMORY_MERGE_NAME in {table.item(r, 0).text() for r in range(table.rowCount())}
+    assert not out.exists()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+
+    from merge_studio.core.engine import run_merge
+
+    run_merge(window.session.to_recipe())
+    written = drive(EvaluateRequest(models=(*map(str, mlp_pair), str(out)), data=DataSpec(source="digits")).job())
+    assert [r.loss for r in scores.results["test"]] == [r.loss for r in written.results["test"]]
+
+
+def test_a_recipe_that_cannot_be_merged_says_why_and_writes_nothing(qtbot, window, mlp_pair, tmp_path):
+    load_into(qtbot, window, mlp_pair)
+    window.method_panel.select_method("ties")  # needs a base model
+    panel = window.extra_views["Barrier"]
+    with qtbot.waitSignal(panel.sig_finished, timeout=30_000) as blocker:
+        window.actions_by_name["test_merge"].trigger()
+    assert blocker.args[0] is None
+    assert panel.status.text().startswith("Failed:") and "base" in panel.status.text()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors*")) == ["mlp0.safetensors", "mlp1.safetensors"]
