@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 COSINE_OVERLAY = "cosine similarity"
 KEPT_OVERLAY = "task-vector mass kept"
 CHANGE_OVERLAY = "relative change"
+DIFFERENCE_OVERLAY = "difference ‖A − B‖/‖B‖"
 LEARNED_OVERLAY = "learned λ (mean over models)"
 
 
@@ -37,7 +38,7 @@ def overlay_scale(name: str):  # noqa: ANN201 - an OverlayScale
     from merge_studio.graph.overlay import OverlayScale
 
     if name in (COSINE_OVERLAY, KEPT_OVERLAY, LEARNED_OVERLAY):
-        return OverlayScale.share()
+        return OverlayScale.share()  # the difference overlay, like relative change, counts from 0
     return OverlayScale("from_zero")
 
 
@@ -344,8 +345,16 @@ class ViewWiring(QObject):
                                   "and saved recipes use them without data.")
 
     def compare_in_graph(self, path_a: str | Path, path_b: str | Path) -> Any:
-        """Offer the cosine similarity per layer between two chosen models as a graph overlay."""
-        return self._start_overlay_job(COSINE_OVERLAY, _cosine_job(Path(path_a), Path(path_b)), show=True)
+        """Two models side by side (two merges, or a merge and a parent): their per-layer difference shown on
+        the graph (cosine offered too), and both evaluated together in the Barrier tab."""
+        self._start_overlay_job(COSINE_OVERLAY, _cosine_job(Path(path_a), Path(path_b)))
+        worker = self._start_overlay_job(DIFFERENCE_OVERLAY, _change_job(Path(path_b), Path(path_a)), show=True)
+        if self.barrier is not None and hasattr(self.barrier, "evaluate_pair"):
+            self.barrier.evaluate_pair(path_a, path_b)
+        self.window.log_panel.log(f"Comparing A = {Path(path_a).name} and B = {Path(path_b).name}: the difference per "
+                                  "layer is on the Graph tab, their scores side by side under Barrier ▸ Evaluate "
+                                  "models.")
+        return worker
 
     def _start_overlay_job(self, name: str, job: Callable[[CancelToken], Any], *, show: bool = False) -> Any:
         worker = self.window.runner.start(job, "graph-overlay")

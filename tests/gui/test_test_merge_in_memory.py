@@ -63,3 +63,29 @@ def test_a_recipe_that_cannot_be_merged_says_why_and_writes_nothing(qtbot, windo
     assert panel.status.text().startswith("Failed:") and "base" in panel.status.text()
     qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
     assert sorted(p.name for p in tmp_path.glob("*.safetensors*")) == ["mlp0.safetensors", "mlp1.safetensors"]
+
+
+def test_comparing_two_models_shows_their_difference_per_layer_and_their_scores_side_by_side(qtbot, window, mlp_pair):
+    from merge_studio.core.evaluate.loop import ModelScores
+    from merge_studio.gui.view_wiring import DIFFERENCE_OVERLAY
+
+    load_into(qtbot, window, mlp_pair)
+    window.build_deferred_views()
+    graph, panel = window.extra_views["Graph"], window.extra_views["Barrier"]
+    window.model_list.selectAll()
+    menu = window.model_list.build_context_menu(window.table_model.index(0, 0))
+    with qtbot.waitSignal(panel.sig_finished, timeout=30_000) as blocker:
+        next(a for a in menu.actions() if a.text().startswith("Compare the two")).trigger()
+    scores = blocker.args[0]
+    assert isinstance(scores, ModelScores) and scores.names == ("mlp0", "mlp1")
+    qtbot.waitUntil(lambda: DIFFERENCE_OVERLAY in graph.overlay_names(), timeout=10_000)
+    assert window.tabs.tabText(window.tabs.currentIndex()) == "Graph"
+    values = graph._meanings[DIFFERENCE_OVERLAY][0]  # noqa: SLF001 - the numbers behind the colours
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(p)) for p in mlp_pair)
+    first = next(k for k in a if k.endswith(".weight")).rsplit(".", 1)[0]
+    expected = torch.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in a if k.startswith(first + "."))
+                          / sum((b[k] ** 2).sum() for k in b if k.startswith(first + ".")))
+    assert values[first] == pytest.approx(float(expected), rel=1e-5)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)

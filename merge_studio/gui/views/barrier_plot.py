@@ -480,6 +480,14 @@ class BarrierPanel(QWidget):
         chosen = tuple(s for s, box in (("train", self.split_train), ("test", self.split_test)) if box.isChecked())
         return chosen or ("test",)
 
+    def evaluate_pair(self, path_a: str | Path, path_b: str | Path) -> None:
+        """Score two models side by side (no merged model), e.g. two merges being compared."""
+        if self._running:
+            return
+        self.select_pair(path_a, path_b)
+        self.merged.setCurrentIndex(0)
+        self._on_evaluate_button_clicked()
+
     def test_in_memory(self) -> None:
         """Evaluate the window's recipe merged in memory next to A and B (Merge ▸ Test merge in memory)."""
         self._refresh_models()

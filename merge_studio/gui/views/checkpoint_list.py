@@ -272,7 +272,7 @@ class CheckpointList(QTableView):
                 menu.addSeparator()
             pair = self.selected_ids()
             if len(pair) == 2:
-                compare = menu.addAction("Compare the two in the graph (cosine per layer)")
+                compare = menu.addAction("Compare the two (difference per layer, scores side by side)")
                 compare.triggered.connect(lambda: self.sig_compare_requested.emit(pair))
                 align = menu.addAction("Align the second to the first (Permutations)")
                 align.triggered.connect(lambda: self.sig_align_requested.emit(pair))

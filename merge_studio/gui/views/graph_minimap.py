@@ -46,12 +46,13 @@ class GraphMinimap(QGraphicsView):
             self.hide()
             return
         ratio = scene_rect.width() / max(scene_rect.height(), 1.0)
-        width, height = SIZE
+        viewport = self.view.viewport()
+        # at most a third of a small view's height, so it does not hide what it gives an overview of
+        width, height = min(SIZE[0], viewport.width() // 3), min(SIZE[1], viewport.height() // 3)
         if ratio > width / height:
             height = max(60, int(width / ratio))
         else:
             width = max(60, int(height * ratio))
-        viewport = self.view.viewport()
         self.setGeometry(viewport.width() - width - MARGIN, viewport.height() - height - MARGIN, width, height)
         self.fitInView(scene_rect, Qt.AspectRatioMode.KeepAspectRatio)
         self.show()
