@@ -312,8 +312,10 @@ def test_two_models_selected_compare_in_the_graph_and_align_from_the_list_menu(q
     graph = window.extra_views["Graph"]
     _menu_action(menu, "Compare the two").trigger()
     assert window.tabs.tabText(window.tabs.currentIndex()) == "Graph"
-    qtbot.waitUntil(lambda: graph.overlay_combo.currentText() == "cosine similarity", timeout=10_000)
+    qtbot.waitUntil(lambda: graph.overlay_combo.currentText() == "difference ‖A − B‖/‖B‖", timeout=10_000)
     assert set(graph.current_overlay().values) == {"hidden.0", "head"}
+    qtbot.waitUntil(lambda: "cosine similarity" in graph.overlay_names(), timeout=10_000)
+    qtbot.waitUntil(lambda: not window.runner.running(), timeout=20_000)  # the two are also scored side by side
 
     strip = window.extra_views["Permutations"].strip
     with qtbot.waitSignal(strip.sig_aligned, timeout=20_000) as blocker:
@@ -332,7 +334,7 @@ def test_screenshot_jobs_run_before_the_picture(qtbot, window, mlps, tmp_path):
     window.method_panel.set_output_path(tmp_path / "avg.safetensors")
     qtbot.waitUntil(lambda: window.method_panel.merge_button.isEnabled(), timeout=5_000)
     problems = run_jobs(window, ["align", "merge", "fly"], timeout_ms=30_000)
-    assert problems == ["unknown job 'fly' (choose from align, merge, barrier, evaluate)"]
+    assert problems == ["unknown job 'fly' (choose from align, merge, barrier, evaluate, test)"]
     assert window.extra_views["Permutations"].view.report is not None
     assert (tmp_path / "avg.safetensors").exists() and not window.runner.running()
 
