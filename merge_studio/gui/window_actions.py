@@ -240,6 +240,7 @@ class WindowActions:
         self.settings.add_recent_recipe(path)
         self.settings.set_last_folder("recipes", path)
         self.apply_recipe(recipe, path, f"recipe {path}")
+        self._show_saved_results(path)
         self.edit_history.mark_clean(forget=True)
         self.menus_refresh_recent()
         return True
@@ -279,9 +280,42 @@ class WindowActions:
         self.settings.add_recent_recipe(written)
         self.settings.set_last_folder("recipes", written)
         self.log_panel.log(f"Saved recipe to {written}", "ok", folder=written.parent)
+        self._keep_results(written)
         self._refresh_all()
         self.menus_refresh_recent()
         return written
+
+    def _keep_results(self, recipe_path: Path) -> None:
+        """Save the Barrier tab's curves and scores beside the recipe (``NAME.results.json``)."""
+        panel = self.extra_views.get("Barrier") if self._extra_views else None
+        if panel is None or not hasattr(panel, "kept_results"):
+            return
+        from merge_studio.core.evaluate.saved_results import save_results
+
+        barrier, scores, inputs = panel.kept_results()
+        try:
+            kept = save_results(recipe_path, inputs, barrier=barrier, scores=scores)
+        except MergeStudioError as exc:
+            self.log_panel.log(f"Could not keep the results with the recipe: {exc}", "warning")
+            return
+        if kept is not None:
+            self.log_panel.log(f"Kept the barrier curves and scores in {kept.name}", folder=kept.parent)
+
+    def _show_saved_results(self, recipe_path: Path) -> None:
+        """Show the curves and scores kept beside a recipe, without recomputing them."""
+        from merge_studio.core.evaluate.saved_results import load_results, results_path
+
+        saved = load_results(recipe_path)
+        if saved.empty:
+            return
+        self.build_deferred_views()
+        panel = self.extra_views.get("Barrier")
+        if panel is None or not hasattr(panel, "show_saved"):
+            return
+        panel.show_saved(saved, results_path(recipe_path).name)
+        note = f" (computed before {', '.join(saved.stale)} changed: run again to update)" if saved.stale else ""
+        self.log_panel.log(f"Showing the results kept in {results_path(recipe_path).name}{note}",
+                           "warning" if saved.stale else "info")
 
     # --- merging ----------------------------------------------------------------------
     def start_merge(self) -> JobWorker | None:

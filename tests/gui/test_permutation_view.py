@@ -102,6 +102,25 @@ def test_each_picture_can_be_saved(qtbot, tmp_path, resnet_alignment):
         assert path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_export_writes_the_shown_groups_permutation_as_csv(qtbot, tmp_path, resnet_alignment, monkeypatch):
+    import csv
+
+    from PySide6.QtWidgets import QFileDialog
+
+    result, provider = resnet_alignment
+    view = PermutationView()
+    qtbot.addWidget(view)
+    view.set_report(result.report, provider)
+    target = tmp_path / "perm.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    with qtbot.waitSignal(view.sig_saved):
+        view.save_button.click()
+    rows = list(csv.reader(target.read_text().splitlines()))
+    group = result.report["groups"][0]
+    assert rows[0][0] == "group" and len(rows) == 1 + len(group["perm"])
+    assert [int(r[2]) for r in rows[1:]] == group["perm"]
+
+
 def test_clearing_the_report_returns_to_the_empty_state(qtbot, resnet_alignment):
     result, provider = resnet_alignment
     view = PermutationView()

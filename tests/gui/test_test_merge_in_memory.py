@@ -89,3 +89,62 @@ def test_comparing_two_models_shows_their_difference_per_layer_and_their_scores_
                           / sum((b[k] ** 2).sum() for k in b if k.startswith(first + ".")))
     assert values[first] == pytest.approx(float(expected), rel=1e-5)
     qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+
+
+def test_curves_and_scores_are_kept_with_the_recipe_and_shown_again_without_recomputing(qtbot, window, mlp_pair, tmp_path):
+    import os
+
+    from merge_studio.core.evaluate.barrier import BarrierReport
+    from merge_studio.gui.main_window import MainWindow
+
+    load_into(qtbot, window, mlp_pair)
+    window.method_panel.select_method("lerp")
+    panel = window.extra_views["Barrier"]
+    window.show_tab("Barrier")
+    panel.steps.setValue(3)
+    with qtbot.waitSignal(panel.sig_finished, timeout=30_000):
+        panel.run_button.click()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+    with qtbot.waitSignal(panel.sig_finished, timeout=30_000):
+        panel.evaluate_button.click()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+    recipe = window.save_recipe(tmp_path / "soup.yaml")
+    assert (tmp_path / "soup.results.json").is_file()
+
+    again = MainWindow(remember_layout=False)
+    qtbot.addWidget(again)
+    assert again.open_recipe(recipe)
+    shown = again.extra_views["Barrier"]
+    assert isinstance(shown.report, BarrierReport) and shown.worker is None
+    assert [c.label for c in shown.report.curves] == [c.label for c in panel.report.curves]
+    assert shown.scores.names == panel.scores.names
+    assert shown.barrier_page.table.rowCount() == panel.barrier_page.table.rowCount() > 0
+    assert "saved with the recipe" in shown.status.text() and "changed" not in shown.status.text()
+    qtbot.waitUntil(lambda: not again.is_loading(), timeout=10_000)
+
+    os.utime(mlp_pair[1], ns=(1, 1))  # B changed since
+    third = MainWindow(remember_layout=False)
+    qtbot.addWidget(third)
+    assert third.open_recipe(recipe)
+    assert "mlp1.safetensors changed since" in third.extra_views["Barrier"].status.text()
+    qtbot.waitUntil(lambda: not third.is_loading(), timeout=10_000)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".csv"])
+def test_each_plot_exports_as_png_svg_and_csv(qtbot, window, mlp_pair, tmp_path, monkeypatch, suffix):
+    from PySide6.QtWidgets import QFileDialog
+
+    load_into(qtbot, window, mlp_pair)
+    panel = window.extra_views["Barrier"]
+    window.show_tab("Barrier")
+    panel.steps.setValue(3)
+    with qtbot.waitSignal(panel.sig_finished, timeout=30_000):
+        panel.run_button.click()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+    target = tmp_path / f"barrier{suffix}"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    panel.barrier_page.export_button.click()
+    data = target.read_bytes()
+    assert {".png": data[:4] == b"\x89PNG", ".svg": b"<svg" in data[:2000],
+            ".csv": data.startswith(b"curve,split,lambda,loss")}[suffix]
+    assert not list(tmp_path.glob(".barrier*"))  # no temporary file left

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -150,8 +151,15 @@ class _PlotPage(QWidget):
         self.save_button = QPushButton("Save numbers…", self)
         self.save_button.setToolTip("Write the numbers behind the plot as CSV or JSON")
         self.save_button.setEnabled(False)
+        self.export_button = QPushButton("Export…", self)
+        self.export_button.setToolTip("The plot as a PNG or SVG picture, or its numbers as CSV")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(self._on_export_button_clicked)
+        self.export_name = "plot"  # suggested file name (without suffix)
+        self.export_rows: Callable[[], Sequence[Sequence[Any]] | None] | None = None  # CSV rows; else read from the figure
         top = QHBoxLayout()
         top.addWidget(self.toolbar, 1)
+        top.addWidget(self.export_button)
         top.addWidget(self.save_button)
         self.splitter = QSplitter(Qt.Orientation.Vertical, self)
         self.splitter.setObjectName("plot_table_split")
@@ -169,8 +177,17 @@ class _PlotPage(QWidget):
     def show_plot(self, shown: bool = True) -> None:
         self.stack.setCurrentIndex(1 if shown else 0)
         self.toolbar.setEnabled(shown)
+        self.export_button.setEnabled(shown)
         if not shown:
             self.save_button.setEnabled(False)
+
+    def _on_export_button_clicked(self) -> None:
+        from merge_studio.gui.plot_export import ask_export
+
+        try:
+            ask_export(self, self.figure, f"{self.export_name}.png", rows=self.export_rows, canvas=self.canvas)
+        except MergeStudioError as exc:
+            QMessageBox.warning(self, "Export failed", str(exc))
 
     @property
     def plot_visible(self) -> bool:
@@ -200,6 +217,7 @@ class BarrierPanel(QWidget):
         self._models: list[tuple[str, Path]] = []
         self._models_provider = models_provider
         self._recipe_provider = recipe_provider  # the window's recipe, for a test merge in memory
+        self._result_inputs: list[str] = []  # the files the results on screen were computed from
         self._data_file: str | None = None
         self._running = False
         self._live_points: list[BarrierPoint] = []  # replayed when the plots change between side by side and stacked
@@ -310,6 +328,9 @@ class BarrierPanel(QWidget):
         self.barrier_page = _PlotPage(EMPTY_SENTENCE, BARRIER_COLUMNS, self)
         self.scores_page = _PlotPage("Press “Evaluate models” to compare the loss and accuracy of A, B and the "
                                      "merged model.", SCORE_COLUMNS, self)
+        self.barrier_page.export_name, self.scores_page.export_name = "barrier", "scores"
+        self.barrier_page.export_rows = self._barrier_rows
+        self.scores_page.export_rows = self._score_rows
         figure = self.barrier_page.figure
         self.loss_plotter = BarrierPlotter(figure.add_subplot(1, 2, 1), metric="loss", splits=("test", "train"))
         self.accuracy_plotter = BarrierPlotter(figure.add_subplot(1, 2, 2), metric="accuracy", splits=("test", "train"))
@@ -595,8 +616,43 @@ class BarrierPanel(QWidget):
         self.pages.setCurrentWidget(self.scores_page)
         self._emit(request)
 
+    def _barrier_rows(self) -> list[list[str]] | None:
+        """The finished report's long table (curve, split, λ, loss, accuracy), else the figure's points."""
+        if self.report is None:
+            return None
+        import csv as csv_module
+
+        return list(csv_module.reader(self.report.to_csv().splitlines()))
+
+    def _score_rows(self) -> list[list[Any]] | None:
+        if self.scores is None:
+            return None
+        rows: list[list[Any]] = [["model", "split", "loss", "accuracy", "perplexity", "examples"]]
+        for split, results in self.scores.results.items():
+            rows += [[name, split, r.loss, r.accuracy, r.perplexity, r.n] for name, r in zip(self.scores.names, results, strict=True)]
+        return rows
+
+    def kept_results(self) -> tuple[BarrierReport | None, ModelScores | None, list[str]]:
+        """The curves and scores on screen and the files they were computed from (to keep with a recipe)."""
+        return self.report, self.scores, list(self._result_inputs)
+
+    def show_saved(self, saved: Any, source: str) -> None:
+        """Show curves and scores kept with a recipe, saying where they come from (and when they are stale)."""
+        if saved.barrier is not None:
+            self.set_result(saved.barrier)
+        if saved.scores is not None:
+            self.set_scores(saved.scores)
+        note = f"Shown from {source}, saved with the recipe"
+        if saved.stale:
+            note += f"; {', '.join(saved.stale)} changed since, so run again to update them"
+        self.status.setText(note + ".")
+
     def _emit(self, request: BarrierRequest | EvaluateRequest) -> None:
         self.status.setText("Starting…")
+        if isinstance(request, BarrierRequest):
+            self._result_inputs = [p for p in (request.model_a, request.model_b, request.merged) if p]
+        else:
+            self._result_inputs = list(request.models)
         self.sig_run_requested.emit(request)
         if self.runner is not None:
             self._start_job(request)

@@ -21,10 +21,10 @@ from matplotlib.figure import Figure
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QListWidget,
+    QMessageBox,
     QPushButton,
     QSplitter,
     QStackedWidget,
@@ -46,6 +46,7 @@ from merge_studio.plots.permutations import (
     plot_similarity,
     save_axes_figure,
 )
+from merge_studio.errors import MergeStudioError
 
 MatricesProvider = Callable[[str], Any]  # group name -> similarity matrix (n × n) or None
 GROUP_ROLE = Qt.ItemDataRole.UserRole
@@ -188,7 +189,8 @@ class PermutationView(QWidget):
         self.tabs.addTab(self.group_canvas, "Group matrices")
         self.tabs.addTab(self.convergence_canvas, "Convergence")
         self.tabs.addTab(self.overview_canvas, "Units moved")
-        self.save_button = QPushButton("Save picture…", self)
+        self.save_button = QPushButton("Export…", self)
+        self.save_button.setToolTip("The picture as PNG or SVG, or its numbers as CSV")
         self.save_button.clicked.connect(self._on_save_button_clicked)
         right = QWidget(self)
         right_layout = QVBoxLayout(right)
@@ -424,11 +426,33 @@ class PermutationView(QWidget):
 
     @Slot()
     def _on_save_button_clicked(self) -> None:
+        from merge_studio.gui.plot_export import ask_export
+
         which = ("group", "convergence", "overview")[self.tabs.currentIndex()]
         suggested = f"{(self._current or 'permutation').replace('.', '_')}_{which}.png"
-        path, _ = QFileDialog.getSaveFileName(self, "Save picture", suggested, "PNG (*.png);;SVG (*.svg);;PDF (*.pdf)")
-        if path:
-            self.save_picture(which, path)
+        canvas = {"group": self.group_canvas, "convergence": self.convergence_canvas, "overview": self.overview_canvas}[which]
+        rows = self.permutation_rows if which == "group" else self.moved_rows if which == "overview" else None
+        try:
+            saved = ask_export(self, self.figure(which), suggested, rows=rows, canvas=canvas)
+        except MergeStudioError as exc:
+            QMessageBox.warning(self, "Export failed", str(exc))
+            return
+        if saved is not None:
+            self.sig_saved.emit(str(saved))
+
+    def permutation_rows(self) -> list[list[Any]]:
+        """The shown group's permutation as CSV rows: which unit of B each unit of aligned B came from."""
+        group = next((g for g in (self._report or {}).get("groups", []) if g["name"] == self._current), None)
+        rows: list[list[Any]] = [["group", "unit of aligned B (= unit of A)", "unit of B"]]
+        if group is not None:
+            rows += [[group["name"], i, int(j)] for i, j in enumerate(group.get("perm", []))]
+        return rows
+
+    def moved_rows(self) -> list[list[Any]]:
+        """Each group's size and share of units moved."""
+        rows: list[list[Any]] = [["group", "units", "moved fraction"]]
+        rows += [[g["name"], g.get("size"), g.get("moved_fraction")] for g in (self._report or {}).get("groups", [])]
+        return rows
 
 
 __all__ = ["PermutationView", "layer_overlay", "layer_marks", "group_for_layer", "OVERLAY_NAME"]
