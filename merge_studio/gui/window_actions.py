@@ -293,13 +293,15 @@ class WindowActions:
         from merge_studio.core.evaluate.saved_results import save_results
 
         barrier, scores, inputs = panel.kept_results()
+        permutations = self.extra_views.get("Permutations")
+        alignment = getattr(getattr(permutations, "view", None), "report", None)
         try:
-            kept = save_results(recipe_path, inputs, barrier=barrier, scores=scores)
+            kept = save_results(recipe_path, inputs, barrier=barrier, scores=scores, alignment=alignment)
         except MergeStudioError as exc:
             self.log_panel.log(f"Could not keep the results with the recipe: {exc}", "warning")
             return
         if kept is not None:
-            self.log_panel.log(f"Kept the barrier curves and scores in {kept.name}", folder=kept.parent)
+            self.log_panel.log(f"Kept the barrier curves, scores and alignment in {kept.name}", folder=kept.parent)
 
     def _show_saved_results(self, recipe_path: Path) -> None:
         """Show the curves and scores kept beside a recipe, without recomputing them."""
@@ -313,6 +315,9 @@ class WindowActions:
         if panel is None or not hasattr(panel, "show_saved"):
             return
         panel.show_saved(saved, results_path(recipe_path).name)
+        permutations = self.extra_views.get("Permutations")
+        if saved.alignment is not None and permutations is not None and hasattr(permutations, "set_report"):
+            permutations.set_report(saved.alignment)  # the permutations; similarity needs the models again
         note = f" (computed before {', '.join(saved.stale)} changed: run again to update)" if saved.stale else ""
         self.log_panel.log(f"Showing the results kept in {results_path(recipe_path).name}{note}",
                            "warning" if saved.stale else "info")

@@ -108,6 +108,12 @@ def test_curves_and_scores_are_kept_with_the_recipe_and_shown_again_without_reco
     with qtbot.waitSignal(panel.sig_finished, timeout=30_000):
         panel.evaluate_button.click()
     qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+    strip = window.extra_views["Permutations"].strip
+    with qtbot.waitSignal(strip.sig_aligned, timeout=20_000):
+        window.model_list.selectAll()
+        menu = window.model_list.build_context_menu(window.table_model.index(0, 0))
+        next(a for a in menu.actions() if a.text().startswith("Align the second")).trigger()
+    qtbot.waitUntil(lambda: not window.runner.running(), timeout=10_000)
     recipe = window.save_recipe(tmp_path / "soup.yaml")
     assert (tmp_path / "soup.results.json").is_file()
 
@@ -120,6 +126,8 @@ def test_curves_and_scores_are_kept_with_the_recipe_and_shown_again_without_reco
     assert shown.scores.names == panel.scores.names
     assert shown.barrier_page.table.rowCount() == panel.barrier_page.table.rowCount() > 0
     assert "saved with the recipe" in shown.status.text() and "changed" not in shown.status.text()
+    kept = again.extra_views["Permutations"].view.report
+    assert kept is not None and kept["groups"] == window.extra_views["Permutations"].view.report["groups"]
     qtbot.waitUntil(lambda: not again.is_loading(), timeout=10_000)
 
     os.utime(mlp_pair[1], ns=(1, 1))  # B changed since

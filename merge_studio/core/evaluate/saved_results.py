@@ -1,4 +1,5 @@
-"""Barrier curves and evaluation tables kept next to a recipe, so reopening it shows them without recomputing.
+"""Barrier curves, evaluation tables and the alignment report kept next to a recipe, so reopening it shows
+them without recomputing.
 
 They live in a sidecar (``merge.yaml`` → ``merge.results.json``), not in the recipe,
 so recipes stay what mergekit export and older versions read. Each entry records
@@ -54,11 +55,12 @@ class SavedResults:
 
     barrier: BarrierReport | None = None
     scores: ModelScores | None = None
+    alignment: dict[str, Any] | None = None  # the Permutations tab's report (groups, permutations, agreement)
     stale: list[str] = field(default_factory=list)  # the inputs that changed (or vanished) since
 
     @property
     def empty(self) -> bool:
-        return self.barrier is None and self.scores is None
+        return self.barrier is None and self.scores is None and self.alignment is None
 
 
 # --- to and from JSON -----------------------------------------------------------------------
@@ -103,10 +105,11 @@ def save_results(
     *,
     barrier: BarrierReport | None = None,
     scores: ModelScores | None = None,
+    alignment: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """Write the sidecar (temp file, then rename); nothing to keep removes an old one. Returns its path."""
     target = results_path(recipe_path)
-    if barrier is None and scores is None:
+    if barrier is None and scores is None and alignment is None:
         target.unlink(missing_ok=True)
         return None
     payload = {
@@ -114,6 +117,7 @@ def save_results(
         "inputs": fingerprint(inputs),
         **({"barrier": json.loads(barrier.to_json(indent=None))} if barrier is not None else {}),
         **({"scores": scores.to_json()} if scores is not None else {}),
+        **({"alignment": dict(alignment)} if alignment is not None else {}),
     }
     text = json.dumps(payload, indent=1, allow_nan=False, default=_plain)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -150,6 +154,7 @@ def load_results(recipe_path: str | Path) -> SavedResults:
         return SavedResults(
             barrier=barrier_from_dict(data["barrier"]) if "barrier" in data else None,
             scores=scores_from_dict(data["scores"]) if "scores" in data else None,
+            alignment=dict(data["alignment"]) if isinstance(data.get("alignment"), dict) else None,
             stale=stale,
         )
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
