@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, Qt, QTimer, Signal
@@ -54,6 +55,8 @@ from merge_studio.gui.window_actions import WindowActions
 from merge_studio.gui.window_layout import PanelLayout
 from merge_studio.gui.workers import JobError, JobRunner, JobWorker
 
+GIL_SWITCH_S = 0.001  # how long a thread holding the GIL runs before a waiting one (the GUI's) may take it
+
 
 class MainWindow(WindowActions, DeferredStartup, QMainWindow):
     """Model list | tabs | method panel, a log below and a status bar."""
@@ -69,6 +72,9 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         Permutations views and asks torch for GPUs: those imports take over a second.
         Anything that asks for :attr:`extra_views` earlier gets them built on the spot."""
         protect_none()  # before the many Qt calls a session makes (see qt_compat)
+        # The GUI thread shares the GIL with job and render threads; at Python's default 5 ms switch
+        # interval it could wait several turns in a row (gaps of 60-150 ms during an alignment).
+        sys.setswitchinterval(GIL_SWITCH_S)
         super().__init__(parent)
         self.setObjectName("main_window")
         self.setWindowTitle("Merge Studio")

@@ -40,18 +40,44 @@ def permutation_matrix(perm: Sequence[int] | np.ndarray | torch.Tensor) -> np.nd
     return out
 
 
+MAX_PIXELS = 192  # a picture's side at most: the axes are smaller on screen, and resampling runs holding the GIL
+
+
+def _block_reduce(values: np.ndarray, reduce: str) -> np.ndarray:
+    """Shrink an n × n array to at most MAX_PIXELS a side by ``reduce`` ("mean" or "any") over square blocks.
+
+    Drawing a 512 × 512 image made the render thread hold the interpreter for up to 100 ms
+    (matplotlib resamples in C++ without releasing it), which stalled the window.
+    """
+    k = -(-max(values.shape[:2]) // MAX_PIXELS)
+    if k <= 1:
+        return values
+    rows, cols = -(-values.shape[0] // k) * k, -(-values.shape[1] // k) * k
+    fill = False if reduce == "any" else np.nan
+    padded = np.full((rows, cols, *values.shape[2:]), fill, dtype=values.dtype)
+    padded[: values.shape[0], : values.shape[1]] = values
+    blocks = padded.reshape(rows // k, k, cols // k, k, *values.shape[2:])
+    if reduce == "any":
+        return blocks.any(axis=(1, 3))
+    return np.nanmean(blocks, axis=(1, 3))
+
+
 def plot_permutation_matrix(ax: Axes, perm: Sequence[int] | np.ndarray | torch.Tensor, *, title: str | None = None) -> Axes:
     """The permutation as a matrix: a square per unit, blue where it moved, grey where it stayed."""
     from matplotlib.colors import to_rgba
 
     p = _as_numpy(perm).astype(int)
     n = len(p)
-    image = np.ones((n, n, 4), dtype=np.float32)
     stay = p == np.arange(n)
     rows = np.arange(n)
-    image[rows[~stay], p[~stay]] = to_rgba(MOVED_COLOUR)
-    image[rows[stay], p[stay]] = to_rgba(STILL_COLOUR)
-    ax.imshow(image, interpolation="nearest", aspect="equal")
+    moved_at, kept_at = np.zeros((n, n), dtype=bool), np.zeros((n, n), dtype=bool)
+    moved_at[rows[~stay], p[~stay]] = True
+    kept_at[rows[stay], p[stay]] = True
+    moved_at, kept_at = _block_reduce(moved_at, "any"), _block_reduce(kept_at, "any")
+    image = np.ones((*moved_at.shape, 4), dtype=np.float32)
+    image[kept_at] = to_rgba(STILL_COLOUR)
+    image[moved_at] = to_rgba(MOVED_COLOUR)
+    ax.imshow(image, interpolation="nearest", aspect="equal", extent=(-0.5, n - 0.5, n - 0.5, -0.5))
     moved = float((~stay).mean()) if n else 0.0
     ax.set_title(title or f"permutation ({moved:.0%} of {n} units moved)", fontsize=9)
     ax.set_xlabel("unit of B before alignment")
@@ -88,11 +114,13 @@ def plot_similarity(
         s = s[:, _as_numpy(perm).astype(int)]
     if centre:
         s = centred(s)
-    limit = float(np.abs(s).max()) if s.size else 1.0
-    image = ax.imshow(s, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest", aspect="equal")
+    n = s.shape[0]
+    on_diag = float(np.mean(s.argmax(axis=1) == np.arange(n))) if n and s.shape[1] else 0.0
+    shown = _block_reduce(s, "mean") if s.size else s
+    limit = float(np.nanmax(np.abs(shown))) if shown.size else 1.0
+    image = ax.imshow(shown, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest", aspect="equal",
+                      extent=(-0.5, s.shape[1] - 0.5, n - 0.5, -0.5) if s.size else None)
     if title is None:
-        n = s.shape[0]
-        on_diag = float(np.mean(s.argmax(axis=1) == np.arange(n))) if n else 0.0
         title = f"{'after' if perm is not None else 'before'} reordering ({on_diag:.0%} of rows peak on the diagonal)"
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("unit of B" + (" (aligned order)" if perm is not None else " (original order)"))

@@ -347,9 +347,9 @@ class PermutationView(QWidget):
         return self._matrices[name]
 
     def _draw_group(self, group: Mapping[str, Any] | None) -> None:
-        with self.group_canvas.hold():
-            self._draw_group_figure(group)
-        self.group_canvas.draw_idle()
+        # Built on the render thread with the drawing: the similarity matrices and the artists of a
+        # 512-unit group took up to 200 ms, a stall of the window when done here.
+        self.group_canvas.edit(lambda _fig: self._draw_group_figure(group))
 
     def _draw_group_figure(self, group: Mapping[str, Any] | None) -> None:
         fig = self.group_canvas.figure
@@ -394,13 +394,14 @@ class PermutationView(QWidget):
         return stacked, columns, _fit_chars(width / columns)
 
     def _draw_convergence(self, report: Mapping[str, Any]) -> None:
-        with self.convergence_canvas.hold() as fig:
+        def draw(fig: Figure) -> None:
             fig.clear()
             plot_objective(fig.add_subplot(), report.get("objective_per_sweep", []), initial=report.get("initial_objective"))
-        self.convergence_canvas.draw_idle()
+
+        self.convergence_canvas.edit(draw)
 
     def _draw_overview(self, report: Mapping[str, Any]) -> None:
-        with self.overview_canvas.hold() as fig:
+        with self.overview_canvas.hold() as fig:  # here, not on the render thread: it resizes the canvas
             fig.clear()
             n = len(report.get("groups", [])) + len(blocked_layers(report))
             fig.set_figheight(max(3.0, min(12.0, 0.25 * n + 1)))
