@@ -15,7 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("evaluate", help="evaluate checkpoints (e.g. the inputs and the merged model) on data",
                             description="Loss and accuracy of each checkpoint on the same train/test data, "
                             "so you see at once whether a merge beats its parents.")
-    parser.add_argument("models", nargs="+", metavar="MODEL", help="checkpoints of the same architecture")
+    parser.add_argument("models", nargs="*", metavar="MODEL", help="checkpoints of the same architecture")
+    parser.add_argument("--recipe", metavar="RECIPE",
+                        help="also merge this recipe (or mergekit config) in memory and evaluate the result last, "
+                        "writing nothing; without MODEL its input models are evaluated beside it")
     add_data_arguments(parser)
     parser.add_argument("--reset-bn", choices=("auto", "on", "off"), default="auto",
                         help="re-estimate BatchNorm statistics on training data first (auto: for models with BatchNorm)")
@@ -69,8 +72,18 @@ def run(args: argparse.Namespace) -> int:
     bar = ProgressBar(enabled=not args.quiet)
     try:
         refuse_existing([args.plot] if args.plot else [], force=args.force)
-        request = EvaluateRequest(models=tuple(args.models), arch=args.arch, data=data_spec(args),
-                                  splits=parse_splits(args.splits), reset_bn=args.reset_bn, device=args.device)
+        recipe = None
+        models = tuple(args.models)
+        if args.recipe:
+            from merge_studio.core.recipe import load_recipe
+
+            recipe = load_recipe(args.recipe)
+            models = models or tuple(str(m.path) for m in recipe.models)
+        if not models:
+            raise MergeStudioError("nothing to evaluate", hint="give checkpoints, or --recipe R.yaml")
+        request = EvaluateRequest(models=models, arch=args.arch or (recipe.arch if recipe else None), data=data_spec(args),
+                                  splits=parse_splits(args.splits), reset_bn=args.reset_bn, device=args.device,
+                                  merged_recipe=recipe)
         with torch_threads(args):
             scores = drive(request.job(), bar)
         bar.close()
@@ -84,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             draw_model_scores(fig, scores.names, scores.results, highlight=highlight, title=f"on {args.data}")
             save_figure(fig, args.plot)
         print(json.dumps(scores.to_json(), indent=2) if args.json else _table(scores))
-        _record_in_history(args.models, scores, args.data)
+        _record_in_history(list(models), scores, args.data)
         return 0
     except MergeStudioError as exc:
         bar.close()

@@ -98,3 +98,19 @@ def test_barrier_with_align_adds_the_curves_to_b_aligned_and_repaired(mlp_files,
     # aligning B changes the path but not B's own loss
     assert curves["aligned"]["loss"]["test"][-1] == pytest.approx(curves["naive"]["loss"]["test"][-1], rel=1e-5)
     assert curves["aligned"]["loss"]["test"][1] != pytest.approx(curves["naive"]["loss"]["test"][1])
+
+
+def test_evaluate_recipe_merges_it_in_memory_and_scores_it_beside_its_inputs(mlp_files, capsys, tmp_path):
+    out = tmp_path / "soup.safetensors"
+    recipe = tmp_path / "soup.yaml"
+    recipe.write_text(f"method: lerp\nmodels:\n  - path: {mlp_files[0]}\n  - path: {mlp_files[1]}\n"
+                      f"params:\n  t: 0.3\noutput: {out}\n")
+    assert main(["evaluate", "--recipe", str(recipe), "--max-examples", "40", "--json", "--quiet"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in doc["models"]] == ["mlp0", "mlp1", "merged (not saved)"]
+    assert not out.exists()
+    assert main(["merge", str(recipe), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", *mlp_files, str(out), "--max-examples", "40", "--json", "--quiet"]) == 0
+    written = json.loads(capsys.readouterr().out)["models"][-1]
+    assert written["test"] == doc["models"][-1]["test"]
