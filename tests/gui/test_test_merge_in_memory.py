@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from merge_studio.core.evaluate.jobs import MEMORY_MERGE_NAME, EvaluateRequest
 from merge_studio.core.evaluate.data import DataSpec
 from merge_studio.core.progress import drive
 from tests.gui.conftest import load_into
+from tests.zoo_files import write_zoo_models
 
 pytestmark = pytest.mark.gui
 SPEC = "zoo:mlp?hidden=16"
@@ -18,16 +18,7 @@ SPEC = "zoo:mlp?hidden=16"
 
 @pytest.fixture
 def mlp_pair(tmp_path):
-    from merge_studio.core.arch import arch_metadata, build_module
-
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        path = tmp_path / f"mlp{seed}.safetensors"
-        save_file({k: v.contiguous() for k, v in build_module(SPEC).state_dict().items()}, str(path),
-                  metadata=arch_metadata(SPEC))
-        paths.append(path)
-    return paths
+    return write_zoo_models(tmp_path, SPEC)
 
 
 def test_testing_the_merge_in_memory_scores_it_like_the_written_file_and_writes_nothing(qtbot, window, mlp_pair, tmp_path):

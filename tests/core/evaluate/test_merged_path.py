@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from merge_studio.core.engine import run_merge
 from merge_studio.core.evaluate.jobs import BarrierRequest, aligned_with
 from merge_studio.core.evaluate.merged_path import merged_anchor, read_metadata
 from merge_studio.core.progress import drive
 from merge_studio.core.recipe import Recipe
+from tests.zoo_files import write_zoo_models
 
 SPEC = "zoo:mlp?hidden=16"
 DATA = {"source": "digits", "max_examples": 60}
@@ -19,16 +18,7 @@ DATA = {"source": "digits", "max_examples": 60}
 
 @pytest.fixture
 def pair(tmp_path):
-    from merge_studio.core.arch import arch_metadata, build_module
-
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        path = tmp_path / f"m{seed}.safetensors"
-        save_file({k: v.contiguous() for k, v in build_module(SPEC).state_dict().items()}, str(path),
-                  metadata=arch_metadata(SPEC))
-        paths.append(path)
-    return paths
+    return write_zoo_models(tmp_path, SPEC, stem="m")
 
 
 def _merge(pair, tmp_path, method: str, params: dict, models: list | None = None, name: str = "merged",

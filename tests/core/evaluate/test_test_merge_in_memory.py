@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from merge_studio.core.engine import run_merge
 from merge_studio.core.evaluate.jobs import MEMORY_MERGE_NAME, BarrierRequest, EvaluateRequest
 from merge_studio.core.evaluate.data import DataSpec
 from merge_studio.core.progress import drive
 from merge_studio.core.recipe import Recipe
+from tests.zoo_files import write_zoo_models
 
 SPEC = "zoo:mlp?hidden=16"
 DATA = DataSpec(source="digits", max_examples=60)
@@ -20,16 +19,7 @@ DATA = DataSpec(source="digits", max_examples=60)
 
 @pytest.fixture
 def pair(tmp_path):
-    from merge_studio.core.arch import arch_metadata, build_module
-
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        path = tmp_path / f"m{seed}.safetensors"
-        save_file({k: v.contiguous() for k, v in build_module(SPEC).state_dict().items()}, str(path),
-                  metadata=arch_metadata(SPEC))
-        paths.append(str(path))
-    return paths
+    return [str(p) for p in write_zoo_models(tmp_path, SPEC, stem="m")]
 
 
 def _recipe(pair, out) -> Recipe:
