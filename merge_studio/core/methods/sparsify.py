@@ -169,6 +169,11 @@ def elected_sign(weighted: Sequence[torch.Tensor], consensus: Consensus) -> torc
     return total.ge_(0).mul_(2).sub_(1)
 
 
+def scale_(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x *= factor`` in place, skipped for 1 (a pass over the chunk that changes no bit)."""
+    return x if factor == 1.0 else x.mul_(factor)
+
+
 def l1_norm(x: torch.Tensor) -> torch.Tensor:
     """Σ|x|. Materialising |x| and summing is faster than ``vector_norm(x, 1)`` for a
     1M-element chunk in torch 2.13 (0.23 against 0.37 ms on two threads)."""
@@ -211,9 +216,9 @@ def merge_task_vectors(
         if consensus is None:
             if track:
                 ctx.add_metric("task_mass_kept", l1_norm(delta) / scale)
-            mixed = delta.mul_(weight) if mixed is None else mixed.add_(delta, alpha=weight)
+            mixed = scale_(delta, weight) if mixed is None else mixed.add_(delta, alpha=weight)
         else:
-            weighted.append(delta.mul_(weight))
+            weighted.append(scale_(delta, weight))
     if consensus is None:
         assert mixed is not None  # at least one model (checked by the method's n_models)
         divisor = float(sum(weights))
@@ -230,7 +235,7 @@ def merge_task_vectors(
             if track and weight != 0:
                 ctx.add_metric("task_mass_kept", l1_norm(wd) / (abs(weight) * scale))
             if normalize:
-                counted = wd.sign().abs_().mul_(weight)  # the weight where this model counted
+                counted = scale_(wd.sign().abs_(), weight)  # the weight where this model counted
                 divisor_t = counted if divisor_t is None else divisor_t.add_(counted)
             mixed = wd if mixed is None else mixed.add_(wd)
         del elected
