@@ -190,20 +190,22 @@ def _stream(
                 open_output(target, plan.planned, shard_bytes=recipe.shard_bytes, metadata=metadata,
                             reserve=_reserve(plan, len(layers)))
             )
-        tasks = (task for planned in plan.planned for task in chunk_tasks.tensor_tasks(plan, planned, pool, stop))
-        # Workers read, merge, check and convert chunks; this thread writes them in order.
-        for outcome in pool.ordered(tasks):
+        # Workers read, merge, check and convert chunks (or runs of small tensors); this
+        # thread writes them in order.
+        for batch in pool.ordered(chunk_tasks.merge_tasks(plan, pool, stop)):
             check_cancel(cancel)
-            pieces = outcome.outputs * len(outputs) if len(outcome.outputs) == 1 else outcome.outputs  # copies go to all
-            for out, tensor in zip(outputs, pieces, strict=True):
-                out.write(outcome.name, tensor)
-            if outcome.metrics:
-                acc = stats.setdefault(_layer_of(outcome.name), {})
-                for key, value in outcome.metrics.items():
-                    acc[key] = acc.get(key, 0.0) + value
-            bytes_read += outcome.bytes_read
-            done += outcome.stop - outcome.start
-            yield Progress("merge", done, total, current=outcome.name, unit="elements")
+            for outcome in batch:
+                pieces = outcome.outputs * len(outputs) if len(outcome.outputs) == 1 else outcome.outputs  # copies go to all
+                for out, tensor in zip(outputs, pieces, strict=True):
+                    out.write(outcome.name, tensor)
+                if outcome.metrics:
+                    acc = stats.setdefault(_layer_of(outcome.name), {})
+                    for key, value in outcome.metrics.items():
+                        acc[key] = acc.get(key, 0.0) + value
+                bytes_read += outcome.bytes_read
+                done += outcome.stop - outcome.start
+            yield Progress("merge", done, total, current=batch[-1].name, unit="elements")
+        check_cancel(cancel)  # a cancel during the last batch's progress still stops the merge
         pool.close()
         yield Progress("finish", done, total, message="writing metadata")
         layer_stats = _finish_stats(stats)

@@ -64,31 +64,53 @@ class WriteBehind:
 
     The caller hands over a tensor it will not touch again; the conversion to the
     output dtype and the write itself (which waits for the disk) then overlap with the
-    caller's next chunk. A failed write is raised at the next :meth:`submit` or at
-    :meth:`drain`.
+    caller's next chunk. Writes smaller than ``batch_bytes`` are handed over together
+    once that many bytes are waiting: a file of thousands of norms and biases would
+    otherwise pay a thread hand-off (~0.2 ms) per tensor. A failed write is raised at a
+    later :meth:`submit` or at :meth:`drain`.
     """
 
-    def __init__(self, depth: int = 8) -> None:
+    def __init__(self, depth: int = 8, batch_bytes: int = 1 << 20) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
         self._pending: deque[Future[None]] = deque()
         self._depth = depth
+        self._batch: list[Callable[[], None]] = []
+        self._batch_bytes = 0
+        self._limit = batch_bytes
 
-    def submit(self, fn: Callable[[], None]) -> None:
+    def submit(self, fn: Callable[[], None], nbytes: int = 0) -> None:
+        """Queue ``fn`` (which writes ``nbytes``) after every write queued before it."""
+        self._batch.append(fn)
+        self._batch_bytes += nbytes
+        if self._batch_bytes >= self._limit:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         while self._pending and (self._pending[0].done() or len(self._pending) >= self._depth):
             self._pending.popleft().result()
-        self._pending.append(self._pool.submit(fn))
+        self._pending.append(self._pool.submit(_run_all, batch) if len(batch) > 1 else self._pool.submit(batch[0]))
 
     def drain(self) -> None:
         """Wait for every write so far; raises the first failure."""
+        self._hand_over()
         while self._pending:
             self._pending.popleft().result()
 
     def close(self) -> None:
         """Drop writes not yet started and wait for the running one (for aborts)."""
+        self._batch.clear()
         for fut in self._pending:
             fut.cancel()
         self._pending.clear()
         self._pool.shutdown(wait=True)
+
+
+def _run_all(fns: list[Callable[[], None]]) -> None:
+    for fn in fns:
+        fn()
 
 
 class SafetensorsStreamWriter:
@@ -146,7 +168,7 @@ class SafetensorsStreamWriter:
             raise OutputError(f"too much data for {name}: shape {planned.shape}")
         if nbytes:
             if self._background is not None:
-                self._background.submit(lambda: self._write_bytes(data, planned.dtype))
+                self._background.submit(lambda: self._write_bytes(data, planned.dtype), nbytes)
             else:
                 self._write_bytes(data, planned.dtype)
         self._written += nbytes

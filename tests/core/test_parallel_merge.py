@@ -147,3 +147,17 @@ def test_workers_use_one_torch_thread_and_leave_the_callers_setting_alone():
     with OrderedPool(threads=2) as pool:
         inside = list(pool.ordered([torch.get_num_threads, torch.get_num_threads]))
     assert inside == [1, 1] and torch.get_num_threads() == before
+
+
+def test_thousands_of_tiny_tensors_go_to_the_workers_in_a_few_batches_in_order(make_checkpoint, tmp_path):
+    paths = []
+    for i in range(2):
+        g = torch.Generator().manual_seed(i)
+        paths.append(make_checkpoint(f"m{i}.safetensors", {f"t{k}": torch.randn(4, generator=g) for k in range(1200)}))
+    recipe = Recipe(method="simple_average", models=[{"path": str(p)} for p in paths], output=str(tmp_path / "o.safetensors"))
+    steps = [e for e in iter_merge(recipe, threads=2) if getattr(e, "stage", "") == "merge"]
+    assert 1 < len(steps) <= 4  # 512 tensors a batch, not one hand-off per tensor
+    merged, a, b = load_file(tmp_path / "o.safetensors"), load_file(paths[0]), load_file(paths[1])
+    assert set(merged) == set(a)
+    for name in a:
+        assert torch.equal(merged[name], (a[name] + b[name]) / 2), name

@@ -16,6 +16,7 @@ from merge_studio.core.lazy_torch import torch
 from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.sparsify import (
     Thinner,
+    delta_magnitude_threshold,
     magnitude_threshold,
     merge_task_vectors,
     random_drop_,
@@ -110,7 +111,7 @@ def ties_statistics(
 ) -> float:
     """The magnitude below which this model's task vector is trimmed (needs the whole tensor)."""
     base = _require_base(base, ctx, "TIES")
-    return magnitude_threshold(task_vector(tensor, base), model_params.density, overwrite=True)
+    return delta_magnitude_threshold(tensor, base, model_params.density)
 
 
 def ties(

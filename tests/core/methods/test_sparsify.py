@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from merge_studio.core import methods
 from merge_studio.core.methods.sparsify import (
+    delta_magnitude_threshold,
     keep_count,
     kth_largest_,
     magnitude_threshold,
@@ -43,6 +45,25 @@ def test_large_tensors_find_the_exact_kth_largest_through_a_sampled_bracket(kind
     expected = torch.sort(values, descending=True).values
     for k in (1, 40, n // 10, n // 2, n - 3, n):
         assert kth_largest_(values.clone(), k) == float(expected[k - 1]), k
+
+
+@pytest.mark.parametrize("kind", ["spread", "many ties", "all equal", "bracket misses"])
+def test_a_models_threshold_made_chunk_by_chunk_is_the_same_number_as_from_the_whole_delta(kind, monkeypatch):
+    n = 2_500_003  # three chunks, the last one short
+    gen = torch.Generator().manual_seed(9)
+    base = torch.randn(n, generator=gen).bfloat16().float()
+    if kind == "all equal":
+        model = base + 0.25
+    else:
+        noise = torch.randn(n, generator=gen) * (1.0 if kind == "spread" else 0.02)
+        model = (base + noise).bfloat16().float()
+    if kind == "bracket misses":  # a useless bracket must fall back to the exact selection
+        monkeypatch.setattr(methods.sparsify, "_bracket", lambda sample, k, n: (0.0, 0.0))
+    before = model.clone()
+    for density in (0.01, 0.3, 0.5, 0.97, 1.0):
+        expected = magnitude_threshold(model - base, density)
+        assert delta_magnitude_threshold(model, base, density) == expected, density
+    assert torch.equal(model, before)
 
 
 def test_threshold_leaves_the_callers_delta_alone_unless_told(randn):
