@@ -170,3 +170,16 @@ def load_into(qtbot, window, paths, timeout: int = 10_000) -> None:
     """Open ``paths`` in the window and wait until every row finished loading."""
     with qtbot.waitSignal(window.sig_models_loaded, timeout=timeout):
         window.open_paths(paths)
+
+
+@pytest.fixture
+def view(qtbot):
+    """A Graph tab on its own (900 × 700, shown), shut down after the test."""
+    from merge_studio.gui.views.graph_view import GraphView
+
+    widget = GraphView()
+    qtbot.addWidget(widget)
+    widget.resize(900, 700)
+    widget.show()
+    yield widget
+    widget.shutdown()

@@ -5,19 +5,8 @@ from __future__ import annotations
 import pytest
 
 from merge_studio.graph.render import dot_available
-from merge_studio.gui.views.graph_view import GraphView
 
 pytestmark = pytest.mark.skipif(not dot_available(), reason="Graphviz 'dot' is not installed")
-
-
-@pytest.fixture
-def view(qtbot):
-    widget = GraphView()
-    qtbot.addWidget(widget)
-    widget.resize(900, 700)
-    widget.show()
-    yield widget
-    widget.shutdown()
 
 
 def test_six_identical_blocks_show_once_and_the_menu_expands_them(qtbot, view):

@@ -10,19 +10,9 @@ from safetensors.torch import save_file
 from merge_studio.core.arch import build_module
 from merge_studio.core.checkpoints import open_checkpoint
 from merge_studio.graph.render import dot_available
-from merge_studio.gui.views.graph_view import EMPTY_TEXT, GraphView
+from merge_studio.gui.views.graph_view import EMPTY_TEXT
 
 needs_dot = pytest.mark.skipif(not dot_available(), reason="Graphviz 'dot' is not installed")
-
-
-@pytest.fixture
-def view(qtbot):
-    widget = GraphView()
-    qtbot.addWidget(widget)
-    widget.resize(900, 700)
-    widget.show()
-    yield widget
-    widget.shutdown()
 
 
 @pytest.fixture

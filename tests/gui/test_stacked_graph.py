@@ -8,18 +8,8 @@ from merge_studio.core.checkpoints import open_checkpoint
 from merge_studio.core.engine import run_merge
 from merge_studio.core.mergekit_config import recipe_from_mergekit
 from merge_studio.graph.render import dot_available
-from merge_studio.gui.views.graph_view import SOURCE_COLOURS, SOURCE_OVERLAY, GraphView
+from merge_studio.gui.views.graph_view import SOURCE_COLOURS, SOURCE_OVERLAY
 from tests.hf_models import make_hf_folder
-
-
-@pytest.fixture
-def view(qtbot):
-    widget = GraphView()
-    qtbot.addWidget(widget)
-    widget.resize(900, 700)
-    widget.show()
-    yield widget
-    widget.shutdown()
 
 
 @pytest.mark.skipif(not dot_available(), reason="Graphviz 'dot' is not installed")
