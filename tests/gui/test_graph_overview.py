@@ -6,7 +6,7 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 
 from merge_studio.graph.render import dot_available
-from tests.gui.test_graph_view import _show, view  # noqa: F401 - the fixture
+from tests.gui.test_graph_view import _show
 
 pytestmark = [pytest.mark.gui, pytest.mark.skipif(not dot_available(), reason="Graphviz 'dot' is not installed")]
 
