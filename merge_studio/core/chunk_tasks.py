@@ -178,13 +178,25 @@ class _TensorMerge:
         self.whole = not spec.elementwise or planned.numel <= CHUNK_ELEMENTS
         self.n_out = len(plan.models) if spec.outputs == "per_model" else 1
         inputs = [*self.models, *([self.base_ck] if self.base_ck is not None else [])]
+        self.stored_itemsize = max(ck.info(name).nbytes // max(1, ck.info(name).numel) for ck in inputs)
         self.bytes_per_element = sum(ck.info(name).nbytes // max(1, ck.info(name).numel) for ck in inputs)
         self.input_names = [ck.name for ck in inputs]
         self.stats: list[Future[tuple[Any, torch.Tensor | None]]] = []
         self.base_full: Future[torch.Tensor | None] | None = None
+        # Statistics that convert what they need themselves get the tensors as stored: no
+        # tensor-sized float32 copies (each cost more than the statistic) and half the memory.
+        self.stats_on_stored = (
+            spec.statistics_on_stored and plan.device.type == "cpu" and plan.compute_dtype == torch.float32
+        )
+
+    def read(self, ck: Checkpoint, rng: tuple[int, int] | None) -> torch.Tensor:
+        """The tensor (or a flat range of it) as stored."""
+        return ck.get_tensor(self.name) if rng is None else ck.get_flat(self.name, *rng)
 
     def load(self, ck: Checkpoint, rng: tuple[int, int] | None) -> torch.Tensor:
-        t = ck.get_tensor(self.name) if rng is None else ck.get_flat(self.name, *rng)
+        return self.compute(self.read(ck, rng))
+
+    def compute(self, t: torch.Tensor) -> torch.Tensor:
         return to_compute(t, self.plan.device, self.plan.compute_dtype)
 
     def tasks(self) -> Iterator[Task]:
@@ -198,24 +210,28 @@ class _TensorMerge:
     def _start_statistics(self) -> None:
         plan, numel = self.plan, self.planned.numel
         n_inputs = len(self.models) + (self.base_ck is not None)
-        keep = n_inputs * numel * plan.compute_dtype.itemsize <= HELD_BYTES
-        base_ck = self.base_ck
-        self.base_full = self.pool.submit(lambda: self.load(base_ck, None) if base_ck is not None else None)
+        # what the statistics read is kept for the chunks when it is small enough: as stored
+        # (converted chunk by chunk) or already converted
+        itemsize = self.stored_itemsize if self.stats_on_stored else plan.compute_dtype.itemsize
+        keep = n_inputs * numel * itemsize <= HELD_BYTES
+        base_ck, whole = self.base_ck, (self.read if self.stats_on_stored else self.load)
+        self.base_full = self.pool.submit(lambda: whole(base_ck, None) if base_ck is not None else None)
         for ck, mp in zip(self.models, self.model_params, strict=True):
             self.stats.append(self.pool.submit(lambda ck=ck, mp=mp: self._statistic(ck, mp, keep)))
 
     def _statistic(self, ck: Checkpoint, mp: Any, keep: bool) -> tuple[Any, torch.Tensor | None]:
         check_cancel(self.cancel)
         assert self.base_full is not None
-        full = self.load(ck, None)
+        full = (self.read if self.stats_on_stored else self.load)(ck, None)
         value = self.spec.statistics(full, self.base_full.result(), self.params, mp, TensorContext(**self.ctx_args))
         return value, (full.reshape(-1) if keep else None)
 
     # --- one chunk ------------------------------------------------------------------------
     def _inputs(self, rng: tuple[int, int] | None) -> tuple[list[torch.Tensor], torch.Tensor | None, tuple[Any, ...]]:
+        """The inputs of ``rng`` (read as stored, or cut from held tensors) and the statistics."""
         if not self.stats:
-            base_t = self.load(self.base_ck, rng) if self.base_ck is not None else None
-            return [self.load(ck, rng) for ck in self.models], base_t, ()
+            base_t = self.read(self.base_ck, rng) if self.base_ck is not None else None
+            return [self.read(ck, rng) for ck in self.models], base_t, ()
         results = [f.result() for f in self.stats]
         values = tuple(v for v, _ in results)
         assert rng is not None
@@ -226,19 +242,32 @@ class _TensorMerge:
             base_t = base_full.reshape(-1)[s:e] if base_full is not None else None
             return [held[s:e] for _, held in results], base_t, values  # type: ignore[index]
         self.base_full = None  # every statistic is known: the whole base is not needed any more
-        base_t = self.load(self.base_ck, rng) if self.base_ck is not None else None
-        return [self.load(ck, rng) for ck in self.models], base_t, values
+        base_t = self.read(self.base_ck, rng) if self.base_ck is not None else None
+        return [self.read(ck, rng) for ck in self.models], base_t, values
 
     def merge(self, rng: tuple[int, int] | None) -> ChunkOutcome:
+        """Merge one chunk (or the whole tensor) and cast it to the output dtype."""
         check_cancel(self.cancel)
+        stored, base_stored, stat_values = self._inputs(rng)
+        tensors = [self.compute(t) for t in stored]
+        base_t = self.compute(base_stored) if base_stored is not None else None
+        s, e = rng if rng is not None else (0, self.planned.numel)
+        sampled = rng is None or (s // CHUNK_ELEMENTS) % METRIC_EVERY == 0
+        merged, metrics = self._merge_piece(rng, tensors, base_t, stat_values, sampled)
+        outputs = [m.reshape(-1).to(device="cpu", dtype=self.planned.dtype) for m in merged]
+        return ChunkOutcome(self.name, s, e, outputs, (e - s) * self.bytes_per_element, metrics)
+
+    def _merge_piece(
+        self, rng: tuple[int, int] | None, tensors: list[torch.Tensor], base_t: torch.Tensor | None,
+        stat_values: tuple[Any, ...], sampled: bool,
+    ) -> tuple[list[torch.Tensor], dict[str, float]]:
+        """Apply the method to the converted inputs, check the result and measure the change."""
         spec, name, planned = self.spec, self.name, self.planned
-        tensors, base_t, stat_values = self._inputs(rng)
         if spec.statistics is not None and self.whole:
             stat_values = tuple(
                 spec.statistics(t, base_t, self.params, mp, TensorContext(**self.ctx_args))
                 for t, mp in zip(tensors, self.model_params, strict=True)
             )
-        sampled = rng is None or (rng[0] // CHUNK_ELEMENTS) % METRIC_EVERY == 0
         ctx = TensorContext(**self.ctx_args, chunk=rng, stats=stat_values, wants_metrics=sampled)
         result = spec.merge(tensors, base_t, self.params, self.model_params, ctx)
         merged = result if isinstance(result, list) else [result]
@@ -258,9 +287,7 @@ class _TensorMerge:
             metrics = {"diff_sq": float(torch.dist(out0, ref)) ** 2, "ref_sq": float(torch.dot(flat_ref, flat_ref))}
         for key, value in ctx.metrics.items():
             metrics[key] = metrics.get(key, 0.0) + value
-        s, e = rng if rng is not None else (0, planned.numel)
-        outputs = [m.reshape(-1).to(device="cpu", dtype=planned.dtype) for m in merged]
-        return ChunkOutcome(name, s, e, outputs, ref.numel() * self.bytes_per_element, metrics)
+        return merged, metrics
 
 
 def to_compute(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

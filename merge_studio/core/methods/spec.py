@@ -170,6 +170,9 @@ class MethodSpec:
     merge: TensorMergeFn | None = None
     merge_model: ModelMergeFn | None = None
     statistics: StatisticsFn | None = None
+    statistics_on_stored: bool = False
+    """``statistics`` accepts tensors as stored (e.g. bfloat16) and computes in float32 itself,
+    a block at a time, so the engine need not convert whole tensors for it (CPU only)."""
     n_models: tuple[int, int | None] = (2, None)
     base: Literal["required", "optional", "unused"] = "unused"
     elementwise: bool = False

@@ -109,7 +109,10 @@ def ties_statistics(
     model_params: SparseTaskModelParams,
     ctx: TensorContext,
 ) -> float:
-    """The magnitude below which this model's task vector is trimmed (needs the whole tensor)."""
+    """The magnitude below which this model's task vector is trimmed (needs the whole tensor).
+
+    Accepts tensors as stored (e.g. bfloat16): the task vector is made in float32 a block at a time.
+    """
     base = _require_base(base, ctx, "TIES")
     return delta_magnitude_threshold(tensor, base, model_params.density)
 
@@ -224,6 +227,7 @@ register_method(
         model_params=SparseTaskModelParams,
         merge=ties,
         statistics=ties_statistics,
+        statistics_on_stored=True,
         n_models=(1, None),
         base="required",
         elementwise=True,

@@ -66,6 +66,20 @@ def test_a_models_threshold_made_chunk_by_chunk_is_the_same_number_as_from_the_w
     assert torch.equal(model, before)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_threshold_from_tensors_as_stored_is_the_one_from_their_float32_values(dtype):
+    n = 1_300_001  # chunked, the last block short
+    gen = torch.Generator().manual_seed(4)
+    base = (torch.randn(n, generator=gen) * 0.02).to(dtype)
+    model = (base.float() + torch.randn(n, generator=gen) * 0.002).to(dtype)
+    for density in (0.1, 0.5, 0.9):
+        expected = magnitude_threshold(model.float() - base.float(), density)
+        assert delta_magnitude_threshold(model, base, density) == expected, density
+        small = slice(0, 5000)  # below the chunked path's size: the fallback converts too
+        expected = magnitude_threshold(model[small].float() - base[small].float(), density)
+        assert delta_magnitude_threshold(model[small], base[small], density) == expected, density
+
+
 def test_threshold_leaves_the_callers_delta_alone_unless_told(randn):
     delta = randn(20, 30, seed=1).t()  # not contiguous
     before = delta.clone()
