@@ -200,10 +200,24 @@ def trim_below_(delta: torch.Tensor, threshold: float) -> torch.Tensor:
     of δ's dtype below the threshold: 3× faster than building a mask and multiplying.
     """
     if threshold > 0.0:
-        limit = torch.tensor(threshold, dtype=delta.dtype)
-        below = float(torch.nextafter(limit, torch.zeros_like(limit)))
-        torch.ops.aten.hardshrink.out(delta, below, out=delta)
+        torch.ops.aten.hardshrink.out(delta, _just_below(threshold, delta.dtype), out=delta)
     return delta
+
+
+def _just_below(value: float, dtype: torch.dtype) -> float:
+    """The largest number of ``dtype`` below ``value`` (rounded to ``dtype`` first).
+
+    numpy answers for float32/float64 without a round trip through torch (each torch
+    call releases and retakes the GIL, which costs more than the arithmetic when
+    several workers are merging).
+    """
+    import numpy as np
+
+    np_type = {torch.float32: np.float32, torch.float64: np.float64}.get(dtype)
+    if np_type is not None:
+        return float(np.nextafter(np_type(value), np_type(0)))
+    limit = torch.tensor(value, dtype=dtype)
+    return float(torch.nextafter(limit, torch.zeros_like(limit)))
 
 
 def random_drop_(
@@ -331,8 +345,8 @@ def _agreeing_mix(
         if ctx is not None and weight != 0:
             ctx.add_metric("task_mass_kept", kept.sum() / (abs(weight) * scale))
         if normalize:
-            counted = scale_(torch.ceil(kept).clamp_(max=1), weight)
-            divisor = counted if divisor is None else divisor.add_(counted)
+            counted = torch.ceil(kept).clamp_(max=1)
+            divisor = scale_(counted, weight) if divisor is None else divisor.add_(counted, alpha=weight)
         mixed = kept if mixed is None else mixed.add_(kept)
     assert mixed is not None
     mixed.mul_(elected)

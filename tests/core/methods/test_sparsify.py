@@ -108,3 +108,12 @@ def test_full_density_changes_nothing_and_draws_nothing():
     assert torch.equal(random_drop_(delta.clone(), 1.0, gen, rescale=True), delta)
     assert torch.equal(gen.get_state(), state)
     assert magnitude_threshold(delta, 1.0) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_trim_keeps_the_threshold_itself_in_every_dtype(dtype):
+    threshold = float(torch.tensor(0.3, dtype=dtype))
+    below = float(torch.nextafter(torch.tensor(threshold, dtype=dtype), torch.tensor(0.0, dtype=dtype)))
+    delta = torch.tensor([threshold, -threshold, below, -below, 0.0, 1.0], dtype=dtype)
+    trimmed = trim_below_(delta, threshold)
+    assert trimmed.tolist() == [threshold, -threshold, 0.0, 0.0, 0.0, 1.0]
