@@ -169,7 +169,7 @@ def demo_window(app):  # noqa: ANN001, ANN201 - the QApplication; returns the Ma
 
 def run_demo_job(app, window, demo, job: str, why: bool = False) -> tuple[list[float], float]:  # noqa: ANN001
     """Run one job from its tab while measuring gaps; returns (gaps, seconds)."""
-    from merge_studio.gui.plot_canvas import wait_for_plots
+    from merge_studio.gui.plot_canvas import plots_idle
 
     views = window.extra_views
     meter = GapMeter()
@@ -207,7 +207,8 @@ def run_demo_job(app, window, demo, job: str, why: bool = False) -> tuple[list[f
         window.model_list.select_id(model.id)
         run_until(app, lambda: bool(done), 600)
     # the job is done when its result is on screen: the last plots drawn, the events handled
-    run_until(app, lambda: wait_for_plots(0.01) and not window.runner.running(), 60)
+    # (watched without blocking: the event loop runs as it would for a user, throttle included)
+    run_until(app, lambda: plots_idle() and not window.runner.running(), 60)
     seconds = time.perf_counter() - t0
     gaps = meter.stop()
     if watch is not None:

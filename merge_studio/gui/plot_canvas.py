@@ -49,6 +49,10 @@ GROW_ON_COLLAPSE = 1.3  # the minimum height grows by this factor when the axes 
 MAX_MIN_HEIGHT = 1400
 Edit = Callable[[Figure], object]
 _canvases: weakref.WeakSet[BackgroundCanvas] = weakref.WeakSet()
+# One render at a time, whatever the number of canvases: matplotlib is mostly Python, and
+# CPython hands the GIL to any waiting thread, so with three renders at once the GUI thread
+# lost it to them again and again (gaps of 50-70 ms when a job's plots all changed together).
+_render_gate = threading.Lock()
 
 
 _watch = threading.local()
@@ -221,7 +225,9 @@ class BackgroundCanvas(FigureCanvasQTAgg):
     def _render(self, generation: int) -> None:
         """On the render thread; a canvas deleted meanwhile (its window closed) just ends it quietly."""
         try:
-            self._render_once(generation)
+            _one_compute_thread()
+            with _render_gate:
+                self._render_once(generation)
         except BaseException:  # noqa: BLE001 - a thread's last resort: never reach the app's exception dialog
             if shiboken6.isValid(self):
                 traceback.print_exc()
@@ -352,6 +358,21 @@ class BackgroundCanvas(FigureCanvasQTAgg):
         return wait_for_plots(timeout_s, [self])
 
 
+def _one_compute_thread() -> None:
+    """Edits may compute with torch (a permutation's similarity matrix): on one core, so a
+    render never takes the core the GUI thread needs (torch's setting is per thread)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def plots_idle() -> bool:
+    """Whether every visible background canvas shows all it was asked to draw (does not wait)."""
+    return all(c.idle for c in list(_canvases) if shiboken6.isValid(c) and c.isVisible())
+
+
 def wait_for_plots(timeout_s: float = 10.0, canvases: list[BackgroundCanvas] | None = None) -> bool:
     """Process events until every (visible) background canvas has drawn all it was asked to."""
     from PySide6.QtCore import QEventLoop
@@ -372,4 +393,4 @@ def wait_for_plots(timeout_s: float = 10.0, canvases: list[BackgroundCanvas] | N
     return False
 
 
-__all__ = ["BackgroundCanvas", "MIN_INTERVAL_S", "wait_for_plots"]
+__all__ = ["BackgroundCanvas", "MIN_INTERVAL_S", "plots_idle", "wait_for_plots"]

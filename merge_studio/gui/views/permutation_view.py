@@ -401,12 +401,18 @@ class PermutationView(QWidget):
         self.convergence_canvas.edit(draw)
 
     def _draw_overview(self, report: Mapping[str, Any]) -> None:
-        with self.overview_canvas.hold() as fig:  # here, not on the render thread: it resizes the canvas
+        # One bar per layer: the canvas asks for the height they need (its tab scrolls), and the
+        # bars are drawn on the render thread. Waiting here for a render in flight (``hold``)
+        # stalled the window for as long as that render took.
+        n = len(report.get("groups", [])) + len(blocked_layers(report))
+        inches = max(3.0, min(12.0, 0.25 * n + 1))
+        self.overview_canvas.setMinimumHeight(int(inches * self.overview_canvas.figure.dpi / self.overview_canvas.device_pixel_ratio))
+
+        def draw(fig: Figure) -> None:
             fig.clear()
-            n = len(report.get("groups", [])) + len(blocked_layers(report))
-            fig.set_figheight(max(3.0, min(12.0, 0.25 * n + 1)))
             plot_moved_fraction(fig.add_subplot(), report)
-        self.overview_canvas.draw_idle()
+
+        self.overview_canvas.edit(draw)
 
     # -- slots ----------------------------------------------------------------------------
     @Slot()
