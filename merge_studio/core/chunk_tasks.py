@@ -178,8 +178,8 @@ class _TensorMerge:
         self.whole = not spec.elementwise or planned.numel <= CHUNK_ELEMENTS
         self.n_out = len(plan.models) if spec.outputs == "per_model" else 1
         inputs = [*self.models, *([self.base_ck] if self.base_ck is not None else [])]
-        self.stored_itemsize = max(ck.info(name).nbytes // max(1, ck.info(name).numel) for ck in inputs)
-        self.bytes_per_element = sum(ck.info(name).nbytes // max(1, ck.info(name).numel) for ck in inputs)
+        itemsizes = [ck.info(name).nbytes // max(1, ck.info(name).numel) for ck in inputs]
+        self.stored_itemsize, self.bytes_per_element = max(itemsizes), sum(itemsizes)
         self.input_names = [ck.name for ck in inputs]
         self.stats: list[Future[tuple[Any, torch.Tensor | None]]] = []
         self.base_full: Future[torch.Tensor | None] | None = None

@@ -56,3 +56,31 @@ def test_a_figure_too_small_for_its_axes_asks_for_more_room_instead_of_collapsin
     canvas.resize(300, canvas.minimumHeight() * 3)
     canvas.draw()
     assert not canvas.last_draw_collapsed
+
+
+def test_canvases_asked_together_draw_one_after_another(qtbot):
+    """Renders that ran side by side took the GIL from the GUI thread in turn; they now queue."""
+    canvases = []
+    for _ in range(3):
+        widget = BackgroundCanvas(Figure())
+        qtbot.addWidget(widget)
+        widget.resize(300, 200)
+        widget.show()
+        canvases.append(widget)
+    drawing, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_plot(fig):
+        with lock:
+            drawing[0] += 1
+            most[0] = max(most[0], drawing[0])
+        fig.add_subplot().plot(range(2000), range(2000))
+        threading.Event().wait(0.05)  # long enough that unqueued renders would overlap
+        with lock:
+            drawing[0] -= 1
+
+    for widget in canvases:
+        widget.edit(slow_plot)
+    assert wait_for_plots(20, canvases)
+    assert all(w.figure.axes for w in canvases)
+    assert most[0] == 1
