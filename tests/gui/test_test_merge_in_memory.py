@@ -82,6 +82,17 @@ def test_comparing_two_models_shows_their_difference_per_layer_and_their_scores_
     qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
 
 
+def sweep_barrier(qtbot, window):
+    """Run a three-point barrier sweep from the Barrier tab and wait until it is done; returns the tab."""
+    panel = window.extra_views["Barrier"]
+    window.show_tab("Barrier")
+    panel.steps.setValue(3)
+    with qtbot.waitSignal(panel.sig_finished, timeout=30_000):
+        panel.run_button.click()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+    return panel
+
+
 def test_curves_and_scores_are_kept_with_the_recipe_and_shown_again_without_recomputing(qtbot, window, mlp_pair, tmp_path):
     import os
 
@@ -90,12 +101,7 @@ def test_curves_and_scores_are_kept_with_the_recipe_and_shown_again_without_reco
 
     load_into(qtbot, window, mlp_pair)
     window.method_panel.select_method("lerp")
-    panel = window.extra_views["Barrier"]
-    window.show_tab("Barrier")
-    panel.steps.setValue(3)
-    with qtbot.waitSignal(panel.sig_finished, timeout=30_000):
-        panel.run_button.click()
-    qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+    panel = sweep_barrier(qtbot, window)
     with qtbot.waitSignal(panel.sig_finished, timeout=30_000):
         panel.evaluate_button.click()
     qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
@@ -134,12 +140,7 @@ def test_each_plot_exports_as_png_svg_and_csv(qtbot, window, mlp_pair, tmp_path,
     from PySide6.QtWidgets import QFileDialog
 
     load_into(qtbot, window, mlp_pair)
-    panel = window.extra_views["Barrier"]
-    window.show_tab("Barrier")
-    panel.steps.setValue(3)
-    with qtbot.waitSignal(panel.sig_finished, timeout=30_000):
-        panel.run_button.click()
-    qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+    panel = sweep_barrier(qtbot, window)
     target = tmp_path / f"barrier{suffix}"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
     panel.barrier_page.export_button.click()
