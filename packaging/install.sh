@@ -9,7 +9,7 @@
 # GPU the CPU build is preferred (PyTorch's CPU index is added when it can be reached;
 # TORCH_INDEX_URL names another index), so no CUDA libraries are downloaded.
 # VENV picks the environment folder (default .venv), PYTHON the interpreter (python3),
-# EXTRAS the optional parts (default test,hf,lora,search; EXTRAS=test leaves them out).
+# EXTRAS the optional parts (default test,hf,lora,search,fast; EXTRAS=test leaves them out).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,8 +26,9 @@ done
 venv="${VENV:-$here/.venv}"
 torch_spec="${TORCH_SPEC:-torch==2.13.0}"
 python="${PYTHON:-python3}"
-# Optional families: Hugging Face folders (hf), PEFT adapters (lora), coefficient search (search).
-extras="${EXTRAS:-test,hf,lora,search}"
+# Optional parts: Hugging Face folders (hf), PEFT adapters (lora), coefficient search (search),
+# compiled merge kernels (fast).
+extras="${EXTRAS:-test,hf,lora,search,fast}"
 cpu_index="https://download.pytorch.org/whl/cpu"
 
 can_be_root() { [ "$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1; }

@@ -188,6 +188,8 @@ class _TensorMerge:
         self.stats_on_stored = (
             spec.statistics_on_stored and plan.device.type == "cpu" and plan.compute_dtype == torch.float32
         )
+        # a compiled pass computes in float32 on the CPU, from the inputs as stored
+        self.fusable = spec.fused is not None and plan.device.type == "cpu" and plan.compute_dtype == torch.float32
 
     def read(self, ck: Checkpoint, rng: tuple[int, int] | None) -> torch.Tensor:
         """The tensor (or a flat range of it) as stored."""
@@ -249,6 +251,10 @@ class _TensorMerge:
         """Merge one chunk (or the whole tensor) and cast it to the output dtype."""
         check_cancel(self.cancel)
         stored, base_stored, stat_values = self._inputs(rng)
+        if self.fusable and rng is not None:
+            fused = self._fused(rng, stored, base_stored, stat_values)
+            if fused is not None:
+                return fused
         tensors = [self.compute(t) for t in stored]
         base_t = self.compute(base_stored) if base_stored is not None else None
         s, e = rng if rng is not None else (0, self.planned.numel)
@@ -256,6 +262,21 @@ class _TensorMerge:
         merged, metrics = self._merge_piece(rng, tensors, base_t, stat_values, sampled)
         outputs = [m.reshape(-1).to(device="cpu", dtype=self.planned.dtype) for m in merged]
         return ChunkOutcome(self.name, s, e, outputs, (e - s) * self.bytes_per_element, metrics)
+
+    def _fused(
+        self, rng: tuple[int, int], stored: list[torch.Tensor], base_stored: torch.Tensor | None,
+        stat_values: tuple[Any, ...],
+    ) -> ChunkOutcome | None:
+        """The chunk by the method's compiled pass, or ``None`` when it declines."""
+        s, e = rng
+        sampled = (s // CHUNK_ELEMENTS) % METRIC_EVERY == 0
+        ctx = TensorContext(**self.ctx_args, chunk=rng, stats=stat_values, wants_metrics=sampled)
+        assert self.spec.fused is not None
+        merged = self.spec.fused(stored, base_stored, self.params, self.model_params, ctx, self.planned.dtype)
+        if merged is None:
+            return None
+        metrics = dict(ctx.metrics) if sampled else {}
+        return ChunkOutcome(self.name, s, e, [m.reshape(-1) for m in merged], (e - s) * self.bytes_per_element, metrics)
 
     def _merge_piece(
         self, rng: tuple[int, int] | None, tensors: list[torch.Tensor], base_t: torch.Tensor | None,

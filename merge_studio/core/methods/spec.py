@@ -120,6 +120,11 @@ TensorMergeFn = Callable[
 ]
 # statistics(tensor, base, params, model_params, ctx) -> any small per-model value
 StatisticsFn = Callable[["torch.Tensor", "torch.Tensor | None", Any, Any, TensorContext], Any]
+# fused(stored, base_stored, params, model_params, ctx, out_dtype) -> the output chunks, or None
+FusedMergeFn = Callable[
+    [Sequence["torch.Tensor"], "torch.Tensor | None", Any, Sequence[Any], TensorContext, "torch.dtype"],
+    "list[torch.Tensor] | None",
+]
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,11 @@ class MethodSpec:
     statistics_on_stored: bool = False
     """``statistics`` accepts tensors as stored (e.g. bfloat16) and computes in float32 itself,
     a block at a time, so the engine need not convert whole tensors for it (CPU only)."""
+    fused: FusedMergeFn | None = None
+    """The same merge of one chunk, from the inputs as stored straight to the output dtype
+    in one compiled pass (see ``core.kernels``); it must give the same bytes as ``merge``,
+    may return ``None`` to let ``merge`` do the chunk, and adds ``diff_sq``/``ref_sq`` to
+    ``ctx.metrics`` itself when they are wanted (there is no float32 result to measure)."""
     n_models: tuple[int, int | None] = (2, None)
     base: Literal["required", "optional", "unused"] = "unused"
     elementwise: bool = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from merge_studio.core import kernels
 from merge_studio.core.lazy_torch import torch
 from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.sparsify import (
@@ -137,6 +138,30 @@ def ties(
     )
 
 
+def ties_fused(
+    stored: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: TiesParams,
+    model_params: Sequence[SparseTaskModelParams],
+    ctx: TensorContext,
+    out_dtype: torch.dtype,
+) -> list[torch.Tensor] | None:
+    """TIES of one chunk by the compiled kernel, when there is one and it takes these tensors."""
+    if base is None or not kernels.available() or len(ctx.stats) != len(stored):
+        return None  # the torch path explains what is missing
+    found = kernels.ties_chunk(
+        list(stored), base, [float(t) for t in ctx.stats], [mp.weight for mp in model_params],
+        lambda_=params.lambda_, normalize=params.normalize, count_consensus=params.consensus == "count",
+        out_dtype=out_dtype, want_metrics=ctx.wants_metrics,
+    )
+    if found is None:
+        return None
+    merged, metrics = found
+    for key, value in metrics.items():
+        ctx.add_metric(key, value)
+    return [merged]
+
+
 def dare_linear(
     tensors: Sequence[torch.Tensor],
     base: torch.Tensor | None,
@@ -228,6 +253,7 @@ register_method(
         merge=ties,
         statistics=ties_statistics,
         statistics_on_stored=True,
+        fused=ties_fused,
         n_models=(1, None),
         base="required",
         elementwise=True,

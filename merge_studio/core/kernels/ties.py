@@ -1,0 +1,186 @@
+"""TIES (and its sign election) over one chunk in one compiled pass: the same bytes as torch.
+
+Mirrors ``sparsify.merge_task_vectors`` with a magnitude trim and a consensus, operation by
+operation in float32: δᵢ = θᵢ − base, trimmed where |δᵢ| ≤ the float just below the
+threshold (``hardshrink``), times wᵢ unless wᵢ is 1, the sign elected from Σ wᵢδᵢ or from
+the count of signs, each model's agreeing magnitude ``max(wᵢδᵢ·e, 0)`` summed, divided by
+the weights that counted (clamped, as ``_no_zero_divisor_`` does), times λ unless it is 1,
+plus base, rounded to bfloat16 to nearest-even as torch rounds. Every step is the same
+IEEE operation on the same operands, so the result is bit-identical; a test holds it to that.
+
+It works on blocks of :data:`BLOCK` entries that stay in the L1 cache, one model at a time
+(the number of models is only known at run time, and a loop over models inside the loop
+over entries would not vectorise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+BLOCK = 1024
+# Metric sums may be re-associated (they are estimates shown per layer, not output bytes).
+_SUMS = {"reassoc", "nsz", "contract"}
+
+
+@njit(nogil=True, fastmath=_SUMS, cache=True)
+def _abs_sum(x: np.ndarray) -> float:
+    s = np.float32(0.0)
+    for j in range(x.shape[0]):
+        s += abs(x[j])
+    return np.float64(s)
+
+
+@njit(nogil=True, fastmath=_SUMS, cache=True)
+def _sum(x: np.ndarray) -> float:
+    s = np.float32(0.0)
+    for j in range(x.shape[0]):
+        s += x[j]
+    return np.float64(s)
+
+
+@njit(nogil=True, fastmath=_SUMS, cache=True)
+def _dist_sq(x: np.ndarray, y: np.ndarray) -> float:
+    s = np.float32(0.0)
+    for j in range(x.shape[0]):
+        d = x[j] - y[j]
+        s += d * d
+    return np.float64(s)
+
+
+@njit(nogil=True, fastmath=_SUMS, cache=True)
+def _sq_sum(x: np.ndarray) -> float:
+    s = np.float32(0.0)
+    for j in range(x.shape[0]):
+        s += x[j] * x[j]
+    return np.float64(s)
+
+
+@njit(nogil=True, cache=True)
+def ties_chunk(
+    models, base, shift, below, trim, weights, weighted, count_consensus, normalize,
+    smallest_positive, smallest, lam, scaled, out, out_shift, limit, want_metrics, metrics,
+):
+    """Merge one chunk into ``out`` (raw bits); False when a result is not finite or beyond
+    ``limit`` (the caller then lets torch redo the chunk and name the culprits).
+
+    ``metrics`` (float64[4]) gains, when ``want_metrics``: Σ(out − base)², Σ base², Σ|δᵢ|
+    and Σᵢ kept magnitude / |wᵢ| (the engine's and TIES's per-layer numbers).
+    """
+    n_models = len(models)
+    n = base.shape[0]
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    loaded = np.empty(BLOCK, np.uint32)
+    loaded_f = loaded.view(np.float32)
+    base_bits = np.empty(BLOCK, np.uint32)
+    base_f = base_bits.view(np.float32)
+    deltas = np.empty((n_models, BLOCK), np.float32)
+    total = np.empty(BLOCK, np.float32)
+    elected = np.empty(BLOCK, np.float32)
+    mixed = np.empty(BLOCK, np.float32)
+    divisor = np.empty(BLOCK, np.float32)
+    result_bits = np.empty(BLOCK, np.uint32)
+    result = result_bits.view(np.float32)
+    bad = 0
+    for start in range(0, n, BLOCK):
+        m = min(BLOCK, n - start)
+        source = base[start:start + m]
+        for j in range(m):
+            base_bits[j] = np.uint32(source[j]) << shift
+        # δᵢ, trimmed and weighted
+        for i in range(n_models):
+            source = models[i][start:start + m]
+            for j in range(m):
+                loaded[j] = np.uint32(source[j]) << shift
+            row = deltas[i]
+            for j in range(m):
+                row[j] = loaded_f[j] - base_f[j]
+            if want_metrics:
+                metrics[2] += _abs_sum(row[:m])
+            if trim[i]:
+                edge = below[i]
+                for j in range(m):
+                    d = row[j]
+                    row[j] = zero if abs(d) <= edge else d
+            if weighted[i]:
+                w = weights[i]
+                for j in range(m):
+                    row[j] = row[j] * w
+        # the elected sign e: + where the sum (or the count of signs) is ≥ 0
+        row = deltas[0]
+        if count_consensus:
+            for j in range(m):
+                v = row[j]
+                total[j] = np.float32((v > zero) - (v < zero))
+        else:
+            for j in range(m):
+                total[j] = row[j]
+        for i in range(1, n_models):
+            row = deltas[i]
+            if count_consensus:
+                for j in range(m):
+                    v = row[j]
+                    total[j] = total[j] + np.float32((v > zero) - (v < zero))
+            else:
+                for j in range(m):
+                    total[j] = total[j] + row[j]
+        for j in range(m):
+            elected[j] = one if total[j] >= zero else -one
+        # agreeing magnitudes, summed; the weights that counted, summed
+        for i in range(n_models):
+            row = deltas[i]
+            w = weights[i]
+            for j in range(m):
+                k = row[j] * elected[j]
+                row[j] = zero if k < zero else k  # clamp(min=0) keeps −0.0 and NaN as torch does
+            if want_metrics and w != zero:
+                metrics[3] += _sum(row[:m]) / abs(w)
+            if i == 0:
+                for j in range(m):
+                    mixed[j] = row[j]
+            else:
+                for j in range(m):
+                    mixed[j] = mixed[j] + row[j]
+            if normalize:  # min(ceil(k), 1) is 1 for k > 0 and k itself for ±0 and NaN
+                if i == 0 and weighted[i]:
+                    for j in range(m):
+                        c = row[j]
+                        divisor[j] = (one if c > zero else c) * w
+                elif i == 0:
+                    for j in range(m):
+                        c = row[j]
+                        divisor[j] = one if c > zero else c
+                else:
+                    for j in range(m):
+                        c = row[j]
+                        divisor[j] = divisor[j] + (one if c > zero else c) * w
+        for j in range(m):
+            result[j] = mixed[j] * elected[j]
+        if normalize and smallest_positive:
+            for j in range(m):
+                d = divisor[j]
+                result[j] = result[j] / (smallest if d < smallest else d)
+        elif normalize:
+            for j in range(m):
+                d = divisor[j]
+                result[j] = result[j] / (one if d == zero else d)
+        if scaled:
+            for j in range(m):
+                result[j] = result[j] * lam
+        for j in range(m):
+            result[j] = result[j] + base_f[j]
+        for j in range(m):
+            bad += not (abs(result[j]) <= limit)
+        if want_metrics:
+            metrics[0] += _dist_sq(result[:m], base_f[:m])
+            metrics[1] += _sq_sum(base_f[:m])
+        dest = out[start:start + m]
+        if out_shift:  # float32 → bfloat16, round to nearest even (finite values only: see `bad`)
+            for j in range(m):
+                b = result_bits[j]
+                dest[j] = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+        else:
+            for j in range(m):
+                dest[j] = result_bits[j]
+    return bad == 0

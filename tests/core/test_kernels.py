@@ -1,0 +1,165 @@
+"""Compiled kernels give the bytes the torch code gives, and step aside when they cannot."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from merge_studio.core import chunk_tasks, kernels
+from merge_studio.core.engine import run_merge
+from merge_studio.core.finite import NonFiniteValuesError
+from merge_studio.core.methods import sparsify
+from merge_studio.core.methods.registry import get_method
+from merge_studio.core.methods.sparsify import delta_magnitude_threshold
+from merge_studio.core.methods.spec import TensorContext
+from merge_studio.core.recipe import Recipe
+
+pytest.importorskip("numba")
+
+TIES = get_method("ties")
+
+
+def chunk_inputs(n: int, n_models: int, dtype: torch.dtype, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Fine-tunes of a base, with the awkward entries a real checkpoint has: exact zeros,
+    −0.0, entries equal to the base and deltas that tie at one magnitude."""
+    gen = torch.Generator().manual_seed(seed)
+    base = (torch.randn(n, generator=gen) * 0.02).to(dtype)
+    base[::97] = 0.0
+    base[1::101] = -0.0
+    models = []
+    for i in range(n_models):
+        model = (base.float() + torch.randn(n, generator=gen) * 0.004 * (i + 1)).to(dtype)
+        model[i::13] = base[i::13]  # unchanged entries: δ = 0
+        model[5 + i::29] = (base[5 + i::29].float() + 0.0078125).to(dtype)  # many equal |δ|
+        models.append(model)
+    return models, base
+
+
+def thresholds(models: list[torch.Tensor], base: torch.Tensor, densities: list[float]) -> list[float]:
+    return [delta_magnitude_threshold(m, base, d) for m, d in zip(models, densities)]
+
+
+def torch_chunk(models, base, params, model_params, stats, out_dtype, wants_metrics=True):
+    """What the engine's torch path writes for one chunk, and its metrics."""
+    ctx = TensorContext(name="w", shape=(base.numel(),), chunk=(0, base.numel()), stats=tuple(stats),
+                        wants_metrics=wants_metrics)
+    merged = TIES.merge([m.float() for m in models], base.float(), params, model_params, ctx)
+    ref = base.float()
+    metrics = dict(ctx.metrics)
+    metrics["diff_sq"] = float(torch.dist(merged, ref)) ** 2
+    metrics["ref_sq"] = float(torch.dot(ref, ref))
+    return merged.to(out_dtype), metrics
+
+
+CASES = list(itertools.product(
+    [torch.bfloat16, torch.float32],  # stored
+    [1, 3],  # models
+    [(1.0, 1.0, 1.0), (0.7, -0.4, 1.3), (0.0, 1.0, 2.0)],  # weights
+    [(0.3, 0.3, 0.3), (1.0, 0.5, 0.05)],  # densities (1.0: no trim)
+    [True, False],  # normalize
+    ["sum", "count"],
+))
+
+
+@pytest.mark.parametrize(("dtype", "n_models", "weights", "densities", "normalize", "consensus"), CASES)
+def test_the_fused_ties_chunk_is_bit_identical_to_the_torch_path(dtype, n_models, weights, densities, normalize, consensus):
+    models, base = chunk_inputs(5_003, n_models, dtype, seed=n_models)  # not a whole number of blocks
+    weights, densities = list(weights[:n_models]), list(densities[:n_models])
+    params = TIES.params(lambda_=0.9 if normalize else 1.0, normalize=normalize, consensus=consensus)
+    model_params = [TIES.model_params(weight=w, density=d) for w, d in zip(weights, densities)]
+    stats = thresholds(models, base, densities)
+    for out_dtype in {dtype, torch.bfloat16}:
+        expected, expected_metrics = torch_chunk(models, base, params, model_params, stats, out_dtype)
+        found = kernels.ties_chunk(models, base, stats, weights, lambda_=params.lambda_, normalize=normalize,
+                                   count_consensus=consensus == "count", out_dtype=out_dtype, want_metrics=True)
+        assert found is not None
+        merged, metrics = found
+        assert merged.dtype == out_dtype
+        assert torch.equal(merged.view(torch.int16) if out_dtype == torch.bfloat16 else merged.view(torch.int32),
+                           expected.view(torch.int16) if out_dtype == torch.bfloat16 else expected.view(torch.int32))
+        assert metrics.keys() == expected_metrics.keys()
+        for key, value in metrics.items():
+            assert value == pytest.approx(expected_metrics[key], rel=1e-4, abs=1e-9), key
+
+
+def test_the_kernel_declines_what_it_cannot_do_exactly():
+    models, base = chunk_inputs(3_000, 2, torch.bfloat16, seed=1)
+    run = dict(lambda_=1.0, normalize=True, count_consensus=False, want_metrics=False)
+    stats = thresholds(models, base, [0.5, 0.5])
+    assert kernels.ties_chunk(models, base, stats, [1.0, 1.0], out_dtype=torch.float16, **run) is None
+    assert kernels.ties_chunk([m.half() for m in models], base.half(), stats, [1.0, 1.0], out_dtype=torch.bfloat16, **run) is None
+    mixed = [models[0], models[1].float()]
+    assert kernels.ties_chunk(mixed, base, stats, [1.0, 1.0], out_dtype=torch.bfloat16, **run) is None
+    broken = models[0].clone()
+    broken[1234] = float("nan")
+    assert kernels.ties_chunk([broken, models[1]], base, stats, [1.0, 1.0], out_dtype=torch.bfloat16, **run) is None
+    big = torch.full((3_000,), 3.0e38)
+    beyond = big + 0.398e38  # finite in float32, beyond bfloat16's largest value
+    assert kernels.ties_chunk([beyond], big, [0.0], [1.0], out_dtype=torch.bfloat16, **run) is None
+    assert kernels.ties_chunk([beyond], big, [0.0], [1.0], out_dtype=torch.float32, **run) is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("density", [0.01, 0.5, 0.97])
+def test_the_compiled_threshold_is_the_number_the_numpy_passes_find(dtype, density, monkeypatch):
+    n = 1_300_001
+    models, base = chunk_inputs(n, 1, dtype, seed=4)
+    with_kernel = delta_magnitude_threshold(models[0], base, density)
+    monkeypatch.setenv("MERGE_STUDIO_KERNELS", "0")
+    assert not kernels.available()
+    assert delta_magnitude_threshold(models[0], base, density) == with_kernel
+    assert with_kernel == sparsify.magnitude_threshold(models[0].float() - base.float(), density)
+
+
+def test_a_gather_that_outgrows_its_room_says_so_instead_of_writing_past_it():
+    models, base = chunk_inputs(50_000, 1, torch.bfloat16, seed=2)
+    assert kernels.count_and_gather(models[0], base, 0.0, float("inf"), capacity=10) is None
+    above, inside = kernels.count_and_gather(models[0], base, 0.0, float("inf"), capacity=50_000)
+    assert above == 0 and inside.size == 50_000
+
+
+def big_states(n_models: int) -> list[dict[str, torch.Tensor]]:
+    out = []
+    for i in range(n_models):
+        g = torch.Generator().manual_seed(i)
+        out.append({
+            "embed.weight": (torch.randn(300, 70, generator=g) * 0.02).to(torch.bfloat16),
+            "proj.weight": torch.randn(90, 90, generator=g) * 0.02,
+            "norm.weight": torch.ones(70),
+        })
+    return out
+
+
+def ties_recipe(paths, out) -> Recipe:
+    return Recipe(method="ties", base=str(paths[0]), output=str(out),
+                  params={"lambda": 1.1},
+                  models=[{"path": str(p), "params": {"density": 0.4, "weight": 0.6 + 0.3 * i}} for i, p in enumerate(paths[1:])])
+
+
+def test_a_ties_merge_writes_the_same_file_with_and_without_the_kernels(make_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 4096)  # many chunks, the fused path
+    monkeypatch.setattr(sparsify, "BRACKET_MIN", 1024)  # thresholds by the compiled count too
+    paths = [make_checkpoint(f"m{i}.safetensors", s) for i, s in enumerate(big_states(3))]
+    fused = run_merge(ties_recipe(paths, tmp_path / "fused.safetensors"), threads=2)
+    monkeypatch.setenv("MERGE_STUDIO_KERNELS", "0")
+    plain = run_merge(ties_recipe(paths, tmp_path / "plain.safetensors"), threads=2)
+    a, b = load_file(fused.outputs[0]), load_file(plain.outputs[0])
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for layer, numbers in fused.layer_stats.items():
+        for key, value in numbers.items():
+            assert value == pytest.approx(plain.layer_stats[layer][key], rel=1e-3, abs=1e-6), (layer, key)
+
+
+def test_a_nan_met_by_the_fused_path_is_still_named(make_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 4096)
+    states = big_states(3)
+    states[2]["embed.weight"][250, 3] = float("nan")
+    paths = [make_checkpoint(f"m{i}.safetensors", s) for i, s in enumerate(states)]
+    with pytest.raises(NonFiniteValuesError, match=r"embed\.weight.*m2"):
+        run_merge(ties_recipe(paths, tmp_path / "out.safetensors"), threads=2)
+    assert not (tmp_path / "out.safetensors").exists()
