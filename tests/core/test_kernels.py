@@ -85,6 +85,29 @@ def test_the_fused_ties_chunk_is_bit_identical_to_the_torch_path(dtype, n_models
             assert value == pytest.approx(expected_metrics[key], rel=1e-4, abs=1e-9), key
 
 
+TASK_ARITHMETIC = get_method("task_arithmetic")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("weights", [(1.0,), (0.8, 0.7), (1.0, -0.45, 0.3), (0.5, -0.5)])
+@pytest.mark.parametrize(("lambda_", "normalize"), [(1.0, False), (0.6, True)])
+def test_the_fused_task_arithmetic_chunk_is_bit_identical_to_the_torch_path(dtype, weights, lambda_, normalize):
+    models, base = chunk_inputs(4_099, len(weights), dtype, seed=len(weights))
+    params = TASK_ARITHMETIC.params(lambda_=lambda_, normalize=normalize)
+    model_params = [TASK_ARITHMETIC.model_params(weight=w) for w in weights]
+    ctx = TensorContext(name="w", shape=(base.numel(),), chunk=(0, base.numel()))
+    merged = TASK_ARITHMETIC.merge([m.float() for m in models], base.float(), params, model_params, ctx)
+    for out_dtype in (torch.float32, torch.bfloat16):  # float32 out shows every rounding
+        expected = merged.to(out_dtype)
+        found = kernels.task_sum_chunk(models, base, list(weights), lambda_=lambda_, normalize=normalize,
+                                       out_dtype=out_dtype, want_metrics=True)
+        assert found is not None
+        out, metrics = found
+        view = torch.int16 if out_dtype == torch.bfloat16 else torch.int32
+        assert torch.equal(out.view(view), expected.view(view))
+        assert metrics["diff_sq"] == pytest.approx(float(torch.dist(merged, base.float())) ** 2, rel=1e-4)
+
+
 def test_the_kernel_declines_what_it_cannot_do_exactly():
     models, base = chunk_inputs(3_000, 2, torch.bfloat16, seed=1)
     run = dict(lambda_=1.0, normalize=True, count_consensus=False, want_metrics=False)
@@ -153,6 +176,21 @@ def test_a_ties_merge_writes_the_same_file_with_and_without_the_kernels(make_che
     for layer, numbers in fused.layer_stats.items():
         for key, value in numbers.items():
             assert value == pytest.approx(plain.layer_stats[layer][key], rel=1e-3, abs=1e-6), (layer, key)
+
+
+def test_a_task_arithmetic_merge_writes_the_same_file_with_and_without_the_kernels(make_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 4096)
+    paths = [make_checkpoint(f"m{i}.safetensors", s) for i, s in enumerate(big_states(3))]
+
+    def recipe(out):
+        return Recipe(method="task_arithmetic", base=str(paths[0]), output=str(out), params={"lambda": 0.8},
+                      models=[{"path": str(p), "params": {"weight": 0.3 + 0.4 * i}} for i, p in enumerate(paths[1:])])
+
+    fused = run_merge(recipe(tmp_path / "fused.safetensors"), threads=2)
+    monkeypatch.setenv("MERGE_STUDIO_KERNELS", "0")
+    plain = run_merge(recipe(tmp_path / "plain.safetensors"), threads=2)
+    a, b = load_file(fused.outputs[0]), load_file(plain.outputs[0])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_nan_met_by_the_fused_path_is_still_named(make_checkpoint, tmp_path, monkeypatch):

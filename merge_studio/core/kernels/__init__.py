@@ -115,3 +115,31 @@ def count_and_gather(
     out = np.empty(capacity, np.float32)
     above, written = kernel(value_bits, base_bits, shift, np.float32(max(lo, 0.0)), np.float32(hi), out)
     return None if written < 0 else (int(above), out[:written])
+
+
+def task_sum_chunk(
+    stored: "list[torch.Tensor]", base: "torch.Tensor", weights: "list[float]", *,
+    lambda_: float, normalize: bool, out_dtype: "torch.dtype", want_metrics: bool,
+) -> "tuple[torch.Tensor, dict[str, float]] | None":
+    """Task arithmetic of one flat chunk as stored (see :mod:`.task_sum`), like :func:`ties_chunk`."""
+    import numpy as np
+    import torch
+
+    taken = kernel_inputs([*stored, base])
+    out_shift = shift_of(out_dtype)
+    if taken is None or out_shift is None:
+        return None
+    from merge_studio.core.kernels.task_sum import task_sum_chunk as kernel
+
+    bits, shift = taken
+    out = torch.empty(base.numel(), dtype=out_dtype)
+    metrics = np.zeros(2)
+    divisor = float(sum(weights))
+    finite = kernel(
+        tuple(bits[:-1]), bits[-1], shift, np.array(weights, np.float32), np.float32(divisor),
+        normalize and abs(divisor) >= 1e-8, np.float32(lambda_), lambda_ != 1.0,
+        raw_bits(out), out_shift, np.float32(torch.finfo(out_dtype).max), want_metrics, metrics,
+    )
+    if not finite:
+        return None
+    return out, (dict(zip(("diff_sq", "ref_sq"), metrics.tolist())) if want_metrics else {})

@@ -103,6 +103,34 @@ def task_arithmetic(
     )
 
 
+def task_arithmetic_fused(
+    stored: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: TaskArithmeticParams,
+    model_params: Sequence[TaskModelParams],
+    ctx: TensorContext,
+    out_dtype: torch.dtype,
+) -> list[torch.Tensor] | None:
+    """Task arithmetic of one chunk by the compiled kernel, when there is one and it takes these tensors."""
+    if base is None or not kernels.available() or len(model_params) != len(stored):
+        return None  # the torch path explains what is missing
+    found = kernels.task_sum_chunk(
+        list(stored), base, [mp.weight for mp in model_params], lambda_=params.lambda_,
+        normalize=params.normalize, out_dtype=out_dtype, want_metrics=ctx.wants_metrics,
+    )
+    return _report(found, ctx)
+
+
+def _report(found: tuple[torch.Tensor, dict[str, float]] | None, ctx: TensorContext) -> list[torch.Tensor] | None:
+    """A kernel's chunk as the engine wants it, its numbers added to ``ctx.metrics``."""
+    if found is None:
+        return None
+    merged, metrics = found
+    for key, value in metrics.items():
+        ctx.add_metric(key, value)
+    return [merged]
+
+
 def ties_statistics(
     tensor: torch.Tensor,
     base: torch.Tensor | None,
@@ -154,12 +182,7 @@ def ties_fused(
         lambda_=params.lambda_, normalize=params.normalize, count_consensus=params.consensus == "count",
         out_dtype=out_dtype, want_metrics=ctx.wants_metrics,
     )
-    if found is None:
-        return None
-    merged, metrics = found
-    for key, value in metrics.items():
-        ctx.add_metric(key, value)
-    return [merged]
+    return _report(found, ctx)
 
 
 def dare_linear(
@@ -225,6 +248,7 @@ register_method(
         params=TaskArithmeticParams,
         model_params=TaskModelParams,
         merge=task_arithmetic,
+        fused=task_arithmetic_fused,
         n_models=(1, None),
         base="required",
         elementwise=True,
