@@ -172,8 +172,9 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(kind: str, **payload) -> dict[str, float]:
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(payload)], capture_output=True, text=True, check=False)
+def measure(kind: str, env: dict[str, str] | None = None, **payload) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(payload)], capture_output=True, text=True,
+                          check=False, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -191,6 +192,8 @@ def main() -> None:
                         help="merge-studio worker threads to measure; 0 = every core (default: 0 and 1)")
     parser.add_argument("--dir", type=Path, help="where to generate (default: a temporary folder)")
     parser.add_argument("--skip-naive", action="store_true", help="skip the in-memory baseline")
+    parser.add_argument("--kernels", nargs="+", choices=["on", "off"], default=["on"],
+                        help="merge with the compiled kernels (numba), without them (torch only), or both")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]  # other work on the machine skews every row
@@ -223,18 +226,25 @@ def main() -> None:
                 Path(out).unlink(missing_ok=True)
                 rows.append((f"{n} models", "naive torch average", r, in_bytes, base))
             for method in args.methods:
-                for threads in args.threads:
-                    out = str(root / f"out-{method}")
-                    r = measure("engine", folders=ins, out=out, method=method, threads=threads or None)
-                    shutil.rmtree(out, ignore_errors=True)
-                    label = "all cores" if not threads else f"{threads} thread{'s' * (threads != 1)}"
-                    rows.append((f"{n} models", f"merge-studio {method} ({label})", r, in_bytes, base))
+                for kernels in args.kernels:
+                    for threads in args.threads:
+                        out = str(root / f"out-{method}")
+                        r = measure("engine", env={"MERGE_STUDIO_KERNELS": "1" if kernels == "on" else "0"},
+                                    folders=ins, out=out, method=method, threads=threads or None)
+                        shutil.rmtree(out, ignore_errors=True)
+                        label = "all cores" if not threads else f"{threads} thread{'s' * (threads != 1)}"
+                        if args.kernels != ["on"]:
+                            label += f", kernels {kernels}"
+                        rows.append((f"{n} models", f"merge-studio {method} ({label})", r, in_bytes, base))
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
     from merge_studio.core.device import resolve_device
 
-    print(f"\n{os.cpu_count()} CPUs; merge device: {resolve_device('auto')}; load average at the start: "
+    from merge_studio.core import kernels
+
+    print(f"\n{os.cpu_count()} CPUs; merge device: {resolve_device('auto')}; compiled kernels: "
+          f"{'numba' if kernels.available() else 'none (torch only)'}; load average at the start: "
           f"{load_before:.2f}, at the end: {os.getloadavg()[0]:.2f}")
     print("\n| inputs | job | wall s | CPU s | input GB/s | peak RSS GB | speed vs plain read | × read + write floor |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
