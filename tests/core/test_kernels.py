@@ -137,6 +137,15 @@ def test_the_compiled_threshold_is_the_number_the_numpy_passes_find(dtype, densi
     assert with_kernel == sparsify.magnitude_threshold(models[0].float() - base.float(), density)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_compiled_sample_holds_the_numbers_of_torchs_strided_copy(dtype):
+    models, base = chunk_inputs(100_003, 1, dtype, seed=6)
+    for step in (1, 7, 100_003):
+        expected = torch.sub(models[0][::step].float(), base[::step].float()).abs_()
+        found = kernels.sample_magnitudes(models[0], base, step)
+        assert found is not None and torch.equal(torch.from_numpy(found), expected), step
+
+
 def test_a_gather_that_outgrows_its_room_says_so_instead_of_writing_past_it():
     models, base = chunk_inputs(50_000, 1, torch.bfloat16, seed=2)
     assert kernels.count_and_gather(models[0], base, 0.0, float("inf"), capacity=10) is None

@@ -143,3 +143,19 @@ def task_sum_chunk(
     if not finite:
         return None
     return out, (dict(zip(("diff_sq", "ref_sq"), metrics.tolist())) if want_metrics else {})
+
+
+def sample_magnitudes(values: "torch.Tensor", base: "torch.Tensor", step: int) -> "np.ndarray | None":
+    """|values − base| in float32 at every ``step``-th entry of flat tensors as stored, or
+    ``None`` when the kernel cannot take them (the same numbers as torch's strided copy)."""
+    import numpy as np
+
+    taken = kernel_inputs([values, base])
+    if taken is None:
+        return None
+    from merge_studio.core.kernels.magnitude import sample_magnitudes as kernel
+
+    (value_bits, base_bits), shift = taken
+    out = np.empty(len(range(0, values.numel(), step)), np.float32)
+    kernel(value_bits, base_bits, shift, step, out)
+    return out

@@ -63,3 +63,15 @@ def count_and_gather(
                     q += 1
             written += q
     return above, written
+
+
+@njit(nogil=True, cache=True)
+def sample_magnitudes(values: np.ndarray, base: np.ndarray, shift: int, step: int, out: np.ndarray) -> None:
+    """|values − base| (float32) at every ``step``-th entry, into ``out``: the regular sample
+    the bracket is taken from (torch's strided copy of a stored tensor is 5× slower)."""
+    bits = np.empty(2, np.uint32)
+    as_float = bits.view(np.float32)
+    for j in range(out.shape[0]):
+        bits[0] = np.uint32(values[j * step]) << shift
+        bits[1] = np.uint32(base[j * step]) << shift
+        out[j] = abs(as_float[0] - as_float[1])
