@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 import torch
@@ -20,6 +21,12 @@ from merge_studio.core.recipe import Recipe
 pytest.importorskip("numba")
 
 TIES = get_method("ties")
+
+
+@pytest.fixture(autouse=True)
+def compile_before_use(monkeypatch):
+    """Merges here wait for a kernel instead of using torch while it loads, so they use it."""
+    monkeypatch.setattr(kernels, "WARM_IN_BACKGROUND", False)
 
 
 def chunk_inputs(n: int, n_models: int, dtype: torch.dtype, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -210,3 +217,20 @@ def test_a_nan_met_by_the_fused_path_is_still_named(make_checkpoint, tmp_path, m
     with pytest.raises(NonFiniteValuesError, match=r"embed\.weight.*m2"):
         run_merge(ties_recipe(paths, tmp_path / "out.safetensors"), threads=2)
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_kernel_still_loading_leaves_the_chunk_to_torch_and_is_ready_soon_after(monkeypatch):
+    monkeypatch.setattr(kernels, "WARM_IN_BACKGROUND", True)
+    monkeypatch.setattr(kernels, "_ready", {})
+    monkeypatch.setattr(kernels, "_warming", set())
+    models, base = chunk_inputs(3_000, 2, torch.bfloat16, seed=3)
+    run = dict(lambda_=1.0, normalize=True, out_dtype=torch.bfloat16, want_metrics=False, wait=False)
+    assert kernels.task_sum_chunk(models, base, [0.5, 0.5], **run) is None  # not ready: torch does this chunk
+    for thread in [t for t in threading.enumerate() if t.name == "kernel-warm"]:
+        thread.join(timeout=120)
+    found = kernels.task_sum_chunk(models, base, [0.5, 0.5], **run)
+    assert found is not None
+    expected = TASK_ARITHMETIC.merge([m.float() for m in models], base.float(), TASK_ARITHMETIC.params(normalize=True),
+                                     [TASK_ARITHMETIC.model_params(weight=0.5)] * 2,
+                                     TensorContext(name="w", shape=(3_000,))).to(torch.bfloat16)
+    assert torch.equal(found[0].view(torch.int16), expected.view(torch.int16))

@@ -13,13 +13,19 @@ shift, exactly as torch does) and float32 as ``uint32``; any other dtype is decl
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import logging
 import os
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
+
+log = logging.getLogger(__name__)
 
 # How many bits a stored dtype's pattern is shifted left to become a float32 pattern.
 _SHIFTS = {"torch.bfloat16": 16, "torch.float32": 0}
@@ -59,24 +65,95 @@ def kernel_inputs(tensors: "list[torch.Tensor]") -> "tuple[list[np.ndarray], int
     return [raw_bits(t) for t in tensors], shift
 
 
+# Loading numba and a kernel's cached machine code takes about half a second, compiling it the
+# first time several seconds. A merge does not wait: until a kernel is ready its callers get
+# None and merge with torch (the same bytes), while a thread gets it ready.
+WARM_IN_BACKGROUND = True
+_ready: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = {}
+_warming: set[tuple[str, tuple[Any, ...]]] = set()
+_lock = threading.Lock()
+
+
+def _compiled(
+    name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object], wait: bool
+) -> Callable[..., Any] | None:
+    """The kernel ``module.function`` of this package, compiled for the argument types ``key``.
+
+    ``warm`` calls it on tiny inputs of those types. With ``wait`` (or background warming
+    off) this compiles or loads it now; otherwise it returns ``None`` until a thread has.
+    """
+    found = _ready.get((name, key))
+    if found is not None:
+        return found
+    if wait or not WARM_IN_BACKGROUND:
+        return _warm(name, key, warm)
+    with _lock:
+        if (name, key) in _warming:
+            return None
+        _warming.add((name, key))
+    # not a daemon: leaving the program waits for a compile in flight instead of killing it inside LLVM
+    threading.Thread(target=_warm_quietly, args=(name, key, warm), name="kernel-warm").start()
+    return None
+
+
+def _warm(name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object]) -> Callable[..., Any]:
+    module, function = name.rsplit(".", 1)
+    kernel = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+    warm(kernel)
+    _ready[(name, key)] = kernel
+    return kernel
+
+
+def _warm_quietly(name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object]) -> None:
+    try:
+        _warm(name, key, warm)
+    except Exception:  # noqa: BLE001 - a kernel that cannot be built leaves its callers on torch
+        log.warning("compiled kernel %s could not be prepared; merging with torch instead", name, exc_info=True)
+
+
+def _tiny(dtype: "torch.dtype", n_models: int) -> "tuple[list[torch.Tensor], torch.Tensor]":
+    import torch
+
+    return [torch.zeros(4, dtype=dtype) for _ in range(n_models)], torch.zeros(4, dtype=dtype)
+
+
 def ties_chunk(
     stored: "list[torch.Tensor]", base: "torch.Tensor", thresholds: "list[float]", weights: "list[float]", *,
     lambda_: float, normalize: bool, count_consensus: bool, out_dtype: "torch.dtype", want_metrics: bool,
+    wait: bool = True,
 ) -> "tuple[torch.Tensor, dict[str, float]] | None":
     """TIES of one flat chunk as stored (see :mod:`.ties`): the merged chunk in ``out_dtype``
     and, with ``want_metrics``, its per-layer numbers; ``None`` when the kernel cannot take
-    these tensors or a result is not finite (the torch path then decides what to do)."""
+    these tensors, is not ready and ``wait`` is false, or a result is not finite (the torch
+    path then decides what to do)."""
+    taken = kernel_inputs([*stored, base])
+    out_shift = shift_of(out_dtype)
+    if taken is None or out_shift is None:
+        return None
+    dtype, n = base.dtype, len(stored)
+
+    def warm(kernel: Callable[..., Any]) -> object:
+        tiny, tiny_base = _tiny(dtype, n)
+        return _run_ties(kernel, tiny, tiny_base, [0.5] * n, [1.0] * n, 1.0, True, False, out_dtype, True)
+
+    kernel = _compiled("ties.ties_chunk", (n, taken[1], out_shift), warm, wait)
+    if kernel is None:
+        return None
+    return _run_ties(kernel, stored, base, thresholds, weights, lambda_, normalize, count_consensus, out_dtype, want_metrics)
+
+
+def _run_ties(
+    kernel: Callable[..., Any], stored: "list[torch.Tensor]", base: "torch.Tensor", thresholds: "list[float]",
+    weights: "list[float]", lambda_: float, normalize: bool, count_consensus: bool, out_dtype: "torch.dtype",
+    want_metrics: bool,
+) -> "tuple[torch.Tensor, dict[str, float]] | None":
     import numpy as np
     import torch
 
     from merge_studio.core.methods.sparsify import _just_below
 
     taken = kernel_inputs([*stored, base])
-    out_shift = shift_of(out_dtype)
-    if taken is None or out_shift is None:
-        return None
-    from merge_studio.core.kernels.ties import ties_chunk as kernel
-
+    assert taken is not None
     bits, shift = taken
     out = torch.empty(base.numel(), dtype=out_dtype)
     metrics = np.zeros(4)
@@ -86,7 +163,7 @@ def ties_chunk(
         np.array([_just_below(t, torch.float32) if t > 0 else 0.0 for t in thresholds], np.float32),
         np.array([t > 0 for t in thresholds]), np.array(weights, np.float32), np.array([w != 1.0 for w in weights]),
         count_consensus, normalize, smallest > 0, np.float32(smallest), np.float32(lambda_), lambda_ != 1.0,
-        raw_bits(out), out_shift, np.float32(torch.finfo(out_dtype).max), want_metrics, metrics,
+        raw_bits(out), shift_of(out_dtype), np.float32(torch.finfo(out_dtype).max), want_metrics, metrics,
     )
     if not finite:
         return None
@@ -99,18 +176,31 @@ def ties_chunk(
 
 
 def count_and_gather(
-    values: "torch.Tensor", base: "torch.Tensor", lo: float, hi: float, capacity: int
+    values: "torch.Tensor", base: "torch.Tensor", lo: float, hi: float, capacity: int, *, wait: bool = True
 ) -> "tuple[int, np.ndarray] | None":
     """How many |values − base| (float32) are above ``hi`` and those inside [lo, hi], in
-    order, for flat tensors as stored; ``None`` when the kernel cannot take them or more
-    than ``capacity`` are inside."""
-    import numpy as np
-
+    order, for flat tensors as stored; ``None`` when the kernel cannot take them, is not
+    ready and ``wait`` is false, or more than ``capacity`` are inside."""
     taken = kernel_inputs([values, base])
     if taken is None:
         return None
-    from merge_studio.core.kernels.magnitude import count_and_gather as kernel
+    dtype = base.dtype
 
+    def warm(kernel: Callable[..., Any]) -> object:
+        tiny, tiny_base = _tiny(dtype, 1)
+        return _run_count(kernel, tiny[0], tiny_base, 0.0, 1.0, 4)
+
+    kernel = _compiled("magnitude.count_and_gather", (taken[1],), warm, wait)
+    return None if kernel is None else _run_count(kernel, values, base, lo, hi, capacity)
+
+
+def _run_count(
+    kernel: Callable[..., Any], values: "torch.Tensor", base: "torch.Tensor", lo: float, hi: float, capacity: int
+) -> "tuple[int, np.ndarray] | None":
+    import numpy as np
+
+    taken = kernel_inputs([values, base])
+    assert taken is not None
     (value_bits, base_bits), shift = taken
     out = np.empty(capacity, np.float32)
     above, written = kernel(value_bits, base_bits, shift, np.float32(max(lo, 0.0)), np.float32(hi), out)
@@ -119,18 +209,34 @@ def count_and_gather(
 
 def task_sum_chunk(
     stored: "list[torch.Tensor]", base: "torch.Tensor", weights: "list[float]", *,
-    lambda_: float, normalize: bool, out_dtype: "torch.dtype", want_metrics: bool,
+    lambda_: float, normalize: bool, out_dtype: "torch.dtype", want_metrics: bool, wait: bool = True,
 ) -> "tuple[torch.Tensor, dict[str, float]] | None":
     """Task arithmetic of one flat chunk as stored (see :mod:`.task_sum`), like :func:`ties_chunk`."""
-    import numpy as np
-    import torch
-
     taken = kernel_inputs([*stored, base])
     out_shift = shift_of(out_dtype)
     if taken is None or out_shift is None:
         return None
-    from merge_studio.core.kernels.task_sum import task_sum_chunk as kernel
+    dtype, n = base.dtype, len(stored)
 
+    def warm(kernel: Callable[..., Any]) -> object:
+        tiny, tiny_base = _tiny(dtype, n)
+        return _run_task_sum(kernel, tiny, tiny_base, [1.0] * n, 1.0, True, out_dtype, True)
+
+    kernel = _compiled("task_sum.task_sum_chunk", (n, taken[1], out_shift), warm, wait)
+    if kernel is None:
+        return None
+    return _run_task_sum(kernel, stored, base, weights, lambda_, normalize, out_dtype, want_metrics)
+
+
+def _run_task_sum(
+    kernel: Callable[..., Any], stored: "list[torch.Tensor]", base: "torch.Tensor", weights: "list[float]",
+    lambda_: float, normalize: bool, out_dtype: "torch.dtype", want_metrics: bool,
+) -> "tuple[torch.Tensor, dict[str, float]] | None":
+    import numpy as np
+    import torch
+
+    taken = kernel_inputs([*stored, base])
+    assert taken is not None
     bits, shift = taken
     out = torch.empty(base.numel(), dtype=out_dtype)
     metrics = np.zeros(2)
@@ -138,23 +244,37 @@ def task_sum_chunk(
     finite = kernel(
         tuple(bits[:-1]), bits[-1], shift, np.array(weights, np.float32), np.float32(divisor),
         normalize and abs(divisor) >= 1e-8, np.float32(lambda_), lambda_ != 1.0,
-        raw_bits(out), out_shift, np.float32(torch.finfo(out_dtype).max), want_metrics, metrics,
+        raw_bits(out), shift_of(out_dtype), np.float32(torch.finfo(out_dtype).max), want_metrics, metrics,
     )
     if not finite:
         return None
     return out, (dict(zip(("diff_sq", "ref_sq"), metrics.tolist())) if want_metrics else {})
 
 
-def sample_magnitudes(values: "torch.Tensor", base: "torch.Tensor", step: int) -> "np.ndarray | None":
+def sample_magnitudes(
+    values: "torch.Tensor", base: "torch.Tensor", step: int, *, wait: bool = True
+) -> "np.ndarray | None":
     """|values − base| in float32 at every ``step``-th entry of flat tensors as stored, or
-    ``None`` when the kernel cannot take them (the same numbers as torch's strided copy)."""
-    import numpy as np
-
+    ``None`` when the kernel cannot take them or is not ready and ``wait`` is false (the
+    same numbers as torch's strided copy)."""
     taken = kernel_inputs([values, base])
     if taken is None:
         return None
-    from merge_studio.core.kernels.magnitude import sample_magnitudes as kernel
+    dtype = base.dtype
 
+    def warm(kernel: Callable[..., Any]) -> object:
+        tiny, tiny_base = _tiny(dtype, 1)
+        return _run_sample(kernel, tiny[0], tiny_base, 1)
+
+    kernel = _compiled("magnitude.sample_magnitudes", (taken[1],), warm, wait)
+    return None if kernel is None else _run_sample(kernel, values, base, step)
+
+
+def _run_sample(kernel: Callable[..., Any], values: "torch.Tensor", base: "torch.Tensor", step: int) -> "np.ndarray":
+    import numpy as np
+
+    taken = kernel_inputs([values, base])
+    assert taken is not None
     (value_bits, base_bits), shift = taken
     out = np.empty(len(range(0, values.numel(), step)), np.float32)
     kernel(value_bits, base_bits, shift, step, out)

@@ -178,14 +178,15 @@ def _chunked_delta_kth(flat: torch.Tensor, base: torch.Tensor, k: int, wide: tor
     n = flat.numel()
     step = max(1, n // BRACKET_SAMPLE)
     fast = wide == torch.float32 and kernels.available()
-    sample = kernels.sample_magnitudes(flat, base, step) if fast else None
+    sample = kernels.sample_magnitudes(flat, base, step, wait=False) if fast else None
     if sample is None:
         sample = torch.sub(flat[::step].to(wide), base[::step].to(wide)).abs_().numpy()
     lo, hi = _bracket(sample, k, n)
     if fast:
         # one compiled pass over the stored inputs, with room for twice the share the sample put inside
         inside = int(np.count_nonzero((sample >= lo) & (sample <= hi)))
-        found = kernels.count_and_gather(flat, base, lo, hi, min(n, 2 * n * (inside + 64) // sample.size))
+        room = min(n, 2 * n * (inside + 64) // sample.size)
+        found = kernels.count_and_gather(flat, base, lo, hi, room, wait=False)
         if found is not None:
             above, candidates = found
             return _kth_of_candidates(candidates, k - above)

@@ -116,7 +116,7 @@ def task_arithmetic_fused(
         return None  # the torch path explains what is missing
     found = kernels.task_sum_chunk(
         list(stored), base, [mp.weight for mp in model_params], lambda_=params.lambda_,
-        normalize=params.normalize, out_dtype=out_dtype, want_metrics=ctx.wants_metrics,
+        normalize=params.normalize, out_dtype=out_dtype, want_metrics=ctx.wants_metrics, wait=False,
     )
     return _report(found, ctx)
 
@@ -180,7 +180,7 @@ def ties_fused(
     found = kernels.ties_chunk(
         list(stored), base, [float(t) for t in ctx.stats], [mp.weight for mp in model_params],
         lambda_=params.lambda_, normalize=params.normalize, count_consensus=params.consensus == "count",
-        out_dtype=out_dtype, want_metrics=ctx.wants_metrics,
+        out_dtype=out_dtype, want_metrics=ctx.wants_metrics, wait=False,
     )
     return _report(found, ctx)
 
