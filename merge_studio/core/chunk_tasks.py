@@ -97,7 +97,6 @@ def merge_tasks(plan: MergePlan, pool: OrderedPool, cancel: CancelToken | None) 
     """
     small_limit = min(SMALL_ELEMENTS, CHUNK_ELEMENTS)
     batch_limit = max(BATCH_ELEMENTS, CHUNK_ELEMENTS)
-    ahead = _StatisticsAhead(plan, pool, cancel, [p for p in plan.planned if p.numel > small_limit])
     run: list[PlannedTensor] = []
     elements = 0
     for planned in plan.planned:
@@ -110,41 +109,10 @@ def merge_tasks(plan: MergePlan, pool: OrderedPool, cancel: CancelToken | None) 
             yield _batch_task(plan, run, pool, cancel)
             run, elements = [], 0
         if planned.numel > small_limit:
-            for task in ahead.tasks(planned):
+            for task in tensor_tasks(plan, planned, pool, cancel):
                 yield lambda task=task: [task()]
     if run:
         yield _batch_task(plan, run, pool, cancel)
-
-
-class _StatisticsAhead:
-    """Starts the next large tensor's statistics when this one's chunks are handed out.
-
-    A chunk waits for its tensor's statistics (TIES's thresholds) on a worker; started only
-    when the tensor's first chunk was, they left that worker idle for as long as the slower
-    model's statistic took, at every large tensor. One tensor ahead, they are done by then.
-    """
-
-    def __init__(self, plan: MergePlan, pool: OrderedPool, cancel: CancelToken | None, large: list[PlannedTensor]) -> None:
-        self.plan, self.pool, self.cancel = plan, pool, cancel
-        self.following = {a.name: b for a, b in zip(large, large[1:])}
-        self.started: dict[str, _TensorMerge] = {}
-
-    def _merge(self, planned: PlannedTensor) -> _TensorMerge | None:
-        if self.plan.actions[planned.name].kind == "copy":
-            return None
-        return self.started.pop(planned.name, None) or _TensorMerge(self.plan, planned, self.pool, self.cancel)
-
-    def tasks(self, planned: PlannedTensor) -> Iterator[Task]:
-        merge = self._merge(planned)
-        if merge is None:
-            yield from tensor_tasks(self.plan, planned, self.pool, self.cancel)
-            return
-        merge.start()
-        following = self.following.get(planned.name)
-        if following is not None and self.plan.actions[following.name].kind != "copy":
-            self.started[following.name] = ahead = _TensorMerge(self.plan, following, self.pool, self.cancel)
-            ahead.start()
-        yield from merge.tasks()
 
 
 def _batch_task(plan: MergePlan, run: list[PlannedTensor], pool: OrderedPool, cancel: CancelToken | None) -> BatchTask:
@@ -233,13 +201,9 @@ class _TensorMerge:
     def compute(self, t: torch.Tensor) -> torch.Tensor:
         return to_compute(t, self.plan.device, self.plan.compute_dtype)
 
-    def start(self) -> None:
-        """Start the whole-tensor statistics, if the method has any (once)."""
-        if self.spec.statistics is not None and not self.whole and self.base_full is None and not self.stats:
-            self._start_statistics()
-
     def tasks(self) -> Iterator[Task]:
-        self.start()
+        if self.spec.statistics is not None and not self.whole:
+            self._start_statistics()
         ranges: list[tuple[int, int] | None] = [None] if self.whole else list(chunk_ranges(self.planned.numel))
         for rng in ranges:
             yield lambda rng=rng: self.merge(rng)
