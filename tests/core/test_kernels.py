@@ -115,6 +115,33 @@ def test_the_fused_task_arithmetic_chunk_is_bit_identical_to_the_torch_path(dtyp
         assert metrics["diff_sq"] == pytest.approx(float(torch.dist(merged, base.float())) ** 2, rel=1e-4)
 
 
+SIMPLE, WEIGHTED = get_method("simple_average"), get_method("weighted_average")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("n_models", [1, 2, 3])
+@pytest.mark.parametrize(("weights", "normalize"), [(None, True), ((0.7, 1.3, -0.2), True), ((0.7, 1.3, 0.25), False)])
+def test_the_fused_averages_are_bit_identical_to_the_torch_path(dtype, n_models, weights, normalize):
+    models, _ = chunk_inputs(4_097, n_models, dtype, seed=n_models + 10)
+    ctx = TensorContext(name="w", shape=(4_097,), chunk=(0, 4_097))
+    floats = [m.float() for m in models]
+    if weights is None:
+        merged = SIMPLE.merge(floats, None, SIMPLE.params(), [], ctx)
+        used, divisor = [1.0] * n_models, float(n_models)
+    else:
+        used = list(weights[:n_models])
+        params = WEIGHTED.params(normalize=normalize)
+        merged = WEIGHTED.merge(floats, None, params, [WEIGHTED.model_params(weight=w) for w in used], ctx)
+        divisor = sum(used) if normalize else None
+    for out_dtype in (torch.float32, torch.bfloat16):
+        found = kernels.weighted_sum_chunk(models, used, divisor, out_dtype=out_dtype, want_metrics=True)
+        assert found is not None
+        out, metrics = found
+        view = torch.int16 if out_dtype == torch.bfloat16 else torch.int32
+        assert torch.equal(out.view(view), merged.to(out_dtype).view(view))
+        assert metrics["ref_sq"] == pytest.approx(float(torch.dot(floats[0], floats[0])), rel=1e-4)
+
+
 def test_the_kernel_declines_what_it_cannot_do_exactly():
     models, base = chunk_inputs(3_000, 2, torch.bfloat16, seed=1)
     run = dict(lambda_=1.0, normalize=True, count_consensus=False, want_metrics=False)
@@ -207,6 +234,34 @@ def test_a_task_arithmetic_merge_writes_the_same_file_with_and_without_the_kerne
     plain = run_merge(recipe(tmp_path / "plain.safetensors"), threads=2)
     a, b = load_file(fused.outputs[0]), load_file(plain.outputs[0])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("method", "params", "model_params"), [
+    ("simple_average", {}, {}), ("weighted_average", {}, {"weight": 0.6}), ("weighted_average", {"normalize": False}, {"weight": 0.4}),
+])
+def test_an_average_writes_the_same_file_with_and_without_the_kernels(method, params, model_params, make_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 4096)
+    paths = [make_checkpoint(f"m{i}.safetensors", s) for i, s in enumerate(big_states(3))]
+
+    def recipe(out):
+        return Recipe(method=method, output=str(out), params=params,
+                      models=[{"path": str(p), "params": model_params} for p in paths])
+
+    fused = run_merge(recipe(tmp_path / "fused.safetensors"), threads=2)
+    monkeypatch.setenv("MERGE_STUDIO_KERNELS", "0")
+    plain = run_merge(recipe(tmp_path / "plain.safetensors"), threads=2)
+    a, b = load_file(fused.outputs[0]), load_file(plain.outputs[0])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_weights_that_sum_to_zero_still_stop_the_merge_by_name(make_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 4096)
+    paths = [make_checkpoint(f"m{i}.safetensors", s) for i, s in enumerate(big_states(2))]
+    recipe = Recipe(method="weighted_average", output=str(tmp_path / "out.safetensors"),
+                    models=[{"path": str(paths[0]), "params": {"weight": 1.0}}, {"path": str(paths[1]), "params": {"weight": -1.0}}])
+    with pytest.raises(Exception, match="sum to zero"):
+        run_merge(recipe, threads=2)
+    assert not (tmp_path / "out.safetensors").exists()
 
 
 def test_a_nan_met_by_the_fused_path_is_still_named(make_checkpoint, tmp_path, monkeypatch):

@@ -279,3 +279,46 @@ def _run_sample(kernel: Callable[..., Any], values: "torch.Tensor", base: "torch
     out = np.empty(len(range(0, values.numel(), step)), np.float32)
     kernel(value_bits, base_bits, shift, step, out)
     return out
+
+
+def weighted_sum_chunk(
+    stored: "list[torch.Tensor]", weights: "list[float]", divisor: float | None, *,
+    out_dtype: "torch.dtype", want_metrics: bool, wait: bool = True,
+) -> "tuple[torch.Tensor, dict[str, float]] | None":
+    """Σ θᵢ·wᵢ (÷ ``divisor`` unless it is None) of one flat chunk as stored (see
+    :mod:`.weighted_sum`), like :func:`ties_chunk`; the metrics measure against θ₀."""
+    taken = kernel_inputs(list(stored))
+    out_shift = shift_of(out_dtype)
+    if taken is None or out_shift is None:
+        return None
+    dtype, n = stored[0].dtype, len(stored)
+
+    def warm(kernel: Callable[..., Any]) -> object:
+        tiny, _ = _tiny(dtype, n)
+        return _run_weighted_sum(kernel, tiny, [1.0] * n, 2.0, out_dtype, True)
+
+    kernel = _compiled("weighted_sum.weighted_sum_chunk", (n, taken[1], out_shift), warm, wait)
+    if kernel is None:
+        return None
+    return _run_weighted_sum(kernel, stored, weights, divisor, out_dtype, want_metrics)
+
+
+def _run_weighted_sum(
+    kernel: Callable[..., Any], stored: "list[torch.Tensor]", weights: "list[float]", divisor: float | None,
+    out_dtype: "torch.dtype", want_metrics: bool,
+) -> "tuple[torch.Tensor, dict[str, float]] | None":
+    import numpy as np
+    import torch
+
+    taken = kernel_inputs(list(stored))
+    assert taken is not None
+    bits, shift = taken
+    out = torch.empty(stored[0].numel(), dtype=out_dtype)
+    metrics = np.zeros(2)
+    finite = kernel(
+        tuple(bits), shift, np.array(weights, np.float32), np.float32(divisor or 1.0), divisor is not None,
+        raw_bits(out), shift_of(out_dtype), np.float32(torch.finfo(out_dtype).max), want_metrics, metrics,
+    )
+    if not finite:
+        return None
+    return out, (dict(zip(("diff_sq", "ref_sq"), metrics.tolist())) if want_metrics else {})

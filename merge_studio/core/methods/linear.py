@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
+from merge_studio.core import kernels
 from merge_studio.core.lazy_torch import torch
 from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.spec import (
@@ -14,6 +15,7 @@ from merge_studio.core.methods.spec import (
     ModelParams,
     NoModelParams,
     TensorContext,
+    fused_outputs,
     ui,
 )
 from merge_studio.errors import MethodError
@@ -34,6 +36,24 @@ def simple_average(
     for t in tensors[2:]:
         out.add_(t)
     return out.div_(len(tensors))
+
+
+def simple_average_fused(
+    stored: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: SimpleAverageParams,
+    model_params: Sequence[NoModelParams],
+    ctx: TensorContext,
+    out_dtype: torch.dtype,
+) -> list[torch.Tensor] | None:
+    """The mean of one chunk by the compiled kernel, when there is one and it takes these tensors."""
+    if base is not None or not kernels.available():
+        return None  # an unused base is the engine's reference for the change numbers: torch measures it
+    found = kernels.weighted_sum_chunk(
+        list(stored), [1.0] * len(stored), float(len(stored)), out_dtype=out_dtype,
+        want_metrics=ctx.wants_metrics, wait=False,
+    )
+    return fused_outputs(found, ctx)
 
 
 class WeightedAverageParams(MethodParams):
@@ -78,6 +98,26 @@ def weighted_average(
     return out
 
 
+def weighted_average_fused(
+    stored: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: WeightedAverageParams,
+    model_params: Sequence[WeightedAverageModelParams],
+    ctx: TensorContext,
+    out_dtype: torch.dtype,
+) -> list[torch.Tensor] | None:
+    """The weighted sum of one chunk by the compiled kernel, when there is one and it takes these tensors."""
+    weights = [mp.weight for mp in model_params]
+    total = sum(weights)
+    if base is not None or not kernels.available() or (params.normalize and abs(total) < 1e-8):
+        return None  # torch measures against the base, or stops with the zero-sum error
+    found = kernels.weighted_sum_chunk(
+        list(stored), weights, total if params.normalize else None, out_dtype=out_dtype,
+        want_metrics=ctx.wants_metrics, wait=False,
+    )
+    return fused_outputs(found, ctx)
+
+
 class LerpParams(MethodParams):
     t: float = Field(
         0.5,
@@ -108,6 +148,7 @@ register_method(
         description="Element-wise mean of all models (a model soup).",
         params=SimpleAverageParams,
         merge=simple_average,
+        fused=simple_average_fused,
         n_models=(1, None),
         elementwise=True,
         reference="Wortsman et al. 2022, Model soups (arXiv:2203.05482)",
@@ -128,6 +169,7 @@ register_method(
         params=WeightedAverageParams,
         model_params=WeightedAverageModelParams,
         merge=weighted_average,
+        fused=weighted_average_fused,
         n_models=(1, None),
         elementwise=True,
         mergekit_name="linear",

@@ -155,6 +155,16 @@ ModelMergeFn = Callable[
 ]
 
 
+def fused_outputs(found: "tuple[torch.Tensor, dict[str, float]] | None", ctx: TensorContext) -> "list[torch.Tensor] | None":
+    """A compiled kernel's chunk as a ``fused`` function returns it, its numbers added to ``ctx.metrics``."""
+    if found is None:
+        return None
+    merged, metrics = found
+    for key, value in metrics.items():
+        ctx.add_metric(key, value)
+    return [merged]
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """Everything the rest of the program needs to know about a merge method.

@@ -24,7 +24,7 @@ from merge_studio.core.methods.sparsify import (
     task_vector,
     trim_below_,
 )
-from merge_studio.core.methods.spec import MethodSpec, TensorContext
+from merge_studio.core.methods.spec import MethodSpec, TensorContext, fused_outputs
 from merge_studio.core.methods.task_params import (
     DareLinearParams,
     DareTiesParams,
@@ -118,17 +118,7 @@ def task_arithmetic_fused(
         list(stored), base, [mp.weight for mp in model_params], lambda_=params.lambda_,
         normalize=params.normalize, out_dtype=out_dtype, want_metrics=ctx.wants_metrics, wait=False,
     )
-    return _report(found, ctx)
-
-
-def _report(found: tuple[torch.Tensor, dict[str, float]] | None, ctx: TensorContext) -> list[torch.Tensor] | None:
-    """A kernel's chunk as the engine wants it, its numbers added to ``ctx.metrics``."""
-    if found is None:
-        return None
-    merged, metrics = found
-    for key, value in metrics.items():
-        ctx.add_metric(key, value)
-    return [merged]
+    return fused_outputs(found, ctx)
 
 
 def ties_statistics(
@@ -182,7 +172,7 @@ def ties_fused(
         lambda_=params.lambda_, normalize=params.normalize, count_consensus=params.consensus == "count",
         out_dtype=out_dtype, want_metrics=ctx.wants_metrics, wait=False,
     )
-    return _report(found, ctx)
+    return fused_outputs(found, ctx)
 
 
 def dare_linear(
