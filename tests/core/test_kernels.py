@@ -115,6 +115,31 @@ def test_the_fused_task_arithmetic_chunk_is_bit_identical_to_the_torch_path(dtyp
         assert metrics["diff_sq"] == pytest.approx(float(torch.dist(merged, base.float())) ** 2, rel=1e-4)
 
 
+DARE_TIES = get_method("dare_ties")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize(("densities", "rescale", "normalize", "consensus"), [
+    ((0.5, 0.5), True, False, "sum"), ((0.3, 1.0, 0.8), False, True, "count"), ((1.0,), True, True, "sum"),
+])
+def test_the_fused_dare_ties_chunk_draws_and_writes_what_the_torch_path_does(dtype, densities, rescale, normalize, consensus):
+    from merge_studio.core.methods.task_arithmetic import dare_ties_fused
+
+    models, base = chunk_inputs(5_001, len(densities), dtype, seed=len(densities) + 20)
+    params = DARE_TIES.params(lambda_=0.8, normalize=normalize, rescale=rescale, consensus=consensus)
+    model_params = [DARE_TIES.model_params(weight=0.9 - 0.3 * i, density=d) for i, d in enumerate(densities)]
+    for out_dtype in (torch.float32, torch.bfloat16):
+        torch_ctx = TensorContext(name="w", shape=(5_001,), chunk=(0, 5_001), seed=7)
+        merged = DARE_TIES.merge([m.float() for m in models], base.float(), params, model_params, torch_ctx)
+        ctx = TensorContext(name="w", shape=(5_001,), chunk=(0, 5_001), seed=7)
+        found = dare_ties_fused(models, base, params, model_params, ctx, out_dtype)
+        assert found is not None
+        view = torch.int16 if out_dtype == torch.bfloat16 else torch.int32
+        assert torch.equal(found[0].view(view), merged.to(out_dtype).view(view))
+        for key in ("task_mass_total", "task_mass_kept"):
+            assert ctx.metrics[key] == pytest.approx(torch_ctx.metrics[key], rel=1e-4), key
+
+
 SIMPLE, WEIGHTED = get_method("simple_average"), get_method("weighted_average")
 
 
@@ -237,15 +262,18 @@ def test_a_task_arithmetic_merge_writes_the_same_file_with_and_without_the_kerne
 
 
 @pytest.mark.parametrize(("method", "params", "model_params"), [
+    ("dare_ties", {"lambda": 0.9}, {"weight": 0.7, "density": 0.4}),
     ("simple_average", {}, {}), ("weighted_average", {}, {"weight": 0.6}), ("weighted_average", {"normalize": False}, {"weight": 0.4}),
 ])
-def test_an_average_writes_the_same_file_with_and_without_the_kernels(method, params, model_params, make_checkpoint, tmp_path, monkeypatch):
+def test_averages_and_dare_ties_write_the_same_file_with_and_without_the_kernels(method, params, model_params, make_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 4096)
     paths = [make_checkpoint(f"m{i}.safetensors", s) for i, s in enumerate(big_states(3))]
 
     def recipe(out):
-        return Recipe(method=method, output=str(out), params=params,
-                      models=[{"path": str(p), "params": model_params} for p in paths])
+        base = {"base": str(paths[0])} if method == "dare_ties" else {}
+        inputs = paths[1:] if base else paths
+        return Recipe(method=method, output=str(out), params=params, seed=11, **base,
+                      models=[{"path": str(p), "params": model_params} for p in inputs])
 
     fused = run_merge(recipe(tmp_path / "fused.safetensors"), threads=2)
     monkeypatch.setenv("MERGE_STUDIO_KERNELS", "0")

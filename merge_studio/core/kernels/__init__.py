@@ -120,12 +120,13 @@ def _tiny(dtype: "torch.dtype", n_models: int) -> "tuple[list[torch.Tensor], tor
 def ties_chunk(
     stored: "list[torch.Tensor]", base: "torch.Tensor", thresholds: "list[float]", weights: "list[float]", *,
     lambda_: float, normalize: bool, count_consensus: bool, out_dtype: "torch.dtype", want_metrics: bool,
-    wait: bool = True,
+    wait: bool = True, drops: "list[tuple[np.ndarray, float, bool] | None] | None" = None,
 ) -> "tuple[torch.Tensor, dict[str, float]] | None":
     """TIES of one flat chunk as stored (see :mod:`.ties`): the merged chunk in ``out_dtype``
     and, with ``want_metrics``, its per-layer numbers; ``None`` when the kernel cannot take
     these tensors, is not ready and ``wait`` is false, or a result is not finite (the torch
-    path then decides what to do)."""
+    path then decides what to do). DARE-TIES gives ``drops``: per model, its keep mask (bool,
+    one per entry), density and whether to rescale, or ``None`` for a model it does not thin."""
     taken = kernel_inputs([*stored, base])
     out_shift = shift_of(out_dtype)
     if taken is None or out_shift is None:
@@ -134,18 +135,19 @@ def ties_chunk(
 
     def warm(kernel: Callable[..., Any]) -> object:
         tiny, tiny_base = _tiny(dtype, n)
-        return _run_ties(kernel, tiny, tiny_base, [0.5] * n, [1.0] * n, 1.0, True, False, out_dtype, True)
+        return _run_ties(kernel, tiny, tiny_base, [0.5] * n, [1.0] * n, 1.0, True, False, out_dtype, True, None)
 
     kernel = _compiled("ties.ties_chunk", (n, taken[1], out_shift), warm, wait)
     if kernel is None:
         return None
-    return _run_ties(kernel, stored, base, thresholds, weights, lambda_, normalize, count_consensus, out_dtype, want_metrics)
+    return _run_ties(kernel, stored, base, thresholds, weights, lambda_, normalize, count_consensus, out_dtype,
+                     want_metrics, drops)
 
 
 def _run_ties(
     kernel: Callable[..., Any], stored: "list[torch.Tensor]", base: "torch.Tensor", thresholds: "list[float]",
     weights: "list[float]", lambda_: float, normalize: bool, count_consensus: bool, out_dtype: "torch.dtype",
-    want_metrics: bool,
+    want_metrics: bool, drops: "list[tuple[np.ndarray, float, bool] | None] | None",
 ) -> "tuple[torch.Tensor, dict[str, float]] | None":
     import numpy as np
     import torch
@@ -158,12 +160,20 @@ def _run_ties(
     out = torch.empty(base.numel(), dtype=out_dtype)
     metrics = np.zeros(4)
     smallest = min(weights)
+    drops = drops or [None] * len(stored)
+    no_mask = np.zeros(0, np.uint8)
+    keeps = tuple(no_mask if d is None else d[0].view(np.uint8) for d in drops)
+    rescale = [d is not None and d[2] and d[1] < 1.0 for d in drops]
+    kept_scales = [abs(w) * (1.0 / d[1] if r else 1.0) for w, d, r in zip(weights, drops, rescale)]  # type: ignore[index]
     finite = kernel(
         tuple(bits[:-1]), bits[-1], shift,
         np.array([_just_below(t, torch.float32) if t > 0 else 0.0 for t in thresholds], np.float32),
-        np.array([t > 0 for t in thresholds]), np.array(weights, np.float32), np.array([w != 1.0 for w in weights]),
+        np.array([t > 0 for t in thresholds]), keeps, np.array([d is not None for d in drops]),
+        np.array([1.0 if d is None else d[1] for d in drops], np.float32), np.array(rescale),
+        np.array(weights, np.float32), np.array([w != 1.0 for w in weights]),
         count_consensus, normalize, smallest > 0, np.float32(smallest), np.float32(lambda_), lambda_ != 1.0,
-        raw_bits(out), shift_of(out_dtype), np.float32(torch.finfo(out_dtype).max), want_metrics, metrics,
+        raw_bits(out), shift_of(out_dtype), np.float32(torch.finfo(out_dtype).max), want_metrics,
+        np.array(kept_scales), metrics,
     )
     if not finite:
         return None

@@ -1,4 +1,4 @@
-"""TIES (and its sign election) over one chunk in one compiled pass: the same bytes as torch.
+"""TIES and DARE-TIES over one chunk in one compiled pass: the same bytes as torch.
 
 Mirrors ``sparsify.merge_task_vectors`` with a magnitude trim and a consensus, operation by
 operation in float32: δᵢ = θᵢ − base, trimmed where |δᵢ| ≤ the float just below the
@@ -58,14 +58,17 @@ def _sq_sum(x: np.ndarray) -> float:
 
 @njit(nogil=True, cache=True)
 def ties_chunk(
-    models, base, shift, below, trim, weights, weighted, count_consensus, normalize,
-    smallest_positive, smallest, lam, scaled, out, out_shift, limit, want_metrics, metrics,
+    models, base, shift, below, trim, keeps, dropped, densities, rescaled, weights, weighted, count_consensus,
+    normalize, smallest_positive, smallest, lam, scaled, out, out_shift, limit, want_metrics, kept_scales, metrics,
 ):
     """Merge one chunk into ``out`` (raw bits); False when a result is not finite or beyond
     ``limit`` (the caller then lets torch redo the chunk and name the culprits).
 
+    DARE-TIES passes ``dropped`` models with their keep masks (``keeps``, 0/1 bytes drawn as
+    ``sparsify.random_drop_`` draws them) and densities instead of a trim.
     ``metrics`` (float64[4]) gains, when ``want_metrics``: Σ(out − base)², Σ base², Σ|δᵢ|
-    and Σᵢ kept magnitude / |wᵢ| (the engine's and TIES's per-layer numbers).
+    and Σᵢ kept magnitude / ``kept_scales[i]`` (|wᵢ| times the rescale factor): the engine's
+    and TIES's per-layer numbers.
     """
     n_models = len(models)
     n = base.shape[0]
@@ -98,6 +101,14 @@ def ties_chunk(
                 row[j] = loaded_f[j] - base_f[j]
             if want_metrics:
                 metrics[2] += _abs_sum(row[:m])
+            if dropped[i]:  # DARE: × the keep mask (1 or 0), then ÷ the density
+                keep = keeps[i][start:start + m]
+                for j in range(m):
+                    row[j] = row[j] * np.float32(keep[j])
+                if rescaled[i]:
+                    density = densities[i]
+                    for j in range(m):
+                        row[j] = row[j] / density
             if trim[i]:
                 edge = below[i]
                 for j in range(m):
@@ -135,7 +146,7 @@ def ties_chunk(
                 k = row[j] * elected[j]
                 row[j] = zero if k < zero else k  # clamp(min=0) keeps −0.0 and NaN as torch does
             if want_metrics and w != zero:
-                metrics[3] += _sum(row[:m]) / abs(w)
+                metrics[3] += _sum(row[:m]) / kept_scales[i]
             if i == 0:
                 for j in range(m):
                     mixed[j] = row[j]

@@ -257,11 +257,16 @@ def random_drop_(
 
 def _keep_mask(n: int, density: float, generator: torch.Generator) -> torch.Tensor:
     """``n`` independent draws, True with probability ``density`` (to 2⁻³²)."""
+    return torch.from_numpy(keep_mask_array(n, density, generator))
+
+
+def keep_mask_array(n: int, density: float, generator: torch.Generator) -> "np.ndarray":
+    """:func:`_keep_mask` as a numpy array (what the compiled DARE-TIES kernel takes)."""
     import numpy as np
 
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     draws = np.random.SFC64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]
-    return torch.from_numpy(draws < np.uint32(min(int(density * 2**32), 2**32 - 1)))
+    return draws < np.uint32(min(int(density * 2**32), 2**32 - 1))
 
 
 def elected_sign(weighted: Sequence[torch.Tensor], consensus: Consensus) -> torch.Tensor:

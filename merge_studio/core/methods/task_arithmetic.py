@@ -18,6 +18,7 @@ from merge_studio.core.methods.registry import register_method
 from merge_studio.core.methods.sparsify import (
     Thinner,
     delta_magnitude_threshold,
+    keep_mask_array,
     magnitude_threshold,
     merge_task_vectors,
     random_drop_,
@@ -171,6 +172,34 @@ def ties_fused(
         list(stored), base, [float(t) for t in ctx.stats], [mp.weight for mp in model_params],
         lambda_=params.lambda_, normalize=params.normalize, count_consensus=params.consensus == "count",
         out_dtype=out_dtype, want_metrics=ctx.wants_metrics, wait=False,
+    )
+    return fused_outputs(found, ctx)
+
+
+def dare_ties_fused(
+    stored: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: DareTiesParams,
+    model_params: Sequence[SparseTaskModelParams],
+    ctx: TensorContext,
+    out_dtype: torch.dtype,
+) -> list[torch.Tensor] | None:
+    """DARE-TIES of one chunk by the compiled kernel: the keep masks are drawn here, from the
+    same generator in the same order as ``_random_thinner`` draws them, and applied there."""
+    if base is None or not kernels.available() or len(model_params) != len(stored) or kernels.kernel_inputs(
+        [*stored, base]
+    ) is None:
+        return None
+    generator = ctx.generator()
+    n = base.numel()
+    drops = [
+        None if mp.density >= 1.0 else (keep_mask_array(n, mp.density, generator), mp.density, params.rescale)
+        for mp in model_params
+    ]
+    found = kernels.ties_chunk(
+        list(stored), base, [0.0] * len(stored), [mp.weight for mp in model_params],
+        lambda_=params.lambda_, normalize=params.normalize, count_consensus=params.consensus == "count",
+        out_dtype=out_dtype, want_metrics=ctx.wants_metrics, wait=False, drops=drops,
     )
     return fused_outputs(found, ctx)
 
@@ -330,6 +359,7 @@ register_method(
         params=DareTiesParams,
         model_params=SparseTaskModelParams,
         merge=dare_ties,
+        fused=dare_ties_fused,
         n_models=(1, None),
         base="required",
         elementwise=True,
