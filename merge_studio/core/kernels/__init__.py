@@ -13,6 +13,7 @@ shift, exactly as torch does) and float32 as ``uint32``; any other dtype is decl
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -35,7 +36,12 @@ def available() -> bool:
     """Whether compiled kernels can be used (numba installed and not switched off)."""
     if os.environ.get("MERGE_STUDIO_KERNELS", "1").strip().lower() in {"0", "false", "no", "off"}:
         return False
-    return importlib.util.find_spec("numba") is not None
+    return _numba_installed()
+
+
+@functools.cache
+def _numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None  # a search of sys.path: asked once, not per chunk
 
 
 def shift_of(dtype: "torch.dtype") -> int | None:
