@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-BLOCK = 1024
+from merge_studio.core.kernels.blocks import BLOCK, widen
 
 
 @njit(nogil=True, cache=True)
@@ -40,12 +40,8 @@ def count_and_gather(
     capacity = out.shape[0]
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
-        vs = values[start:start + m]
-        bs = base[start:start + m]
-        for j in range(m):
-            value_bits[j] = np.uint32(vs[j]) << shift
-        for j in range(m):
-            base_bits[j] = np.uint32(bs[j]) << shift
+        widen(values[start:start + m], shift, value_bits)
+        widen(base[start:start + m], shift, base_bits)
         inside = 0
         for j in range(m):
             a = abs(value_f[j] - base_f[j])

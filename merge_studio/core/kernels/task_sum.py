@@ -2,7 +2,7 @@
 
 Mirrors ``sparsify.merge_task_vectors`` without thinning or consensus: mixed = w₀δ₀, then
 mixed += wᵢδᵢ as torch's ``add_(δ, alpha=w)`` does it (a fused multiply-add where the CPU
-has one, which LLVM forms here from the ``contract`` flag of :func:`_add_scaled`), ÷ Σw
+has one, which LLVM forms from the ``contract`` flag of ``blocks.add_scaled``), ÷ Σw
 (normalize), × λ, + base, rounded to the output dtype as torch rounds.
 """
 
@@ -11,16 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from merge_studio.core.kernels.ties import _dist_sq, _sq_sum
-
-BLOCK = 1024
-
-
-@njit(nogil=True, fastmath={"contract"}, cache=True)
-def _add_scaled(acc: np.ndarray, x: np.ndarray, w: np.float32) -> None:
-    """acc += w·x with one rounding (as ``Tensor.add_(x, alpha=w)``'s vectorised fmadd)."""
-    for j in range(acc.shape[0]):
-        acc[j] = acc[j] + x[j] * w
+from merge_studio.core.kernels.blocks import BLOCK, add_scaled, finish, widen
 
 
 @njit(nogil=True, cache=True)
@@ -41,13 +32,9 @@ def task_sum_chunk(models, base, shift, weights, divisor, normalize, lam, scaled
     bad = 0
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
-        source = base[start:start + m]
-        for j in range(m):
-            base_bits[j] = np.uint32(source[j]) << shift
+        widen(base[start:start + m], shift, base_bits)
         for i in range(n_models):
-            source = models[i][start:start + m]
-            for j in range(m):
-                loaded[j] = np.uint32(source[j]) << shift
+            widen(models[i][start:start + m], shift, loaded)
             w = weights[i]
             if i == 0:
                 if w == one:
@@ -59,7 +46,7 @@ def task_sum_chunk(models, base, shift, weights, divisor, normalize, lam, scaled
             else:
                 for j in range(m):
                     delta[j] = loaded_f[j] - base_f[j]
-                _add_scaled(result[:m], delta[:m], w)
+                add_scaled(result[:m], delta[:m], w)
         if normalize:
             for j in range(m):
                 result[j] = result[j] / divisor
@@ -68,17 +55,5 @@ def task_sum_chunk(models, base, shift, weights, divisor, normalize, lam, scaled
                 result[j] = result[j] * lam
         for j in range(m):
             result[j] = result[j] + base_f[j]
-        for j in range(m):
-            bad += not (abs(result[j]) <= limit)
-        if want_metrics:
-            metrics[0] += _dist_sq(result[:m], base_f[:m])
-            metrics[1] += _sq_sum(base_f[:m])
-        dest = out[start:start + m]
-        if out_shift:
-            for j in range(m):
-                b = result_bits[j]
-                dest[j] = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-        else:
-            for j in range(m):
-                dest[j] = result_bits[j]
+        bad += finish(result_bits[:m], base_f[:m], out[start:start + m], out_shift, limit, want_metrics, metrics)
     return bad == 0

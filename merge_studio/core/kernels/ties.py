@@ -18,43 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-BLOCK = 1024
-# Metric sums may be re-associated (they are estimates shown per layer, not output bytes).
-_SUMS = {"reassoc", "nsz", "contract"}
-
-
-@njit(nogil=True, fastmath=_SUMS, cache=True)
-def _abs_sum(x: np.ndarray) -> float:
-    s = np.float32(0.0)
-    for j in range(x.shape[0]):
-        s += abs(x[j])
-    return np.float64(s)
-
-
-@njit(nogil=True, fastmath=_SUMS, cache=True)
-def _sum(x: np.ndarray) -> float:
-    s = np.float32(0.0)
-    for j in range(x.shape[0]):
-        s += x[j]
-    return np.float64(s)
-
-
-@njit(nogil=True, fastmath=_SUMS, cache=True)
-def _dist_sq(x: np.ndarray, y: np.ndarray) -> float:
-    s = np.float32(0.0)
-    for j in range(x.shape[0]):
-        d = x[j] - y[j]
-        s += d * d
-    return np.float64(s)
-
-
-@njit(nogil=True, fastmath=_SUMS, cache=True)
-def _sq_sum(x: np.ndarray) -> float:
-    s = np.float32(0.0)
-    for j in range(x.shape[0]):
-        s += x[j] * x[j]
-    return np.float64(s)
-
+from merge_studio.core.kernels.blocks import BLOCK, abs_sum, finish, plain_sum, widen
 
 @njit(nogil=True, cache=True)
 def ties_chunk(
@@ -88,19 +52,15 @@ def ties_chunk(
     bad = 0
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
-        source = base[start:start + m]
-        for j in range(m):
-            base_bits[j] = np.uint32(source[j]) << shift
+        widen(base[start:start + m], shift, base_bits)
         # δᵢ, trimmed and weighted
         for i in range(n_models):
-            source = models[i][start:start + m]
-            for j in range(m):
-                loaded[j] = np.uint32(source[j]) << shift
+            widen(models[i][start:start + m], shift, loaded)
             row = deltas[i]
             for j in range(m):
                 row[j] = loaded_f[j] - base_f[j]
             if want_metrics:
-                metrics[2] += _abs_sum(row[:m])
+                metrics[2] += abs_sum(row[:m])
             if dropped[i]:  # DARE: × the keep mask (1 or 0), then ÷ the density
                 keep = keeps[i][start:start + m]
                 for j in range(m):
@@ -146,7 +106,7 @@ def ties_chunk(
                 k = row[j] * elected[j]
                 row[j] = zero if k < zero else k  # clamp(min=0) keeps −0.0 and NaN as torch does
             if want_metrics and w != zero:
-                metrics[3] += _sum(row[:m]) / kept_scales[i]
+                metrics[3] += plain_sum(row[:m]) / kept_scales[i]
             if i == 0:
                 for j in range(m):
                     mixed[j] = row[j]
@@ -181,17 +141,5 @@ def ties_chunk(
                 result[j] = result[j] * lam
         for j in range(m):
             result[j] = result[j] + base_f[j]
-        for j in range(m):
-            bad += not (abs(result[j]) <= limit)
-        if want_metrics:
-            metrics[0] += _dist_sq(result[:m], base_f[:m])
-            metrics[1] += _sq_sum(base_f[:m])
-        dest = out[start:start + m]
-        if out_shift:  # float32 → bfloat16, round to nearest even (finite values only: see `bad`)
-            for j in range(m):
-                b = result_bits[j]
-                dest[j] = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-        else:
-            for j in range(m):
-                dest[j] = result_bits[j]
+        bad += finish(result_bits[:m], base_f[:m], out[start:start + m], out_shift, limit, want_metrics, metrics)
     return bad == 0
