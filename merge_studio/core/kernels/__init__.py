@@ -117,6 +117,23 @@ def _warm_quietly(name: str, key: tuple[Any, ...], warm: Callable[[Callable[...,
         log.warning("compiled kernel %s could not be prepared; merging with torch instead", name, exc_info=True)
 
 
+def _call(
+    kernel: Callable[..., Any], args: tuple[Any, ...], numel: int,
+    out_dtype: "torch.dtype", want_metrics: bool, metric_names: tuple[str, ...],
+) -> "tuple[torch.Tensor, dict[str, float]] | None":
+    """Run a merge kernel whose arguments end with (out, out_shift, limit, want_metrics, metrics):
+    the chunk in ``out_dtype`` and its metrics, or ``None`` when a result was not finite."""
+    import numpy as np
+    import torch
+
+    out = torch.empty(numel, dtype=out_dtype)
+    metrics = np.zeros(len(metric_names))
+    limit = np.float32(torch.finfo(out_dtype).max)
+    if not kernel(*args, raw_bits(out), shift_of(out_dtype), limit, want_metrics, metrics):
+        return None
+    return out, (dict(zip(metric_names, metrics.tolist())) if want_metrics else {})
+
+
 def _tiny(dtype: "torch.dtype", n_models: int) -> "tuple[list[torch.Tensor], torch.Tensor]":
     import torch
 
@@ -163,32 +180,26 @@ def _run_ties(
     taken = kernel_inputs([*stored, base])
     assert taken is not None
     bits, shift = taken
-    out = torch.empty(base.numel(), dtype=out_dtype)
-    metrics = np.zeros(4)
     smallest = min(weights)
     drops = drops or [None] * len(stored)
     no_mask = np.zeros(0, np.uint8)
     keeps = tuple(no_mask if d is None else d[0].view(np.uint8) for d in drops)
     rescale = [d is not None and d[2] and d[1] < 1.0 for d in drops]
     kept_scales = [abs(w) * (1.0 / d[1] if r else 1.0) for w, d, r in zip(weights, drops, rescale)]  # type: ignore[index]
-    finite = kernel(
+    args = (
         tuple(bits[:-1]), bits[-1], shift,
         np.array([_just_below(t, torch.float32) if t > 0 else 0.0 for t in thresholds], np.float32),
         np.array([t > 0 for t in thresholds]), keeps, np.array([d is not None for d in drops]),
         np.array([1.0 if d is None else d[1] for d in drops], np.float32), np.array(rescale),
         np.array(weights, np.float32), np.array([w != 1.0 for w in weights]),
         count_consensus, normalize, smallest > 0, np.float32(smallest), np.float32(lambda_), lambda_ != 1.0,
-        raw_bits(out), shift_of(out_dtype), np.float32(torch.finfo(out_dtype).max), want_metrics,
-        np.array(kept_scales), metrics,
+        np.array(kept_scales),
     )
-    if not finite:
-        return None
-    if not want_metrics:
-        return out, {}
-    numbers = dict(zip(("diff_sq", "ref_sq", "task_mass_total", "task_mass_kept"), metrics.tolist()))
-    if not any(weights):
-        del numbers["task_mass_kept"]  # as in torch: only models with a weight add to it
-    return out, numbers
+    names = ("diff_sq", "ref_sq", "task_mass_total", "task_mass_kept")
+    found = _call(kernel, args, base.numel(), out_dtype, want_metrics, names)
+    if found is not None and want_metrics and not any(weights):
+        del found[1]["task_mass_kept"]  # as in torch: only models with a weight add to it
+    return found
 
 
 def count_and_gather(
@@ -249,22 +260,16 @@ def _run_task_sum(
     lambda_: float, normalize: bool, out_dtype: "torch.dtype", want_metrics: bool,
 ) -> "tuple[torch.Tensor, dict[str, float]] | None":
     import numpy as np
-    import torch
 
     taken = kernel_inputs([*stored, base])
     assert taken is not None
     bits, shift = taken
-    out = torch.empty(base.numel(), dtype=out_dtype)
-    metrics = np.zeros(2)
     divisor = float(sum(weights))
-    finite = kernel(
+    args = (
         tuple(bits[:-1]), bits[-1], shift, np.array(weights, np.float32), np.float32(divisor),
         normalize and abs(divisor) >= 1e-8, np.float32(lambda_), lambda_ != 1.0,
-        raw_bits(out), shift_of(out_dtype), np.float32(torch.finfo(out_dtype).max), want_metrics, metrics,
     )
-    if not finite:
-        return None
-    return out, (dict(zip(("diff_sq", "ref_sq"), metrics.tolist())) if want_metrics else {})
+    return _call(kernel, args, base.numel(), out_dtype, want_metrics, ("diff_sq", "ref_sq"))
 
 
 def sample_magnitudes(
@@ -324,17 +329,9 @@ def _run_weighted_sum(
     out_dtype: "torch.dtype", want_metrics: bool,
 ) -> "tuple[torch.Tensor, dict[str, float]] | None":
     import numpy as np
-    import torch
 
     taken = kernel_inputs(list(stored))
     assert taken is not None
     bits, shift = taken
-    out = torch.empty(stored[0].numel(), dtype=out_dtype)
-    metrics = np.zeros(2)
-    finite = kernel(
-        tuple(bits), shift, np.array(weights, np.float32), np.float32(divisor or 1.0), divisor is not None,
-        raw_bits(out), shift_of(out_dtype), np.float32(torch.finfo(out_dtype).max), want_metrics, metrics,
-    )
-    if not finite:
-        return None
-    return out, (dict(zip(("diff_sq", "ref_sq"), metrics.tolist())) if want_metrics else {})
+    args = (tuple(bits), shift, np.array(weights, np.float32), np.float32(divisor or 1.0), divisor is not None)
+    return _call(kernel, args, stored[0].numel(), out_dtype, want_metrics, ("diff_sq", "ref_sq"))

@@ -23,7 +23,7 @@ from merge_studio.core.kernels.blocks import BLOCK, abs_sum, finish, plain_sum, 
 @njit(nogil=True, cache=True)
 def ties_chunk(
     models, base, shift, below, trim, keeps, dropped, densities, rescaled, weights, weighted, count_consensus,
-    normalize, smallest_positive, smallest, lam, scaled, out, out_shift, limit, want_metrics, kept_scales, metrics,
+    normalize, smallest_positive, smallest, lam, scaled, kept_scales, out, out_shift, limit, want_metrics, metrics,
 ):
     """Merge one chunk into ``out`` (raw bits); False when a result is not finite or beyond
     ``limit`` (the caller then lets torch redo the chunk and name the culprits).
