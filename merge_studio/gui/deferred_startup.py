@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QWidget
 
+from merge_studio.gui import gc_guard
 from merge_studio.gui.resources import icon
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class DeferredStartup:
         self.wiring.attach_views(self._extra_views)
         self.wiring.refresh_models()
         self._update_extra_views()
+        gc_guard.settle()  # the window is built: later full collections skip all of it
 
     def _finish_startup(self) -> None:
         """What the window left for after its first paint: the heavy views and the GPU probe."""

@@ -13,7 +13,10 @@ A full collection walks every object the interpreter tracks (hundreds of
 thousands once torch and matplotlib are loaded) and stalls the window for
 0.3-1.5 s on a busy two-core machine. While a job runs (:func:`job_started` /
 :func:`job_finished`) only the young generations are collected; the full
-collection waits until the window is idle again.
+collection waits until the window is idle again. And once the window is built
+(:func:`settle`), what exists then (modules, classes, the window's widgets: about
+280,000 objects once torch and matplotlib are in) is frozen out of the
+collector's sight, so a later full collection takes about 5 ms instead of 150.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
 
 INTERVAL_MS = 500
 _jobs_running = 0
+_settled = False
 
 
 def job_started() -> None:
@@ -58,6 +62,20 @@ class GuiThreadCollector(QObject):
                     generation = 1  # the young objects now; the whole heap once the jobs are done
                 return gc.collect(generation)
         return 0
+
+
+def settle() -> None:
+    """Freeze what the app has built so far (once a process): it lives as long as the app does.
+
+    Frozen objects are never walked by a collection again, and so never freed by one: call it
+    when the window is built and before the user's models and results pile up.
+    """
+    global _settled
+    if _settled:
+        return
+    _settled = True
+    gc.collect()
+    gc.freeze()
 
 
 _collector: GuiThreadCollector | None = None

@@ -317,3 +317,23 @@ def test_a_kernel_still_loading_leaves_the_chunk_to_torch_and_is_ready_soon_afte
                                      [TASK_ARITHMETIC.model_params(weight=0.5)] * 2,
                                      TensorContext(name="w", shape=(3_000,))).to(torch.bfloat16)
     assert torch.equal(found[0].view(torch.int16), expected.view(torch.int16))
+
+
+def test_a_background_compile_happens_in_a_child_process_that_fills_the_disk_cache(monkeypatch, tmp_path):
+    # LLVM holds the GIL through a compile: done on a thread it froze the window for 150 ms
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    values, base = chunk_inputs(64, 1, torch.bfloat16, seed=5)
+
+    def warm(kernel):
+        return kernels._run_count(kernel, values[0], base, 0.0, 1.0, 4)
+
+    assert kernels._compile_in_child("magnitude.count_and_gather", warm)
+    cached = {p.suffix for p in tmp_path.rglob("magnitude.count_and_gather-*")}
+    assert cached == {".nbi", ".nbc"}  # the child left machine code for this process to load
+
+    children: list[str] = []
+    monkeypatch.setattr(kernels, "_compile_in_child", lambda name, _warm: children.append(name) or True)
+    monkeypatch.setattr(kernels, "_ready", {})
+    kernels._warm_quietly("magnitude.count_and_gather", ("probe",), warm)
+    assert children == ["magnitude.count_and_gather"]  # the thread asks a child first, then loads
+    assert ("magnitude.count_and_gather", ("probe",)) in kernels._ready

@@ -221,3 +221,25 @@ def test_a_key_tree_can_be_shown_directly(view, untyped_checkpoint):
     view.set_key_tree(untyped_checkpoint)
     assert view.stack.currentWidget() is view.tree_view
     assert view.tree_model.rowCount() == 2
+
+
+@needs_dot
+def test_the_svg_is_parsed_on_the_layout_thread_and_its_renderer_handed_to_the_gui(qtbot, view, monkeypatch):
+    # parsing a ResNet's SVG and placing its nodes took 15-30 ms: a stall when done on the GUI thread
+    import threading
+
+    from PySide6.QtCore import QCoreApplication
+
+    from merge_studio.gui.views import graph_scene
+
+    parsed_on: list[str] = []
+    real = graph_scene.prepare_scene
+    monkeypatch.setattr(graph_scene, "prepare_scene", lambda picture: parsed_on.append(threading.current_thread().name) or real(picture))
+    _show(qtbot, view, "zoo:resnet20")
+    assert parsed_on and threading.main_thread().name not in parsed_on
+    assert view._renderer.thread() is QCoreApplication.instance().thread()  # noqa: SLF001 - where it lives now
+    on_gui = real(view.picture)
+    assert set(on_gui.nodes) == {n for n in view._items}  # noqa: SLF001 - every node clickable
+    item = view.node_item("layer1.0.conv1")
+    assert item.rect() == on_gui.nodes[item.node.node_id][0]
+    assert _click(qtbot, view, "layer1.0.conv1") == "layer1.0.conv1"

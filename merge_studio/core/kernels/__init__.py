@@ -18,6 +18,9 @@ import importlib
 import importlib.util
 import logging
 import os
+import pickle
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -110,8 +113,50 @@ def _warm(name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], 
     return kernel
 
 
-def _warm_quietly(name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object]) -> None:
+class _Recorded(Exception):
+    """Stops ``warm`` at its first kernel call: the arguments are known."""
+
+
+class _ArgumentRecorder:
+    """Stands in for a kernel during ``warm`` and keeps the arguments (their types pick the machine code)."""
+
+    def __init__(self) -> None:
+        self.args: tuple[Any, ...] | None = None
+
+    def __call__(self, *args: Any) -> None:
+        self.args = args
+        raise _Recorded
+
+
+def _compile_in_child(name: str, warm: Callable[[Callable[..., Any]], object]) -> bool:
+    """Compile the kernel ``warm`` would call in another process, which fills numba's disk cache.
+
+    LLVM holds the GIL for up to 150 ms at a time while it compiles; in a thread of this process
+    that froze the window and the merge workers. Returns whether the child succeeded.
+    """
+    if getattr(sys, "frozen", False):  # a bundled app has no interpreter to start
+        return False
+    recorder = _ArgumentRecorder()
     try:
+        warm(recorder)
+    except _Recorded:
+        pass
+    if recorder.args is None:
+        return False
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", f"{__name__}.compile_child"], input=pickle.dumps((name, recorder.args)),
+            capture_output=True, timeout=600, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def _warm_quietly(name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object]) -> None:
+    """On a thread: compile in a child process, then load the cached machine code here."""
+    try:
+        _compile_in_child(name, warm)
         _warm(name, key, warm)
     except Exception:  # noqa: BLE001 - a kernel that cannot be built leaves its callers on torch
         log.warning("compiled kernel %s could not be prepared; merging with torch instead", name, exc_info=True)

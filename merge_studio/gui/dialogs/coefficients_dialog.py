@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from matplotlib.backends.backend_qtagg import NavigationToolbar2QT
 from matplotlib.figure import Figure
 from PySide6.QtCore import QSize, Signal
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from merge_studio.gui.plot_canvas import BackgroundCanvas
+from merge_studio.gui.plot_toolbar import PlotToolbar
 from merge_studio.plots.coefficients import plot_coefficients
 
 
@@ -50,7 +50,7 @@ class CoefficientsDialog(QDialog):
         self.figure = Figure(figsize=(7, 3.6), layout="constrained")
         self.canvas = BackgroundCanvas(self.figure, self)
         self.canvas.setMinimumSize(420, 260)
-        toolbar = NavigationToolbar2QT(self.canvas, self)
+        toolbar = PlotToolbar(self.canvas, self)
         toolbar.setIconSize(QSize(18, 18))
         note = QLabel("Written into the merged file's report. Keep them in the recipe to re-run this merge "
                       "without data (saved recipes then carry them).", self)

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_qtagg import NavigationToolbar2QT
 from matplotlib.figure import Figure
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
@@ -48,6 +47,7 @@ from merge_studio.core.progress import Progress
 from merge_studio.errors import MergeStudioError
 from merge_studio.gui.flow_layout import FlowLayout
 from merge_studio.gui.plot_canvas import BackgroundCanvas
+from merge_studio.gui.plot_toolbar import PlotToolbar
 from merge_studio.gui.views.status_panel import EtaClock
 from merge_studio.plots.barrier import BarrierPlotter, draw_barrier_report
 from merge_studio.plots.evaluation import draw_model_scores
@@ -130,7 +130,7 @@ class _PlotPage(QWidget):
         self.figure = Figure(figsize=(9, 3.6), layout="constrained")
         self.canvas = BackgroundCanvas(self.figure)
         self.canvas.setMinimumSize(*MIN_AXES_SIZE)
-        self.toolbar = NavigationToolbar2QT(self.canvas, self)
+        self.toolbar = PlotToolbar(self.canvas, self)
         self.toolbar.setIconSize(QSize(18, 18))
         self.empty = QLabel(empty_text, self)
         self.empty.setObjectName("empty_text")

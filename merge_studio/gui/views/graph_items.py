@@ -17,14 +17,14 @@ SELECT_PEN = QPen(QColor("#e8590c"), 3)
 class NodeItem(QGraphicsRectItem):
     """A transparent hit area over one Graphviz node: hover outline, tooltip, click."""
 
-    def __init__(self, node: GraphNode, rect: QRectF, on_click: Callable[[GraphNode], None]) -> None:
+    def __init__(self, node: GraphNode, rect: QRectF, on_click: Callable[[GraphNode], None], tooltip: str | None = None) -> None:
         super().__init__(rect)
         self.node = node
         self._on_click = on_click
         self.setPen(QPen(Qt.PenStyle.NoPen))
         self.setBrush(QBrush(Qt.BrushStyle.NoBrush))
         self.setAcceptHoverEvents(True)
-        self.setToolTip(node.tooltip())
+        self.setToolTip(node.tooltip() if tooltip is None else tooltip)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setZValue(1)
 

@@ -19,9 +19,8 @@ from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QRectF, Qt, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QPen, QStandardItemModel
-from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtSvgWidgets import QGraphicsSvgItem
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QGraphicsScene, QHBoxLayout,
@@ -41,6 +40,7 @@ from merge_studio.gui.views.graph_items import SELECT_PEN, NodeItem, ZoomView
 from merge_studio.gui.views.graph_marks import SOURCE_COLOURS, Marks, iter_restyle, with_style
 from merge_studio.gui.views.graph_minimap import GraphMinimap
 from merge_studio.gui.views.graph_properties import GraphProperties, ModelsProvider
+from merge_studio.gui.views.graph_scene import PreparedPicture, SceneParts, item_rect, prepare_scene, with_scene
 from merge_studio.gui.views.graph_tree import PATH_ROLE, fill_tree_model
 from merge_studio.gui.workers import JobRunner, JobWorker
 
@@ -284,7 +284,7 @@ class GraphView(QWidget):
         """Run any job that returns a :class:`GraphPicture` off the GUI thread and show its result."""
         self._cancel_running()
         self.status_label.setText("Laying out the graph…")
-        worker = self._runner.start(job_factory, name="graph")
+        worker = self._runner.start(with_scene(job_factory), name="graph")
         worker.sig_result.connect(self._on_worker_result)
         worker.sig_failed.connect(self._on_worker_failed)
         self._worker = worker
@@ -462,11 +462,11 @@ class GraphView(QWidget):
             self._worker = None
 
     @Slot(object)
-    def _on_worker_result(self, picture: GraphPicture) -> None:
+    def _on_worker_result(self, result: PreparedPicture) -> None:
         if self.sender() is not self._worker:
             return  # a stale job: the user asked for something else since
         self._worker = None
-        self._show_picture(picture)
+        self._show_picture(result.picture, result.parts)
 
     @Slot(object)
     def _on_worker_failed(self, error: Any) -> None:
@@ -484,7 +484,7 @@ class GraphView(QWidget):
         self.sig_exported.emit(str(path))
 
     # --- showing ----------------------------------------------------------------------------
-    def _show_picture(self, picture: GraphPicture) -> None:
+    def _show_picture(self, picture: GraphPicture, parts: SceneParts | None = None) -> None:
         previous = self._picture
         same_layout = previous is not None and previous.base is picture.base and bool(self._items)
         transform, center = self.graphics.transform(), self.graphics.mapToScene(self.graphics.viewport().rect().center())
@@ -495,7 +495,7 @@ class GraphView(QWidget):
         self._set_banner(picture.dot_missing, picture.notes)
         self.properties.set_overlay(self.current_overlay(), picture.graph.legend)
         if picture.graph.kind == "module" and picture.svg:
-            self._fill_scene(picture)
+            self._fill_scene(picture, parts)
             if same_layout:  # only the colours changed: keep the user's zoom and position
                 self.graphics.setTransform(transform)
                 self.graphics.centerOn(center)
@@ -503,7 +503,7 @@ class GraphView(QWidget):
         elif picture.tree is not None:
             self.stack.setCurrentWidget(self.tree_view)
         elif picture.svg:
-            self._fill_scene(picture)
+            self._fill_scene(picture, parts)
             self.stack.setCurrentWidget(self.graphics)
         self._fill_repeats_menu(picture.graph)
         what = f"{len(picture.graph.nodes)} nodes" if picture.graph.kind == "module" else "module tree"
@@ -526,23 +526,20 @@ class GraphView(QWidget):
         self._items = {}
         self._renderer = None
 
-    def _fill_scene(self, picture: GraphPicture) -> None:
-        renderer = QSvgRenderer(QByteArray(picture.svg))
-        self._renderer = renderer  # the item does not own it
+    def _fill_scene(self, picture: GraphPicture, parts: SceneParts | None = None) -> None:
+        parts = parts or prepare_scene(picture)
+        if parts is None:
+            return
+        self._renderer = parts.renderer  # the item does not own it
         svg_item = QGraphicsSvgItem()
-        svg_item.setSharedRenderer(renderer)
+        svg_item.setSharedRenderer(parts.renderer)
         self.scene.addItem(svg_item)
-        box = renderer.viewBoxF()
-        size = svg_item.boundingRect()
-        sx = size.width() / box.width() if box.width() else 1.0
-        sy = size.height() / box.height() if box.height() else 1.0
+        size = item_rect(parts)
         for node in picture.graph.nodes:
-            if not renderer.elementExists(node.node_id):
+            if node.node_id not in parts.nodes:
                 continue
-            rect = renderer.transformForElement(node.node_id).mapRect(renderer.boundsOnElement(node.node_id))
-            scene_rect = QRectF((rect.x() - box.x()) * sx, (rect.y() - box.y()) * sy, rect.width() * sx, rect.height() * sy)
-            item = NodeItem(node, scene_rect, self._on_node_clicked)
-            item.setToolTip(picture.graph.describe(node))
+            scene_rect, tooltip = parts.nodes[node.node_id]
+            item = NodeItem(node, scene_rect, self._on_node_clicked, tooltip)
             self.scene.addItem(item)
             self._items[node.node_id] = item
         self.scene.setSceneRect(self.scene.itemsBoundingRect())

@@ -47,11 +47,18 @@ class TensorTableModel(QAbstractTableModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._rows: list[TensorInfo] = []
+        self._sort_names: list[str] | None = None  # made on the first sort: a sort asks ~n log n times
 
     def set_infos(self, infos: Sequence[TensorInfo]) -> None:
         self.beginResetModel()
         self._rows = list(infos)
+        self._sort_names = None
         self.endResetModel()
+
+    def _sort_name(self, row: int) -> str:
+        if self._sort_names is None:
+            self._sort_names = [_natural(info.name) for info in self._rows]
+        return self._sort_names[row]
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
         return 0 if parent.isValid() else len(self._rows)
@@ -70,7 +77,7 @@ class TensorTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return (info.name, " × ".join(map(str, info.shape)) or "scalar", info.dtype_name, f"{info.numel:,}")[col]
         if role == NUMERIC_ROLE:  # sort keys: layers.2 before layers.10, sizes as numbers
-            return (_natural(info.name), info.numel, info.dtype_name, info.numel)[col]
+            return self._sort_name(index.row()) if col == 0 else (info.numel, info.dtype_name, info.numel)[col - 1]
         if role == Qt.ItemDataRole.TextAlignmentRole and col == 3:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole and col == 0:
@@ -147,12 +154,12 @@ class Inspector(QWidget):
         tl.addWidget(self.filter_count)
 
         # modules
-        self.module_tree = QTreeWidget(self)
-        self.module_tree.setObjectName("module_tree")
-        self.module_tree.setHeaderLabels(["Module", "Tensors", "Parameters"])
-        self.module_tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.module_tree.header().setStretchLastSection(False)
-        self.module_tree.setAlternatingRowColors(True)
+        self._module_tree = QTreeWidget(self)
+        self._module_tree.setObjectName("module_tree")
+        self._module_tree.setHeaderLabels(["Module", "Tensors", "Parameters"])
+        self._module_tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self._module_tree.header().setStretchLastSection(False)
+        self._module_tree.setAlternatingRowColors(True)
 
         # compatibility
         self.compat_view = QTextBrowser(self)
@@ -162,7 +169,9 @@ class Inspector(QWidget):
         self.tabs.setObjectName("inspector_tabs")
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(tensors_page, "Tensors")
-        self.tabs.addTab(self.module_tree, "Modules")
+        self.tabs.addTab(self._module_tree, "Modules")
+        self._pending_tree: list[TensorInfo] | None = None  # filled when the Modules tab is shown
+        self.tabs.currentChanged.connect(lambda _index: self._fill_pending_tree())
         self.tabs.addTab(self.compat_view, "Compatibility")
         from merge_studio.gui.views.metadata_view import MetadataView
 
@@ -194,7 +203,8 @@ class Inspector(QWidget):
             self.title.setText("No model selected")
             self.subtitle.setText("Select a model in the list to see what is inside it.")
             self.tensor_model.set_infos([])
-            self.module_tree.clear()
+            self._pending_tree = None
+            self._module_tree.clear()
             self.metadata_view.set_metadata({})
             self._update_count()
             return
@@ -203,7 +213,8 @@ class Inspector(QWidget):
             self.subtitle.setText(str(model.path) + ("\nCannot open: " + model.error if model.error else "\nLoading…"))
             self.metadata_view.set_metadata({})
             self.tensor_model.set_infos([])
-            self.module_tree.clear()
+            self._pending_tree = None
+            self._module_tree.clear()
             self._update_count()
             return
         s = model.summary
@@ -229,7 +240,10 @@ class Inspector(QWidget):
         self.metadata_view.set_metadata(meta)
         infos = list(model.checkpoint.infos.values())
         self.tensor_model.set_infos(infos)
-        self._fill_tree(infos)
+        # the module tree is a few thousand Qt calls (10-25 ms): built when its tab is shown
+        self._pending_tree = infos
+        if self.tabs.currentWidget() is self._module_tree:
+            self._fill_pending_tree()
         self._update_count()
         self._shown = shown
 
@@ -247,14 +261,25 @@ class Inspector(QWidget):
             label.setText(f"⚠ NaN or infinite in {len(bad)} tensor{'s' * (len(bad) != 1)}")
             label.setToolTip("\n".join(b.describe() for b in bad[:30]))
 
+    @property
+    def module_tree(self) -> QTreeWidget:
+        """The Modules tab's tree (filled first when it was left for the tab's first showing)."""
+        self._fill_pending_tree()
+        return self._module_tree
+
+    def _fill_pending_tree(self) -> None:
+        infos, self._pending_tree = self._pending_tree, None
+        if infos is not None:
+            self._fill_tree(infos)
+
     def _fill_tree(self, infos: Sequence[TensorInfo]) -> None:
         from merge_studio.core.checkpoints.keys import build_key_tree  # the package imports torch
         from merge_studio.core.naming.base import naming_for
         from merge_studio.core.naming.tree import group_tree
 
         root = group_tree(build_key_tree({i.name: i for i in infos}), naming_for({i.name: i.shape for i in infos}))
-        self.module_tree.clear()
-        self.module_tree.setUpdatesEnabled(False)
+        self._module_tree.clear()
+        self._module_tree.setUpdatesEnabled(False)
 
         def add(parent: QTreeWidgetItem | QTreeWidget, node: KeyNode) -> None:
             for child in node.children.values():
@@ -269,11 +294,11 @@ class Inspector(QWidget):
                 item.setForeground(0, self.palette().placeholderText())
                 _align_numbers(item)
 
-        add(self.module_tree, root)
-        self.module_tree.expandToDepth(0)
-        self.module_tree.resizeColumnToContents(1)
-        self.module_tree.resizeColumnToContents(2)
-        self.module_tree.setUpdatesEnabled(True)
+        add(self._module_tree, root)
+        self._module_tree.expandToDepth(0)
+        self._module_tree.resizeColumnToContents(1)
+        self._module_tree.resizeColumnToContents(2)
+        self._module_tree.setUpdatesEnabled(True)
 
     def set_compatibility(self, compat: CompatSummary, ready_count: int) -> None:
         """Show the report for the whole list, problems first."""
