@@ -321,7 +321,8 @@ def test_a_kernel_still_loading_leaves_the_chunk_to_torch_and_is_ready_soon_afte
 
 def test_a_background_compile_happens_in_a_child_process_that_fills_the_disk_cache(monkeypatch, tmp_path):
     # LLVM holds the GIL through a compile: done on a thread it froze the window for 150 ms
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))  # the child's cache; this process keeps its own
+    monkeypatch.setattr(kernels, "_in_disk_cache", lambda name, args: False)
     values, base = chunk_inputs(64, 1, torch.bfloat16, seed=5)
 
     def warm(kernel):
@@ -337,3 +338,16 @@ def test_a_background_compile_happens_in_a_child_process_that_fills_the_disk_cac
     kernels._warm_quietly("magnitude.count_and_gather", ("probe",), warm)
     assert children == ["magnitude.count_and_gather"]  # the thread asks a child first, then loads
     assert ("magnitude.count_and_gather", ("probe",)) in kernels._ready
+
+
+def test_a_kernel_already_in_the_disk_cache_starts_no_child(monkeypatch):
+    values, base = chunk_inputs(64, 1, torch.bfloat16, seed=6)
+
+    def warm(kernel):
+        return kernels._run_count(kernel, values[0], base, 0.0, 1.0, 4)
+
+    kernels._warm("magnitude.count_and_gather", ("probe",), warm)  # compiled (or loaded) and cached here
+    started: list[object] = []
+    monkeypatch.setattr(kernels.subprocess, "run", lambda *a, **k: started.append(a))
+    assert kernels._compile_in_child("magnitude.count_and_gather", warm)
+    assert started == []

@@ -143,6 +143,8 @@ def _compile_in_child(name: str, warm: Callable[[Callable[..., Any]], object]) -
         pass
     if recorder.args is None:
         return False
+    if _in_disk_cache(name, recorder.args):
+        return True  # loading machine code is quick: no process to start
     try:
         done = subprocess.run(
             [sys.executable, "-m", f"{__name__}.compile_child"], input=pickle.dumps((name, recorder.args)),
@@ -151,6 +153,23 @@ def _compile_in_child(name: str, warm: Callable[[Callable[..., Any]], object]) -
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
+
+
+def _in_disk_cache(name: str, args: tuple[Any, ...]) -> bool:
+    """Whether numba's disk cache holds the kernel ``name`` for the types of ``args``.
+
+    Reads numba's cache index the way its dispatcher does (private API: any failure
+    answers no, and the kernel is then compiled in a child, which is only slower).
+    """
+    try:
+        module, function = name.rsplit(".", 1)
+        kernel = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+        signature = tuple(kernel.typeof_pyval(a) for a in args)
+        cache = kernel._cache  # noqa: SLF001
+        key = cache._index_key(signature, kernel.targetctx.codegen())  # noqa: SLF001
+        return key in cache._cache_file._load_index()  # noqa: SLF001
+    except Exception:  # noqa: BLE001 - numba changed: fall back to the child
+        return False
 
 
 def _warm_quietly(name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object]) -> None:
