@@ -268,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             window.resize(*size)
         _settle(100)
         window.fit_panels()
+        _wait_idle(window, LOAD_TIMEOUT_MS)  # the deferred views, built after the first paint, may have asked for work
         try:
             out = take_screenshot(window, args.screenshot)
         except OSError as exc:
