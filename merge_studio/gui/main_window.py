@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QSplitter,
-    QStackedWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -46,7 +45,7 @@ from merge_studio.gui.views.empty_state import EmptyState
 from merge_studio.gui.views.inspector import Inspector
 from merge_studio.gui.views.log_panel import LogPanel
 from merge_studio.gui.views.method_picker import MethodPicker
-from merge_studio.gui.views.scrolling_tabs import ScrollingTabs
+from merge_studio.gui.views.scrolling_tabs import CurrentPageStack, ScrollingTabs
 from merge_studio.gui.views.status_panel import JobStatus
 from merge_studio.gui.lora_actions import LoraActions
 from merge_studio.gui.moe_actions import MoeActions
@@ -112,7 +111,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self._view_slots: dict[str, QWidget] = {}  # placeholder tabs while the views are deferred
         self._startup_pending = defer_startup
         self.welcome = self._optional_view("Welcome", "merge_studio.gui.views.welcome", "WelcomeView", "")
-        self.inspector_stack = QStackedWidget(self)
+        self.inspector_stack = CurrentPageStack(self)
         self.inspector_stack.setObjectName("inspector_stack")
         self.inspector_stack.addWidget(self.welcome)
         self.inspector_stack.addWidget(self.inspector)

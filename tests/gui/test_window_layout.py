@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QTabWidget
+from PySide6.QtWidgets import QLabel, QTabWidget
 from safetensors.torch import save_file
 
 from merge_studio.gui import app as gui_app
@@ -180,3 +180,27 @@ def test_the_demo_card_shows_the_training_progress_and_comes_back_when_done(qtbo
         pass
     assert seen and seen[0].startswith("Training the demo models (first start only): resnet20_seed0 · 40%")
     assert card.text.text() == DEMO_HINT and card.isEnabled()
+
+
+def test_at_1024x768_the_inspector_fits_its_tab_and_a_long_path_is_cut_in_the_middle(qtbot, small_window, tmp_path):
+    # the hidden welcome page and the unbreakable path made the page 505 px wide in a 410 px tab:
+    # the tensor table's Dtype and Parameters columns sat behind a sideways scroll bar
+    from tests.gui.conftest import load_into, write_model
+
+    folder = tmp_path / ("a-rather-long-folder-name-for-checkpoints-" * 3)
+    folder.mkdir()
+    path = write_model(folder / "mlp_seed1.safetensors", 1)
+    load_into(qtbot, small_window, [path])
+    small_window.model_list.select_id(small_window.session.models[0].id)
+    small_window.show_tab("Inspector")
+    qtbot.wait(50)
+    scroller = small_window.tabs.currentWidget().parentWidget().parentWidget()  # page < viewport < scroll area
+    assert not scroller.horizontalScrollBar().isVisible()
+    table = small_window.inspector.tensor_table
+    header = table.horizontalHeader()
+    last = header.logicalIndex(header.count() - 1)
+    assert header.sectionViewportPosition(last) + header.sectionSize(last) <= table.viewport().width() + 1
+    subtitle = small_window.inspector.subtitle
+    assert subtitle.text() == str(path)  # callers read the whole path; the label shows what fits
+    assert subtitle.toolTip() == str(path)
+    assert "…" in QLabel.text(subtitle) and QLabel.text(subtitle).endswith("mlp_seed1.safetensors")

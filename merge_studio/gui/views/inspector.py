@@ -27,6 +27,7 @@ from merge_studio.gui.compat import CompatSummary
 from merge_studio.gui.family import model_family
 from merge_studio.gui.session import LoadedModel
 from merge_studio.gui.views.checkpoint_model import human_bytes, human_count
+from merge_studio.gui.views.elided_label import ElidedLabel
 
 if TYPE_CHECKING:
     from merge_studio.core.checkpoints import TensorInfo
@@ -96,11 +97,10 @@ class Inspector(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("inspector")
-        self.title = QLabel("No model selected", self)
+        self.title = ElidedLabel("No model selected", self)
         self.title.setObjectName("inspector_title")
-        self.subtitle = QLabel("Select a model in the list to see what is inside it.", self)
+        self.subtitle = ElidedLabel("Select a model in the list to see what is inside it.", self)
         self.subtitle.setObjectName("muted")
-        self.subtitle.setWordWrap(True)
         self.subtitle.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.facts = QGridLayout()
         self.facts.setHorizontalSpacing(24)

@@ -15,7 +15,7 @@ it scroll sideways); their popups still show whole names.
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer
-from PySide6.QtWidgets import QComboBox, QFrame, QScrollArea, QTabWidget, QWidget
+from PySide6.QtWidgets import QComboBox, QFrame, QScrollArea, QStackedWidget, QTabWidget, QWidget
 
 COMBO_MIN_CHARACTERS = 10
 
@@ -121,3 +121,24 @@ class ScrollingTabs(QTabWidget):
 
 
 __all__ = ["ScrollingTabs"]
+
+
+class CurrentPageStack(QStackedWidget):
+    """``QStackedWidget`` as small as the page it shows.
+
+    Qt sizes a stack to the largest of all its pages, hidden ones too: the welcome
+    page kept the Inspector 505 px wide at 1024×768, so the tensor table's Dtype and
+    Parameters columns sat off screen behind a scroll bar.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.currentChanged.connect(lambda _index: self.updateGeometry())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        page = self.currentWidget()
+        return page.minimumSizeHint().expandedTo(page.minimumSize()) if page is not None else super().minimumSizeHint()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        page = self.currentWidget()
+        return page.sizeHint() if page is not None else super().sizeHint()
