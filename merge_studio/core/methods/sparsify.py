@@ -99,8 +99,11 @@ def _bracket(sample: "np.ndarray", k: int, n: int) -> tuple[float, float]:
     margin = 4.5 * (q * (1.0 - q) * m) ** 0.5 + 4.0
     hi_rank = int(q * m - margin)  # sample entries above hi ~ fewer than k·m/n
     lo_rank = int(q * m + margin)
-    hi = np.inf if hi_rank < 1 else float(np.partition(sample, m - hi_rank)[m - hi_rank])
-    lo = -np.inf if lo_rank >= m else float(np.partition(sample, m - 1 - lo_rank)[m - 1 - lo_rank])
+    ranks = [r for r in (m - 1 - lo_rank if lo_rank < m else None, m - hi_rank if hi_rank >= 1 else None) if r is not None]
+    if ranks:
+        sample.partition(ranks)  # both order statistics in one selection
+    lo = -np.inf if lo_rank >= m else float(sample[m - 1 - lo_rank])
+    hi = np.inf if hi_rank < 1 else float(sample[m - hi_rank])
     return lo, hi
 
 
