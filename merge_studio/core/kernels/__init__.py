@@ -172,9 +172,42 @@ def _in_disk_cache(name: str, args: tuple[Any, ...]) -> bool:
         return False
 
 
+@functools.cache
+def _preload_llvm() -> None:
+    """Load LLVM's shared library (180 MB) with the GIL released, before numba asks for it.
+
+    llvmlite opens it with ``ctypes.CDLL``, which holds the GIL while the library's pages
+    are read and its static constructors run: 20-150 ms during which the window froze.
+    Read into the page cache, then opened through libc's ``dlopen`` (a ctypes call, which
+    releases the GIL), it is already loaded when llvmlite opens it. Linux only; elsewhere
+    llvmlite loads it as usual.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("llvmlite")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for library in Path(next(iter(spec.submodule_search_locations)), "binding").glob("libllvmlite*.so*"):
+        # its pages into the page cache first (a file read holds no lock): dlopen holds the loader's
+        # lock while it faults pages in, and any thread asking for that lock meanwhile (a starting
+        # thread registers its thread-local destructors under it) would wait for the disk holding the GIL
+        buffer = bytearray(4 << 20)
+        with library.open("rb", buffering=0) as file:
+            while file.readinto(buffer):
+                pass
+        libc = ctypes.CDLL(None)
+        libc.dlopen.restype = ctypes.c_void_p
+        libc.dlopen(str(library).encode(), os.RTLD_NOW | os.RTLD_LOCAL)  # kept open: llvmlite reuses it
+        return
+
+
 def _warm_quietly(name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object]) -> None:
     """On a thread: compile in a child process, then load the cached machine code here."""
     try:
+        _preload_llvm()
         _compile_in_child(name, warm)
         _warm(name, key, warm)
     except Exception:  # noqa: BLE001 - a kernel that cannot be built leaves its callers on torch
