@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QWidget
 
-from merge_studio.gui import gc_guard
+from merge_studio.gui import gc_guard, kernel_warmup
 from merge_studio.gui.resources import icon
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class DeferredStartup:
         self.wiring.refresh_models()
         self._update_extra_views()
         gc_guard.settle()  # the window is built: later full collections skip all of it
+        kernel_warmup.start()  # numba and LLVM before the first merge needs them
 
     def _finish_startup(self) -> None:
         """What the window left for after its first paint: the heavy views and the GPU probe."""

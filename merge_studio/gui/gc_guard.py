@@ -12,11 +12,13 @@ timer on the GUI thread, which is what :func:`install` does.
 A full collection walks every object the interpreter tracks (hundreds of
 thousands once torch and matplotlib are loaded) and stalls the window for
 0.3-1.5 s on a busy two-core machine. While a job runs (:func:`job_started` /
-:func:`job_finished`) only the young generations are collected; the full
-collection waits until the window is idle again. And once the window is built
-(:func:`settle`), what exists then (modules, classes, the window's widgets: about
-280,000 objects once torch and matplotlib are in) is frozen out of the
-collector's sight, so a later full collection takes about 5 ms instead of 150.
+:func:`job_finished`) only the youngest generation is collected, every 100 ms so
+that each collection is small; the older ones wait until the window is idle
+again. And once the window is built (:func:`settle`), what exists then (modules,
+classes, the window's widgets: about 280,000 objects once torch and matplotlib
+are in) is frozen out of the collector's sight, so a later full collection takes
+about 5 ms instead of 150; a library loaded later (numba) is frozen the same way
+once nothing runs (:func:`freeze_when_idle`).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import gc
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
 
-INTERVAL_MS = 500
+INTERVAL_MS = 100
 _jobs_running = 0
 _settled = False
+_refreeze = False  # something big was imported after settle(): freeze again once nothing runs
 
 
 def job_started() -> None:
@@ -55,11 +58,19 @@ class GuiThreadCollector(QObject):
 
     def check(self) -> int:
         """Collect the oldest generation whose count passed its threshold; returns objects freed."""
+        global _refreeze
+        if _refreeze and not _jobs_running:
+            _refreeze = False
+            freed = gc.collect()
+            gc.freeze()
+            return freed
         counts = gc.get_count()
         for generation in (2, 1, 0):
             if counts[generation] > self.thresholds[generation]:
-                if generation == 2 and _jobs_running:
-                    generation = 1  # the young objects now; the whole heap once the jobs are done
+                if _jobs_running:
+                    # only what was made since the last look: a job that imports a library (numba at
+                    # a first merge: 30,000 objects) made older collections take 20-30 ms
+                    generation = 0
                 return gc.collect(generation)
         return 0
 
@@ -76,6 +87,13 @@ def settle() -> None:
     _settled = True
     gc.collect()
     gc.freeze()
+
+
+def freeze_when_idle() -> None:
+    """A library was loaded after :func:`settle` (numba, ahead of the first merge): the collector
+    freezes again, on the GUI thread, at its next look while no job runs. Safe from any thread."""
+    global _refreeze
+    _refreeze = True
 
 
 _collector: GuiThreadCollector | None = None

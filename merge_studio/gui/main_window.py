@@ -33,7 +33,7 @@ from merge_studio.gui.menus import build_menus
 from merge_studio.gui.edit_history import EditHistory
 from merge_studio.gui.merge_estimate import MergeEstimateLabel
 from merge_studio.gui.merge_history import MergeHistory
-from merge_studio.gui import gc_guard, output_guard
+from merge_studio.gui import gc_guard, kernel_warmup, output_guard
 from merge_studio.gui.output_guard import confirm_stop_merge
 from merge_studio.gui.qt_compat import protect_none
 from merge_studio.gui.resources import icon
@@ -54,11 +54,7 @@ from merge_studio.gui.window_actions import WindowActions
 from merge_studio.gui.window_layout import PanelLayout
 from merge_studio.gui.workers import JobError, JobRunner, JobWorker
 
-# How long a thread holding the GIL runs before a waiting one (the GUI's) may take it. The GUI
-# thread takes the GIL for every Python slot and override Qt calls, often a hundred times a frame,
-# and waits about this long each time a render or job thread is busy in Python: at 1 ms the window
-# stalled 40-70 ms during an alignment, at 0.1 ms 17-28 ms (benchmarks/gui_latency.py, 2 cores).
-GIL_SWITCH_S = 0.0001
+GIL_SWITCH_S = 0.001  # how long a thread holding the GIL runs before a waiting one (the GUI's) may take it
 
 
 class MainWindow(WindowActions, DeferredStartup, QMainWindow):
@@ -161,6 +157,7 @@ class MainWindow(WindowActions, DeferredStartup, QMainWindow):
         self.log_panel.log("Ready. Drop checkpoints on the list, or use File ▸ Open (Ctrl+O).")
         if not defer_startup:
             gc_guard.settle()  # the window is built: later full collections skip all of it
+            kernel_warmup.start()  # numba and LLVM before the first merge needs them
 
     # --- construction -----------------------------------------------------------------
     def _optional_view(self, title: str, module: str, cls_name: str, sentence: str) -> QWidget:

@@ -28,6 +28,7 @@ instead of showing squashed axes.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import traceback
@@ -226,7 +227,7 @@ class BackgroundCanvas(FigureCanvasQTAgg):
         """On the render thread; a canvas deleted meanwhile (its window closed) just ends it quietly."""
         try:
             _one_compute_thread()
-            with _render_gate:
+            with _render_gate, _gui_gets_the_gil_sooner():
                 self._render_once(generation)
         except BaseException:  # noqa: BLE001 - a thread's last resort: never reach the app's exception dialog
             if shiboken6.isValid(self):
@@ -356,6 +357,23 @@ class BackgroundCanvas(FigureCanvasQTAgg):
     def wait(self, timeout_s: float = 10.0) -> bool:
         """Let the event loop run until this canvas is idle (tests, screenshots)."""
         return wait_for_plots(timeout_s, [self])
+
+
+# While matplotlib draws (Python through and through), the GUI thread waits this long for the
+# GIL each time it needs it, a hundred times a frame: at the window's 1 ms an alignment's
+# pictures stalled it 40-70 ms, at 0.1 ms 17-28 ms (benchmarks/gui_latency.py, 2 cores). Only
+# while drawing: merges, whose workers hold the GIL only between torch calls, gain nothing.
+RENDER_SWITCH_S = 0.0001
+
+
+@contextmanager
+def _gui_gets_the_gil_sooner() -> Iterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, RENDER_SWITCH_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def _one_compute_thread() -> None:

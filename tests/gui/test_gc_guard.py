@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from merge_studio.gui import gc_guard
 
 
@@ -23,3 +25,63 @@ def test_a_built_window_is_frozen_out_of_full_collections_and_new_cycles_still_g
     del node
     gc.collect()
     assert gone() is None
+
+
+def test_while_a_job_runs_only_the_youngest_generation_is_collected(qtbot, monkeypatch):
+    collector = gc_guard.GuiThreadCollector()
+    monkeypatch.setattr(collector, "thresholds", (0, 0, 0))  # every generation is due
+    seen: list[int] = []
+
+    def note(phase, info):
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.callbacks.append(note)
+    try:
+        gc_guard.job_started()
+        try:
+            collector.check()
+        finally:
+            gc_guard.job_finished()
+        collector.check()
+    finally:
+        gc.callbacks.remove(note)
+        collector.timer.stop()
+    assert seen[0] == 0 and seen[1] > 0  # a job: what was made since the last look; idle: older ones too
+
+
+def test_a_library_loaded_later_is_frozen_once_no_job_runs(qtbot, monkeypatch):
+    collector = gc_guard.GuiThreadCollector()
+    monkeypatch.setattr(gc_guard, "_refreeze", False)
+    gc_guard.freeze_when_idle()  # as the kernel warm-up thread does when numba is in
+    made_later = [_Node() for _ in range(500)]
+    try:
+        gc_guard.job_started()
+        try:
+            frozen = gc.get_freeze_count()
+            collector.check()
+            assert gc.get_freeze_count() == frozen  # not during a job
+        finally:
+            gc_guard.job_finished()
+        collector.check()
+    finally:
+        collector.timer.stop()
+    assert gc.get_freeze_count() >= frozen + len(made_later)
+    assert not gc_guard._refreeze  # noqa: SLF001 - done once
+
+
+def test_the_window_loads_the_compiled_kernels_on_a_thread_and_freezes_them_after(qtbot, window, monkeypatch):
+    import threading
+
+    from merge_studio.core import kernels
+    from merge_studio.gui import kernel_warmup
+
+    if not kernels.available():
+        pytest.skip("numba is not installed: the app merges with torch, nothing to load")
+    monkeypatch.setattr(kernel_warmup, "_started", False)
+    monkeypatch.setattr(gc_guard, "_refreeze", False)
+    kernel_warmup.start()
+    for thread in [t for t in threading.enumerate() if t.name == "kernel-prepare"]:
+        thread.join(timeout=120)
+    assert any(name == "magnitude.sample_magnitudes" for name, _key in kernels._ready)  # noqa: SLF001
+    assert gc_guard._refreeze  # noqa: SLF001 - the collector freezes numba's objects when idle

@@ -214,6 +214,24 @@ def _warm_quietly(name: str, key: tuple[Any, ...], warm: Callable[[Callable[...,
         log.warning("compiled kernel %s could not be prepared; merging with torch instead", name, exc_info=True)
 
 
+def prepare() -> None:
+    """Load numba and LLVM now, ahead of the first merge (the window calls it on a thread once built).
+
+    The first kernel of a process costs about 0.7 s of CPU and some 30,000 new Python
+    objects (numba's types and functions); done at start-up, a merge does not pay it and
+    the window can set those objects aside from garbage collection while nothing runs.
+    """
+    if not available():
+        return
+    import torch
+
+    _preload_llvm()
+    try:
+        sample_magnitudes(torch.zeros(4, dtype=torch.bfloat16), torch.zeros(4, dtype=torch.bfloat16), 1)
+    except Exception:  # noqa: BLE001 - a kernel that cannot be built leaves merges on torch
+        log.warning("compiled kernels could not be prepared; merging with torch instead", exc_info=True)
+
+
 def _call(
     kernel: Callable[..., Any], args: tuple[Any, ...], numel: int,
     out_dtype: "torch.dtype", want_metrics: bool, metric_names: tuple[str, ...],
