@@ -12,9 +12,9 @@ timer on the GUI thread, which is what :func:`install` does.
 A full collection walks every object the interpreter tracks (hundreds of
 thousands once torch and matplotlib are loaded) and stalls the window for
 0.3-1.5 s on a busy two-core machine. While a job runs (:func:`job_started` /
-:func:`job_finished`) only the youngest generation is collected, every 100 ms so
-that each collection is small; the older ones wait until the window is idle
-again. And once the window is built (:func:`settle`), what exists then (modules,
+:func:`job_finished`) the youngest generation is collected every 100 ms, so that
+each collection is small, the middle one at most every 5 s, and the oldest waits
+until the window is idle again. And once the window is built (:func:`settle`), what exists then (modules,
 classes, the window's widgets: about 280,000 objects once torch and matplotlib
 are in) is frozen out of the collector's sight, so a later full collection takes
 about 5 ms instead of 150; a library loaded later (numba) is frozen the same way
@@ -24,10 +24,12 @@ once nothing runs (:func:`freeze_when_idle`).
 from __future__ import annotations
 
 import gc
+import time
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
 
 INTERVAL_MS = 100
+MIDDLE_EVERY_S = 5.0  # during a job, the middle generation is collected at most this often
 _jobs_running = 0
 _settled = False
 _refreeze = False  # something big was imported after settle(): freeze again once nothing runs
@@ -50,6 +52,7 @@ class GuiThreadCollector(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.thresholds = gc.get_threshold()
+        self._middle_at = time.monotonic()
         self.timer = QTimer(self)
         self.timer.setInterval(INTERVAL_MS)
         self.timer.timeout.connect(self.check)
@@ -68,9 +71,13 @@ class GuiThreadCollector(QObject):
         for generation in (2, 1, 0):
             if counts[generation] > self.thresholds[generation]:
                 if _jobs_running:
-                    # only what was made since the last look: a job that imports a library (numba at
-                    # a first merge: 30,000 objects) made older collections take 20-30 ms
-                    generation = 0
+                    # mostly what was made since the last look: a job that imports a library (numba
+                    # at a first merge: 30,000 objects) made each older collection take 20-30 ms;
+                    # the middle generation now and then, so a long job's cycles are still freed
+                    now = time.monotonic()
+                    generation = 1 if now - self._middle_at >= MIDDLE_EVERY_S else 0
+                    if generation == 1:
+                        self._middle_at = now
                 return gc.collect(generation)
         return 0
 

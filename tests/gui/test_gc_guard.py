@@ -28,6 +28,7 @@ def test_a_built_window_is_frozen_out_of_full_collections_and_new_cycles_still_g
 
 
 def test_while_a_job_runs_only_the_youngest_generation_is_collected(qtbot, monkeypatch):
+    monkeypatch.setattr(gc_guard, "_jobs_running", 0)  # jobs other tests left running do not count here
     collector = gc_guard.GuiThreadCollector()
     monkeypatch.setattr(collector, "thresholds", (0, 0, 0))  # every generation is due
     seen: list[int] = []
@@ -48,9 +49,22 @@ def test_while_a_job_runs_only_the_youngest_generation_is_collected(qtbot, monke
         gc.callbacks.remove(note)
         collector.timer.stop()
     assert seen[0] == 0 and seen[1] > 0  # a job: what was made since the last look; idle: older ones too
+    collector._middle_at -= gc_guard.MIDDLE_EVERY_S  # noqa: SLF001 - five seconds into a long job
+    seen.clear()
+    gc.callbacks.append(note)
+    try:
+        gc_guard.job_started()
+        try:
+            collector.check()
+        finally:
+            gc_guard.job_finished()
+    finally:
+        gc.callbacks.remove(note)
+    assert seen == [1]  # a long job's cycles are still freed now and then
 
 
 def test_a_library_loaded_later_is_frozen_once_no_job_runs(qtbot, monkeypatch):
+    monkeypatch.setattr(gc_guard, "_jobs_running", 0)
     collector = gc_guard.GuiThreadCollector()
     monkeypatch.setattr(gc_guard, "_refreeze", False)
     gc_guard.freeze_when_idle()  # as the kernel warm-up thread does when numba is in
