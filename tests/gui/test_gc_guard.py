@@ -27,10 +27,8 @@ def test_a_built_window_is_frozen_out_of_full_collections_and_new_cycles_still_g
     assert gone() is None
 
 
-def test_while_a_job_runs_only_the_youngest_generation_is_collected(qtbot, monkeypatch):
-    monkeypatch.setattr(gc_guard, "_jobs_running", 0)  # jobs other tests left running do not count here
-    collector = gc_guard.GuiThreadCollector()
-    monkeypatch.setattr(collector, "thresholds", (0, 0, 0))  # every generation is due
+def _generations_collected(collector: gc_guard.GuiThreadCollector, *, during_job: bool) -> list[int]:
+    """The generations one look of the collector collects, with or without a job running."""
     seen: list[int] = []
 
     def note(phase, info):
@@ -38,29 +36,26 @@ def test_while_a_job_runs_only_the_youngest_generation_is_collected(qtbot, monke
             seen.append(info["generation"])
 
     gc.callbacks.append(note)
-    try:
+    if during_job:
         gc_guard.job_started()
-        try:
-            collector.check()
-        finally:
-            gc_guard.job_finished()
+    try:
         collector.check()
     finally:
-        gc.callbacks.remove(note)
-        collector.timer.stop()
-    assert seen[0] == 0 and seen[1] > 0  # a job: what was made since the last look; idle: older ones too
-    collector._middle_at -= gc_guard.MIDDLE_EVERY_S  # noqa: SLF001 - five seconds into a long job
-    seen.clear()
-    gc.callbacks.append(note)
-    try:
-        gc_guard.job_started()
-        try:
-            collector.check()
-        finally:
+        if during_job:
             gc_guard.job_finished()
-    finally:
         gc.callbacks.remove(note)
-    assert seen == [1]  # a long job's cycles are still freed now and then
+    return seen
+
+
+def test_while_a_job_runs_only_the_youngest_generation_is_collected(qtbot, monkeypatch):
+    monkeypatch.setattr(gc_guard, "_jobs_running", 0)  # jobs other tests left running do not count here
+    collector = gc_guard.GuiThreadCollector()
+    collector.timer.stop()  # looked at by hand here
+    monkeypatch.setattr(collector, "thresholds", (0, 0, 0))  # every generation is due
+    assert _generations_collected(collector, during_job=True) == [0]  # what was made since the last look
+    assert _generations_collected(collector, during_job=False)[0] > 0  # idle: older ones too
+    collector._middle_at -= gc_guard.MIDDLE_EVERY_S  # noqa: SLF001 - five seconds into a long job
+    assert _generations_collected(collector, during_job=True) == [1]  # a long job's cycles are still freed
 
 
 def test_a_library_loaded_later_is_frozen_once_no_job_runs(qtbot, monkeypatch):

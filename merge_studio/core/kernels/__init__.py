@@ -225,11 +225,13 @@ def prepare() -> None:
         return
     import torch
 
-    _preload_llvm()
-    try:
-        sample_magnitudes(torch.zeros(4, dtype=torch.bfloat16), torch.zeros(4, dtype=torch.bfloat16), 1)
-    except Exception:  # noqa: BLE001 - a kernel that cannot be built leaves merges on torch
-        log.warning("compiled kernels could not be prepared; merging with torch instead", exc_info=True)
+    tiny = torch.zeros(4, dtype=torch.bfloat16)
+
+    def warm(kernel: Callable[..., Any]) -> object:
+        return _run_sample(kernel, tiny, tiny, 1)
+
+    # as a merge's background warming does: compiled (if need be) in a child, loaded here
+    _warm_quietly("magnitude.sample_magnitudes", (shift_of(tiny.dtype),), warm)
 
 
 def _call(
