@@ -8,12 +8,10 @@ out of collection (see :mod:`gc_guard`) before any job runs.
 
 from __future__ import annotations
 
-import logging
 import threading
 
 from merge_studio.gui import gc_guard
 
-log = logging.getLogger(__name__)
 _started = False
 
 

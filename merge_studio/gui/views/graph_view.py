@@ -40,11 +40,12 @@ from merge_studio.gui.views.graph_items import SELECT_PEN, NodeItem, ZoomView
 from merge_studio.gui.views.graph_marks import SOURCE_COLOURS, Marks, iter_restyle, with_style
 from merge_studio.gui.views.graph_minimap import GraphMinimap
 from merge_studio.gui.views.graph_properties import GraphProperties, ModelsProvider
-from merge_studio.gui.views.graph_scene import PreparedPicture, SceneParts, item_rect, prepare_scene, with_scene
+from merge_studio.gui.views.graph_scene import (
+    PictureJob, PreparedPicture, SceneParts, item_rect, prepare_scene, with_scene,
+)
 from merge_studio.gui.views.graph_tree import PATH_ROLE, fill_tree_model
 from merge_studio.gui.workers import JobRunner, JobWorker
 
-PictureJob = Callable[[CancelToken], Generator[Any, None, GraphPicture]]
 EMPTY_TEXT = (
     "Load a checkpoint to see its structure: its layer graph when the architecture is known, "
     "otherwise the tree of modules read from its tensor names."
