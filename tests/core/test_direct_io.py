@@ -82,7 +82,7 @@ def test_a_file_system_that_refuses_direct_writes_gets_the_bytes_through_the_cac
     out_holder: list[AppendOnlyFile] = []
 
     def pwrite(fd, data, offset):
-        if out_holder and fd == out_holder[0]._direct_fd:  # noqa: SLF001 - the direct descriptor
+        if out_holder and fd == out_holder[0]._direct_fd:  # the direct descriptor
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_pwrite(fd, data, offset)
 
@@ -95,3 +95,57 @@ def test_a_file_system_that_refuses_direct_writes_gets_the_bytes_through_the_cac
     out.write(memoryview(data))
     out.close()
     assert path.read_bytes() == data
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no direct I/O here")
+def test_full_buffers_reach_the_disk_two_at_a_time(tmp_path, monkeypatch):
+    """A direct write returns only when the disk has the bytes: the next full buffer is
+    written alongside it, not after it (the first write waits until the second begins)."""
+    import threading
+
+    monkeypatch.setattr(direct_io, "STAGING_BYTES", 2 * BLOCK)
+    real_pwrite = os.pwrite
+    second_began = threading.Event()
+    overlapped: list[bool] = []
+    holder: list[AppendOnlyFile] = []
+
+    def pwrite(fd, data, offset):
+        if holder and fd == holder[0]._direct_fd:  # the direct descriptor
+            if offset == 0:
+                overlapped.append(second_began.wait(timeout=10))
+            else:
+                second_began.set()
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"")
+    out = AppendOnlyFile(path, 0)
+    holder.append(out)
+    data = os.urandom(6 * BLOCK + 5)
+    out.write(memoryview(data))
+    out.close()
+    assert overlapped == [True]
+    assert path.read_bytes() == data
+
+
+def test_a_failed_background_write_is_raised_and_the_file_closes(tmp_path, monkeypatch):
+    import errno
+
+    monkeypatch.setattr(direct_io, "STAGING_BYTES", 2 * BLOCK)
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, data, offset):
+        if offset >= 2 * BLOCK:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"")
+    out = AppendOnlyFile(path, 0)
+    with pytest.raises(OSError, match="Input/output error"):
+        out.write(memoryview(os.urandom(12 * BLOCK)))
+        out.close()
+    out.abort()  # idempotent after a failure: nothing left running, descriptors closed
+    assert out._fd == -1 and out._writers is None
