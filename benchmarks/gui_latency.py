@@ -6,7 +6,8 @@ loop could not react (to a click, a repaint, Cancel).
 
 ``--job merge`` (the default) writes two float32 checkpoints of ``--size-gb``
 each (default 2 GB), merges them from the window and also measures Cancel: the
-time from ``cancel`` to the worker's ``sig_done``. ``--job barrier``, ``align``,
+time from ``cancel`` to the worker's ``sig_done``; ``--cold`` first drops the inputs
+from the page cache, so the merge reads them from the disk. ``--job barrier``, ``align``,
 ``evaluate`` and ``graph`` load the demo models (trained once and cached, as
 ``merge-studio --demo`` does) and run that job from its tab, from the click
 until the job is done and its plots are drawn.
@@ -34,6 +35,18 @@ from safetensors.torch import save_file  # noqa: E402
 
 TICK_MS = 5
 TENSOR_ROWS = 4096  # 4096 x 4096 float32 = 64 MiB a tensor, like a large transformer's MLP
+
+
+def evict_from_page_cache(paths: list[Path]) -> None:
+    """Ask the kernel to drop these files' cached pages (``--cold``), so reading them goes to the disk."""
+    if not hasattr(os, "posix_fadvise"):
+        sys.exit("--cold needs posix_fadvise (Linux)")
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def write_models(folder: Path, size_gb: float) -> list[Path]:
@@ -250,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="merge: where to keep the models (default: a temp folder)")
     parser.add_argument("--no-hash", action="store_true", help="merge: skip hashing the sources (recipe hash_sources: false)")
     parser.add_argument("--why", action="store_true", help="sample the threads' stacks during long gaps")
+    parser.add_argument("--cold", action="store_true",
+                        help="merge: drop the input models from the page cache first, so the merge reads the disk")
     args = parser.parse_args(argv)
     if args.job != "merge":
         return main_demo_job(args.job, args.why)
@@ -282,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         load_gaps = meter.stop()
 
         window.session.output.hash_sources = not args.no_hash
+        if args.cold:
+            evict_from_page_cache(paths)
         out = folder / "merged.safetensors"
         window.method_panel.set_output_path(out)
         results: list[object] = []
@@ -301,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         # cancel in the middle: time from cancel() to sig_done
         out2 = folder / "cancelled.safetensors"
         window.method_panel.set_output_path(out2)
+        if args.cold:
+            evict_from_page_cache(paths)
         results.clear()
         meter.start()
         worker = window.start_merge()
@@ -317,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"GUI latency, {size:.2f} GiB per model, 2 models, weighted average, {TICK_MS} ms timer, "
-          f"{torch.get_num_threads()} torch threads, hash_sources={not args.no_hash}")
+          f"{torch.get_num_threads()} torch threads, hash_sources={not args.no_hash}, "
+          f"inputs read from {'the disk (--cold)' if args.cold else 'the page cache'}")
     print(f"merge: {merge_s:.1f} s, wrote {written / 2**30:.2f} GiB ({written / 2**20 / merge_s:.0f} MiB/s)")
     print(f"cancel: stopped {cancel_ms:.0f} ms after Cancel; files left behind: {leftovers or 'none'}")
     print()
