@@ -20,6 +20,7 @@ def _merge(qtbot, window, tiny_models, out, method="simple_average"):
 def test_a_merge_from_the_window_shows_up_in_the_history_tab(qtbot, window, tiny_models, tmp_path):
     out = tmp_path / "avg.safetensors"
     _merge(qtbot, window, tiny_models, out)
+    window.merge_history.flush()
     (record,) = load_history()
     assert record.source == "window" and record.status == "ok" and record.outputs == [str(out)]
     assert all(len(m.get("sha256", "")) == 64 for m in record.models)
@@ -83,7 +84,34 @@ def test_scores_shown_in_the_barrier_tab_are_kept_with_the_merge(qtbot, window, 
     names = tuple(m.name for m in window.session.models)
     scores = ModelScores(names=names, results={"test": tuple(EvalResult(loss=0.5 + i, accuracy=0.9) for i in range(len(names)))})
     window.extra_views["Barrier"].set_scores(scores)
+    window.merge_history.flush()
     (record,) = load_history()
     assert record.evaluation == {"loss (test, digits)": 0.5 + names.index("avg.safetensors"), "accuracy (test, digits)": 0.9}
     window.merge_history.show()
     assert "accuracy (test, digits) = 0.9" in window.history_panel.details.toPlainText()
+
+
+def test_recording_a_merge_never_waits_for_the_disk_on_the_gui_thread(qtbot, window, tiny_models, tmp_path, monkeypatch):
+    """Appending to the history can wait for the file system (a cancelled merge's temporary file
+    being deleted at the same moment): the record is written on a thread, the window goes on."""
+    import threading
+
+    from merge_studio.core import history
+    from merge_studio.gui import merge_history
+
+    release, writers = threading.Event(), []
+
+    def slow_record_merge(*args, **kwargs):
+        writers.append(threading.current_thread())
+        assert release.wait(timeout=10)
+        return history.record_merge(*args, **kwargs)
+
+    monkeypatch.setattr(merge_history, "record_merge", slow_record_merge)
+    window.merge_history.show()
+    _merge(qtbot, window, tiny_models, tmp_path / "avg.safetensors")  # returns while the write is held up
+    qtbot.waitUntil(lambda: bool(writers), timeout=5_000)
+    assert writers[0] is not threading.main_thread()
+    assert window.history_panel.table.rowCount() == 0
+    release.set()
+    qtbot.waitUntil(lambda: window.history_panel.table.rowCount() == 1, timeout=5_000)  # refreshed once written
+    assert load_history()[0].method == "simple_average"
