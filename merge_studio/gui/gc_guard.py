@@ -13,12 +13,15 @@ A full collection walks every object the interpreter tracks (hundreds of
 thousands once torch and matplotlib are loaded) and stalls the window for
 0.3-1.5 s on a busy two-core machine. While a job runs (:func:`job_started` /
 :func:`job_finished`) the youngest generation is collected every 100 ms, so that
-each collection is small, the middle one at most every 5 s, and the oldest waits
-until the window is idle again. And once the window is built (:func:`settle`), what exists then (modules,
-classes, the window's widgets: about 280,000 objects once torch and matplotlib
-are in) is frozen out of the collector's sight, so a later full collection takes
-about 5 ms instead of 150; a library loaded later (numba) is frozen the same way
-once nothing runs (:func:`freeze_when_idle`).
+each collection is small, and the middle one at most every 5 s. The oldest waits
+until the window is idle again, and quiet: for :data:`QUIET_AFTER_JOB_S` after a
+job ends, its results arrive, panels refresh and its threads wind down, and a full
+collection at that moment (30-60 ms) added to that work. And once the window is
+built (:func:`settle`), what exists then (modules, classes, the window's widgets:
+about 280,000 objects once torch and matplotlib are in) is frozen out of the
+collector's sight, so a later full collection takes about 5 ms instead of 150; a
+library loaded later (numba) is frozen the same way once nothing runs
+(:func:`freeze_when_idle`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
 
 INTERVAL_MS = 100
 MIDDLE_EVERY_S = 5.0  # during a job, the middle generation is collected at most this often
+QUIET_AFTER_JOB_S = 2.0  # the oldest generation (and a re-freeze) waits this long after a job ends
 _jobs_running = 0
+_last_job_end = float("-inf")  # time.monotonic() when a job last finished
 _settled = False
 _refreeze = False  # something big was imported after settle(): freeze again once nothing runs
 
@@ -42,8 +47,14 @@ def job_started() -> None:
 
 
 def job_finished() -> None:
-    global _jobs_running
+    global _jobs_running, _last_job_end
     _jobs_running = max(0, _jobs_running - 1)
+    _last_job_end = time.monotonic()
+
+
+def _busy() -> bool:
+    """A job runs, or one ended moments ago (its results are still being shown)."""
+    return bool(_jobs_running) or time.monotonic() - _last_job_end < QUIET_AFTER_JOB_S
 
 
 class GuiThreadCollector(QObject):
@@ -62,7 +73,8 @@ class GuiThreadCollector(QObject):
     def check(self) -> int:
         """Collect the oldest generation whose count passed its threshold; returns objects freed."""
         global _refreeze
-        if _refreeze and not _jobs_running:
+        busy = _busy()
+        if _refreeze and not busy:
             _refreeze = False
             freed = gc.collect()
             gc.freeze()
@@ -70,7 +82,7 @@ class GuiThreadCollector(QObject):
         counts = gc.get_count()
         for generation in (2, 1, 0):
             if counts[generation] > self.thresholds[generation]:
-                if _jobs_running:
+                if busy:
                     # mostly what was made since the last look: a job that imports a library (numba
                     # at a first merge: 30,000 objects) made each older collection take 20-30 ms;
                     # the middle generation now and then, so a long job's cycles are still freed

@@ -49,6 +49,7 @@ def _generations_collected(collector: gc_guard.GuiThreadCollector, *, during_job
 
 def test_while_a_job_runs_only_the_youngest_generation_is_collected(qtbot, monkeypatch):
     monkeypatch.setattr(gc_guard, "_jobs_running", 0)  # jobs other tests left running do not count here
+    monkeypatch.setattr(gc_guard, "QUIET_AFTER_JOB_S", 0.0)  # idle as soon as the job ends
     collector = gc_guard.GuiThreadCollector()
     collector.timer.stop()  # looked at by hand here
     monkeypatch.setattr(collector, "thresholds", (0, 0, 0))  # every generation is due
@@ -58,8 +59,22 @@ def test_while_a_job_runs_only_the_youngest_generation_is_collected(qtbot, monke
     assert _generations_collected(collector, during_job=True) == [1]  # a long job's cycles are still freed
 
 
+def test_right_after_a_job_ends_the_oldest_generation_waits_for_a_quiet_moment(qtbot, monkeypatch):
+    """A job's end brings its results, panel refreshes and threads winding down: a full
+    collection (30-60 ms) on top of that stalled the window, so it waits a little."""
+    monkeypatch.setattr(gc_guard, "_jobs_running", 0)
+    collector = gc_guard.GuiThreadCollector()
+    collector.timer.stop()
+    monkeypatch.setattr(collector, "thresholds", (-1, -1, -1))  # every generation is due, even just after one ran
+    assert _generations_collected(collector, during_job=True) == [0]
+    assert _generations_collected(collector, during_job=False) == [0]  # the job has just ended
+    monkeypatch.setattr(gc_guard, "_last_job_end", gc_guard._last_job_end - gc_guard.QUIET_AFTER_JOB_S)  # noqa: SLF001
+    assert _generations_collected(collector, during_job=False) == [2]  # quiet now: the oldest too
+
+
 def test_a_library_loaded_later_is_frozen_once_no_job_runs(qtbot, monkeypatch):
     monkeypatch.setattr(gc_guard, "_jobs_running", 0)
+    monkeypatch.setattr(gc_guard, "QUIET_AFTER_JOB_S", 0.0)
     collector = gc_guard.GuiThreadCollector()
     monkeypatch.setattr(gc_guard, "_refreeze", False)
     gc_guard.freeze_when_idle()  # as the kernel warm-up thread does when numba is in
