@@ -131,7 +131,12 @@ class MergeHistory:
         by_name = {m.name: m.path for m in self.window.session.models}
         found = [(by_name[n], evaluation_results(shown, i, data)) for i, n in enumerate(names) if n in by_name]
         if found:
-            self._write("evaluation", lambda: any([add_evaluation(path, scores) for path, scores in found]))
+
+            def add_all() -> bool:
+                added = [add_evaluation(path, scores) for path, scores in found]  # every one, not up to the first
+                return any(added)
+
+            self._write("evaluation", add_all)
 
     def _on_dock_location_changed(self, area: Qt.DockWidgetArea) -> None:
         sideways = area in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea)
