@@ -73,28 +73,37 @@ def test_a_folder_of_many_shards_keeps_few_files_open(tmp_path):
         assert torch.equal(ck.get_tensor("layers.299.weight"), tensors["layers.299.weight"])
 
 
-@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no direct I/O here")
-def test_a_file_system_that_refuses_direct_writes_gets_the_bytes_through_the_cache(tmp_path, monkeypatch):
-    import errno
-
+def _append_watching_direct_writes(tmp_path, monkeypatch, data: bytes, on_direct_write) -> bytes:
+    """Append ``data`` through 2-block staging buffers; ``on_direct_write(offset)`` runs before
+    each write to the direct descriptor. Returns what the file holds afterwards."""
     monkeypatch.setattr(direct_io, "STAGING_BYTES", 2 * BLOCK)
     real_pwrite = os.pwrite
-    out_holder: list[AppendOnlyFile] = []
+    holder: list[AppendOnlyFile] = []
 
-    def pwrite(fd, data, offset):
-        if out_holder and fd == out_holder[0]._direct_fd:  # the direct descriptor
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_pwrite(fd, data, offset)
+    def pwrite(fd, chunk, offset):
+        if holder and fd == holder[0]._direct_fd:  # the direct descriptor
+            on_direct_write(offset)
+        return real_pwrite(fd, chunk, offset)
 
     monkeypatch.setattr(os, "pwrite", pwrite)
     path = tmp_path / "f.bin"
     path.write_bytes(b"")
     out = AppendOnlyFile(path, 0)
-    out_holder.append(out)
-    data = os.urandom(5 * BLOCK + 123)
+    holder.append(out)
     out.write(memoryview(data))
     out.close()
-    assert path.read_bytes() == data
+    return path.read_bytes()
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no direct I/O here")
+def test_a_file_system_that_refuses_direct_writes_gets_the_bytes_through_the_cache(tmp_path, monkeypatch):
+    import errno
+
+    def refuse(offset):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    data = os.urandom(5 * BLOCK + 123)
+    assert _append_watching_direct_writes(tmp_path, monkeypatch, data, refuse) == data
 
 
 @pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no direct I/O here")
@@ -103,30 +112,18 @@ def test_full_buffers_reach_the_disk_two_at_a_time(tmp_path, monkeypatch):
     written alongside it, not after it (the first write waits until the second begins)."""
     import threading
 
-    monkeypatch.setattr(direct_io, "STAGING_BYTES", 2 * BLOCK)
-    real_pwrite = os.pwrite
     second_began = threading.Event()
     overlapped: list[bool] = []
-    holder: list[AppendOnlyFile] = []
 
-    def pwrite(fd, data, offset):
-        if holder and fd == holder[0]._direct_fd:  # the direct descriptor
-            if offset == 0:
-                overlapped.append(second_began.wait(timeout=10))
-            else:
-                second_began.set()
-        return real_pwrite(fd, data, offset)
+    def first_waits_for_second(offset):
+        if offset == 0:
+            overlapped.append(second_began.wait(timeout=10))
+        else:
+            second_began.set()
 
-    monkeypatch.setattr(os, "pwrite", pwrite)
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"")
-    out = AppendOnlyFile(path, 0)
-    holder.append(out)
     data = os.urandom(6 * BLOCK + 5)
-    out.write(memoryview(data))
-    out.close()
+    assert _append_watching_direct_writes(tmp_path, monkeypatch, data, first_waits_for_second) == data
     assert overlapped == [True]
-    assert path.read_bytes() == data
 
 
 def test_a_failed_background_write_is_raised_and_the_file_closes(tmp_path, monkeypatch):
