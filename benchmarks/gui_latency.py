@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtWidgets import QApplication
 
+    from merge_studio.core import merge_process
     from merge_studio.gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
@@ -337,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"GUI latency, {size:.2f} GiB per model, 2 models, weighted average, {TICK_MS} ms timer, "
           f"{torch.get_num_threads()} torch threads, hash_sources={not args.no_hash}, "
-          f"inputs read from {'the disk (--cold)' if args.cold else 'the page cache'}")
+          f"inputs read from {'the disk (--cold)' if args.cold else 'the page cache'}, "
+          f"merged in {'a process of its own' if merge_process.enabled() else 'the window process'}")
     print(f"merge: {merge_s:.1f} s, wrote {written / 2**30:.2f} GiB ({written / 2**20 / merge_s:.0f} MiB/s)")
     print(f"cancel: stopped {cancel_ms:.0f} ms after Cancel; files left behind: {leftovers or 'none'}")
     print()

@@ -4,6 +4,10 @@ Loading them during the first merge cost that merge 0.7 s of CPU and gave the wi
 garbage collections of 20-30 ms (numba's 30,000 new objects) and, once the merge was
 done, a full collection of 150-300 ms. Loaded at start-up, their objects are frozen
 out of collection (see :mod:`gc_guard`) before any job runs.
+
+The merges that write files run in processes of their own (:mod:`merge_process`); their
+fork server is started from here too, so the first merge does not wait for its imports.
+Numba is still loaded here for the merges the window computes in memory (Evaluate, Barrier).
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ def start() -> None:
 
 
 def _prepare() -> None:
-    from merge_studio.core import kernels
+    from merge_studio.core import kernels, merge_process
+
+    if merge_process.enabled():
+        merge_process.prewarm()  # the merges' fork server loads torch and the engine in its own process
 
     if not kernels.available():
         return

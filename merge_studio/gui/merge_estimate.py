@@ -76,6 +76,22 @@ class MergeEstimateLabel(QObject):
         except MergeStudioError:
             return None
 
+    def refusal(self, recipe: Recipe) -> MergeStudioError | None:
+        """Why ``recipe`` cannot be merged, when the estimate shown is current and says it cannot fit."""
+        estimate = self.estimate
+        if estimate is None or estimate.fits or self._running or self._timer.isActive():
+            return None
+        from merge_studio.core.estimate import require_space
+        from merge_studio.core.overwrite import merge_targets
+
+        if tuple(merge_targets(recipe)) != tuple(estimate.outputs):
+            return None  # made for another output: the merge checks again itself
+        try:
+            require_space(estimate)
+        except MergeStudioError as exc:
+            return exc
+        return None
+
     def refresh(self) -> None:
         """Start an estimate for what the window shows now (once the running one is done)."""
         if self._running:

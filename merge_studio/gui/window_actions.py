@@ -342,16 +342,24 @@ class WindowActions:
         from merge_studio.core.overwrite import merge_targets
         from merge_studio.gui.output_guard import confirm_overwrite
 
+        refused = self.merge_estimate.refusal(recipe)
+        if refused is not None:  # the estimate under the button already says it cannot fit
+            self.show_error(JobError.from_exception(refused), "Cannot merge")
+            return None
         if self.interactive and not confirm_overwrite(self, merge_targets(recipe)):
             self.log_panel.log(f"Kept {recipe.output}; choose another output to merge", "warning")
             return None
         if recipe.output:  # the folder merged into is where the next suggestion goes
             self.settings.outputs_folder = Path(recipe.output).expanduser().absolute().parent
         self.log_panel.log(f"Merging {len(recipe.models)} models with {recipe.spec.label} into {recipe.output}")
-        from merge_studio.core.estimate import iter_checked_merge  # imports torch; kept off the start-up path
+        from merge_studio.core import merge_process
 
         threads = self.settings.merge_threads or None  # 0: every core
-        worker = self.runner.start(lambda token: iter_checked_merge(recipe, token, threads=threads), "merge")
+        if merge_process.enabled():  # its threads never share the window's interpreter lock
+            job = merge_process.iter_merge_in_process
+        else:
+            from merge_studio.core.estimate import iter_checked_merge as job  # imports torch: not at start-up
+        worker = self.runner.start(lambda token: job(recipe, token, threads=threads), "merge")
         worker.sig_progress.connect(self._on_merge_progress)
         worker.sig_result.connect(self._on_merge_result)
         worker.sig_failed.connect(self._on_merge_failed)

@@ -48,7 +48,11 @@ class JobError:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         hint = exc.hint if isinstance(exc, MergeStudioError) else None
         message = exc.message if isinstance(exc, MergeStudioError) else (str(exc) or type(exc).__name__)
-        return cls(type(exc).__name__, message, text, hint, isinstance(exc, MergeStudioError))
+        type_name = type(exc).__name__
+        remote = getattr(exc, "remote_traceback", None)  # a failure in a merge's own process: its story
+        if remote:
+            type_name, text = getattr(exc, "type_name", type_name), remote
+        return cls(type_name, message, text, hint, isinstance(exc, MergeStudioError))
 
 
 def _lower_this_threads_priority() -> None:

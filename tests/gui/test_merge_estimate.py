@@ -45,5 +45,7 @@ def test_a_full_disk_is_shown_before_merge_is_pressed_and_the_merge_is_refused(q
     estimate = _estimate_after(qtbot, window, lambda: window.method_panel.set_output_path(out))
     assert not estimate.fits and "Not enough disk space" in window.merge_estimate.label.text()
     monkeypatch.setattr(window, "show_error", lambda error, title="": window.log_panel.log(error.message, "error"))
-    assert merge_and_wait(qtbot, window) is None
-    assert "not enough disk space" in window.log_panel.text() and not out.exists()
+    assert window.start_merge() is None  # refused up front, with the estimate's figures: no merge starts
+    assert window.merge_worker is None
+    assert "not enough disk space" in window.log_panel.text() and "100 B free" in window.log_panel.text()
+    assert not out.exists()

@@ -62,6 +62,24 @@ def test_success_adds_the_merged_model_and_says_where_it_went(qtbot, window, tin
     assert window.method_panel.merge_button.isEnabled() is False  # output now exists as an input
 
 
+def test_the_window_merges_in_a_process_of_its_own(qtbot, window, tiny_models, tmp_path, monkeypatch):
+    from merge_studio.core import engine
+
+    def not_here(*_args, **_kwargs):
+        raise AssertionError("the merge ran in the window's process")
+
+    monkeypatch.setattr(engine, "iter_merge", not_here)  # a merge here would fail; the child has its own engine
+    load_into(qtbot, window, tiny_models[:2])
+    window.method_panel.select_method("simple_average")
+    out = tmp_path / "elsewhere.safetensors"
+    window.method_panel.set_output_path(out)
+    result = merge_and_wait(qtbot, window)
+    assert result is not None and result.output == out and out.exists(), window.log_panel.text()
+    a, b = (load_file(str(p)) for p in tiny_models[:2])
+    merged = load_file(str(out))
+    assert torch.allclose(merged["0.weight"], (a["0.weight"] + b["0.weight"]) / 2, atol=1e-6)
+
+
 @pytest.fixture
 def big_models(tmp_path) -> list[Path]:
     """Two models of 48 tensors of 256×256 (12 MB each): enough steps to cancel in the middle."""

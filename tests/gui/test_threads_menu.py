@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from merge_studio.core import engine
+from merge_studio.core import merge_process
 from tests.gui.conftest import load_into
 from tests.gui.test_merge_from_window import merge_and_wait
 
@@ -17,8 +17,9 @@ def test_choosing_one_thread_is_remembered_and_used_by_the_next_merge(qtbot, win
     assert window.settings.merge_threads == 1 and one.isChecked()
 
     seen = []
-    real = engine.iter_merge
-    monkeypatch.setattr(engine, "iter_merge", lambda recipe, token, threads=None: seen.append(threads) or real(recipe, token, threads=threads))
+    real = merge_process.iter_merge_in_process  # the merge's own process gets the cap with its recipe
+    monkeypatch.setattr(merge_process, "iter_merge_in_process",
+                        lambda recipe, token, threads=None: seen.append(threads) or real(recipe, token, threads=threads))
     load_into(qtbot, window, tiny_models[:2])
     window.method_panel.select_method("simple_average")
     window.method_panel.set_output_path(tmp_path / "avg.safetensors")

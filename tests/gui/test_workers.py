@@ -143,3 +143,12 @@ def test_signals_arrive_on_the_gui_thread_so_any_slot_may_touch_widgets(qtbot, r
     with qtbot.waitSignal(worker.sig_done, timeout=5000):
         pass
     assert threads == {gui_thread}
+
+
+def test_a_failure_in_a_merges_own_process_shows_that_process_traceback():
+    from merge_studio.core.merge_process import MergeProcessError
+
+    remote = 'Traceback (most recent call last):\n  File "engine.py", line 9, in _stream\nKeyError: \'layers.0.weight\'\n'
+    error = JobError.from_exception(MergeProcessError("KeyError", "'layers.0.weight'", remote))
+    assert error.type_name == "KeyError" and error.traceback_text == remote
+    assert not error.for_people and error.message == "'layers.0.weight'"
