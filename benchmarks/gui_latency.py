@@ -306,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         window.sig_merge_finished.connect(results.append)
         meter.start()
         t0 = time.perf_counter()
-        window.start_merge()
+        first_chunk: list[float] = []
+        window.start_merge().sig_progress.connect(
+            lambda p: first_chunk or p.stage != "merge" or first_chunk.append(time.perf_counter() - t0))
         run_until(app, lambda: bool(results) and window.merge_worker is None, 1800)
         merge_s = time.perf_counter() - t0
         merge_gaps = meter.stop()
@@ -340,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} torch threads, hash_sources={not args.no_hash}, "
           f"inputs read from {'the disk (--cold)' if args.cold else 'the page cache'}, "
           f"merged in {'a process of its own' if merge_process.enabled() else 'the window process'}")
-    print(f"merge: {merge_s:.1f} s, wrote {written / 2**30:.2f} GiB ({written / 2**20 / merge_s:.0f} MiB/s)")
+    print(f"merge: {merge_s:.1f} s, wrote {written / 2**30:.2f} GiB ({written / 2**20 / merge_s:.0f} MiB/s); "
+          f"first chunk merged after {first_chunk[0] if first_chunk else float('nan'):.2f} s")
     print(f"cancel: stopped {cancel_ms:.0f} ms after Cancel; files left behind: {leftovers or 'none'}")
     print()
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]

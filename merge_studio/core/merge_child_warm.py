@@ -8,9 +8,25 @@ operation: a thread pool started before a fork would be missing, or locked, in t
 
 from __future__ import annotations
 
-import merge_studio.core.engine  # noqa: F401 - loaded for the children
-import merge_studio.core.estimate  # noqa: F401
-import merge_studio.core.methods  # noqa: F401
-from merge_studio.core import kernels
+import importlib
+import os
 
+try:  # the imports below take seconds of CPU: the window, starting up beside them, comes first
+    os.nice(19)
+except (OSError, AttributeError):
+    pass
+
+import merge_studio.core.engine  # loaded for the children
+import merge_studio.core.estimate
+import merge_studio.core.history
+import merge_studio.core.lora.files  # an input is asked whether it is an adapter
+import merge_studio.core.naming.sd
+import merge_studio.core.overwrite
+from merge_studio.core import kernels
+from merge_studio.core.methods import list_methods
+
+list_methods()  # every method's module: a merge looks its method up among all of them
+if kernels.available():
+    for _kernel in ("weighted_sum", "task_sum", "ties", "magnitude"):
+        importlib.import_module(f"merge_studio.core.kernels.{_kernel}")
 kernels.prepare()  # numba and LLVM, one single-threaded kernel call; a no-op without numba

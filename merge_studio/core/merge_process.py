@@ -37,7 +37,7 @@ from merge_studio.errors import Cancelled, MergeStudioError
 POLL_S = 0.05  # how often the driving thread looks at the cancel token while the child is quiet
 PROGRESS_INTERVAL_S = 0.05  # the child sends progress at most ~20 times a second
 STOP_GRACE_S = 60.0  # after Cancel, how long the child may take to clean up before it is killed
-CHILD_NICENESS = 5  # the merge runs a little below the window, so a busy CPU still repaints it
+CHILD_NICENESS = 19  # the lowest priority: the merge takes the CPU time the window and the desktop leave
 _WARM_MODULE = "merge_studio.core.merge_child_warm"
 
 _context_lock = threading.Lock()
