@@ -21,7 +21,7 @@ import merge_studio.core.estimate
 import merge_studio.core.history
 import merge_studio.core.lora.files  # an input is asked whether it is an adapter
 import merge_studio.core.naming.sd
-import merge_studio.core.overwrite
+import merge_studio.core.overwrite  # noqa: F401 - the output check
 from merge_studio.core import kernels
 from merge_studio.core.methods import list_methods
 
