@@ -106,7 +106,7 @@ class GapMeter:
         running = (self.sched[i + 1][0] - self.sched[i][0]) / 1e6
         waiting = (self.sched[i + 1][1] - self.sched[i][1]) / 1e6
         asleep = max(0.0, gaps[i] - running - waiting)
-        return (f"worst gap {gaps[i]:.0f} ms: GUI thread on a CPU {running:.0f} ms, "
+        return (f"worst gap {gaps[i]:.0f} ms, {self.ticks[i] - self.ticks[0]:.2f} s in: GUI thread on a CPU {running:.0f} ms, "
                 f"runnable but waiting for a CPU {waiting:.0f} ms, asleep {asleep:.0f} ms")
 
 
@@ -320,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         window.resize(1280, 800)
         window.show()
         meter = GapMeter()
+        watch = GapWatch(meter) if args.why else None
+        if watch is not None:
+            watch.start()
 
         meter.start()
         run_until(app, lambda: len(meter.ticks) > 200, 30)
@@ -393,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     for phase, split in (("merging", merge_split), ("merge, then cancel", cancel_split)):
         if split:
             print(f"{phase}: {split}")
+    if watch is not None:
+        watch.stop()
+        print(watch.report())
     worst = max(merge_gaps + cancel_gaps)
     print(f"\nworst gap ms: {worst:.0f}")
     return 0 if worst < GOAL_MS and cancel_ms < 1000 and not leftovers else 1
