@@ -101,7 +101,13 @@ def iter_merge_in_process(
     )
     yield Progress("start", 0, None, message="starting the merge process")
     started = time.time()
-    process.start()
+    try:
+        process.start()
+    except OSError as exc:  # no fork server, no memory for a process: say so, and leave no pipe open
+        for end in (receive, send, control_read, control):
+            end.close()
+        raise MergeStudioError(f"Could not start the merge process: {exc}",
+                               hint="MERGE_STUDIO_MERGE_PROCESS=0 merges in the window's own process") from exc
     send.close()  # the child holds the only writing end: its exit ends our reads
     control_read.close()
     asked_to_stop = False

@@ -108,3 +108,17 @@ def test_merges_can_be_kept_in_this_process(monkeypatch):
     assert merge_process.enabled()
     monkeypatch.setenv("MERGE_STUDIO_MERGE_PROCESS", "0")
     assert not merge_process.enabled()
+
+
+def test_a_process_that_cannot_start_is_a_clear_error(make_checkpoint, tmp_path, monkeypatch):
+    paths = [make_checkpoint(f"m{i}.safetensors", seed=i) for i in range(2)]
+    context = merge_process.merge_context()
+
+    def refuse(self):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(type(context.Process(target=print)), "start", refuse)
+    with pytest.raises(MergeStudioError, match="Could not start the merge process") as caught:
+        drive(iter_merge_in_process(_recipe(paths, tmp_path / "o.safetensors")))
+    assert "MERGE_STUDIO_MERGE_PROCESS=0" in caught.value.hint
+    assert not (tmp_path / "o.safetensors").exists()
