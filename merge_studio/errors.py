@@ -57,3 +57,23 @@ class MissingExtraError(MergeStudioError):
 
 class Cancelled(Exception):  # noqa: N818 - a state, not a failure
     """Raised inside a job when the user cancelled it. Not an error for people."""
+
+
+def describe_failure(exc: BaseException) -> dict[str, object]:
+    """A failure as plain data (type name, message, hint, traceback), to show or to send between processes.
+
+    A :class:`MergeStudioError` keeps its message and hint and is marked ``for_people``: the
+    message alone says enough. A failure that came from a merge's own process carries that
+    process's type name and traceback (``type_name``, ``remote_traceback``) and shows those.
+    """
+    import traceback
+
+    people = isinstance(exc, MergeStudioError)
+    remote = getattr(exc, "remote_traceback", None)
+    return {
+        "type_name": getattr(exc, "type_name", None) if remote else type(exc).__name__,
+        "message": exc.message if people else (str(exc) or type(exc).__name__),
+        "hint": exc.hint if people else None,
+        "for_people": people,
+        "traceback": remote or "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }

@@ -26,16 +26,14 @@ import os
 import shutil
 import threading
 import time
-import traceback
 from collections.abc import Generator
 from typing import Any
 
-from merge_studio.core.progress import CancelToken, Progress
+from merge_studio.core.progress import PROGRESS_INTERVAL_S, CancelToken, Progress
 from merge_studio.core.recipe import Recipe
-from merge_studio.errors import Cancelled, MergeStudioError
+from merge_studio.errors import Cancelled, MergeStudioError, describe_failure
 
 POLL_S = 0.05  # how often the driving thread looks at the cancel token while the child is quiet
-PROGRESS_INTERVAL_S = 0.05  # the child sends progress at most ~20 times a second
 STOP_GRACE_S = 60.0  # after Cancel, how long the child may take to clean up before it is killed
 CHILD_NICENESS = 19  # the lowest priority: the merge takes the CPU time the window and the desktop leave
 _WARM_MODULE = "merge_studio.core.merge_child_warm"
@@ -207,18 +205,6 @@ def _rebuilt(failure: dict[str, Any]) -> Exception:
     return MergeProcessError(failure["type_name"], failure["message"], failure["traceback"])
 
 
-def _describe(exc: BaseException) -> dict[str, Any]:
-    """A failure as plain data, so that any exception crosses the pipe."""
-    people = isinstance(exc, MergeStudioError)
-    return {
-        "type_name": type(exc).__name__,
-        "message": exc.message if people else (str(exc) or type(exc).__name__),
-        "hint": exc.hint if people else None,
-        "for_people": people,
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-    }
-
-
 # --- the child's side -----------------------------------------------------------------
 def _child_main(
     send: Any, control: Any, recipe: Recipe, threads: int | None, environ: dict[str, str], cwd: str
@@ -244,7 +230,7 @@ def _child_main(
         if token.cancelled:
             send.send(("cancelled", "cancelled by the user"))
         else:
-            send.send(("error", _describe(exc)))
+            send.send(("error", describe_failure(exc)))
     finally:
         send.close()
 

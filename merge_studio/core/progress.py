@@ -17,6 +17,9 @@ from merge_studio.errors import Cancelled
 T = TypeVar("T")
 
 
+PROGRESS_INTERVAL_S = 0.05
+"""How often a front end passes progress on (~20 Hz): a smooth bar, and an idle GUI thread."""
+
 @dataclass(frozen=True)
 class Progress:
     """One step of a long job.

@@ -16,21 +16,19 @@ import os
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, QTimer, Signal, Slot
 
-from merge_studio.core.progress import CancelToken, Progress
+from merge_studio.core.progress import PROGRESS_INTERVAL_S, CancelToken, Progress
 from merge_studio.gui import gc_guard
 from merge_studio.gui.qt_compat import protect_none
-from merge_studio.errors import Cancelled, MergeStudioError
+from merge_studio.errors import Cancelled, describe_failure
 
 JobFactory = Callable[[CancelToken], Generator[Any, None, Any]]
 JOB_NICENESS = 5  # jobs run a little below the window, so a busy CPU still repaints it
-PROGRESS_INTERVAL_S = 0.05  # ~20 Hz: enough for a smooth bar, few enough to keep the GUI idle
 
 
 @dataclass(frozen=True)
@@ -45,14 +43,8 @@ class JobError:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> JobError:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        hint = exc.hint if isinstance(exc, MergeStudioError) else None
-        message = exc.message if isinstance(exc, MergeStudioError) else (str(exc) or type(exc).__name__)
-        type_name = type(exc).__name__
-        remote = getattr(exc, "remote_traceback", None)  # a failure in a merge's own process: its story
-        if remote:
-            type_name, text = getattr(exc, "type_name", type_name), remote
-        return cls(type_name, message, text, hint, isinstance(exc, MergeStudioError))
+        failure = describe_failure(exc)
+        return cls(failure["type_name"], failure["message"], failure["traceback"], failure["hint"], failure["for_people"])
 
 
 def _lower_this_threads_priority() -> None:

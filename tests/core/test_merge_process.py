@@ -16,7 +16,7 @@ from merge_studio.core.engine import run_merge
 from merge_studio.core.merge_process import MergeProcessError, iter_merge_in_process
 from merge_studio.core.progress import CancelToken, Progress, drive
 from merge_studio.core.recipe import Recipe
-from merge_studio.errors import Cancelled, MergeStudioError, MethodError
+from merge_studio.errors import Cancelled, MergeStudioError, MethodError, describe_failure
 
 
 def _recipe(paths, out, method="simple_average", **kw) -> Recipe:
@@ -74,7 +74,7 @@ def test_an_unexpected_failure_keeps_the_childs_type_and_traceback():
     try:
         raise KeyError("layers.0.weight")
     except KeyError as exc:
-        failure = merge_process._describe(exc)
+        failure = describe_failure(exc)
     rebuilt = merge_process._rebuilt(failure)
     assert isinstance(rebuilt, MergeProcessError) and not isinstance(rebuilt, MergeStudioError)
     assert rebuilt.type_name == "KeyError" and "layers.0.weight" in str(rebuilt)
