@@ -13,6 +13,8 @@ import stat
 import threading
 from pathlib import Path
 
+import numpy
+
 from merge_studio.core.lazy_torch import torch
 from merge_studio.core.progress import CancelToken
 from merge_studio.errors import CheckpointError
@@ -70,10 +72,11 @@ def pread_bytes(fd: int, offset: int, nbytes: int, label: str, cancel: CancelTok
     Reads at most :data:`READ_SLICE` bytes per call and checks ``cancel`` between
     them, so reading a many-gigabyte tensor (or a sparse file of zeros) can be stopped.
     """
-    buf = torch.empty(nbytes, dtype=torch.uint8)
     if nbytes == 0:
-        return buf
-    view = memoryview(buf.numpy())
+        return torch.empty(0, dtype=torch.uint8)
+    array = numpy.empty(nbytes, numpy.uint8)  # not torch.empty: see read_buffer's note
+    buf = torch.from_numpy(array)
+    view = memoryview(array)
     got = 0
     while got < nbytes:
         if cancel is not None and got:

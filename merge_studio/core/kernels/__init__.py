@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Entries per block: a kernel's few float32 blocks of this size stay in a core's L1 cache.
+BLOCK = 1024
+# Working rows the TIES kernel needs besides one per model (see :mod:`.ties`).
+TIES_SCRATCH_ROWS = 6
+
 # How many bits a stored dtype's pattern is shifted left to become a float32 pattern.
 _SHIFTS = {"torch.bfloat16": 16, "torch.float32": 0}
 
@@ -234,19 +239,34 @@ def prepare() -> None:
     _warm_quietly("magnitude.sample_magnitudes", (shift_of(tiny.dtype),), warm)
 
 
+_scratch = threading.local()
+
+
+def scratch(rows: int) -> "np.ndarray":
+    """This thread's float32[rows, BLOCK] working rows for a kernel (kernels allocate nothing:
+    a kernel loaded without numba has no allocator to call)."""
+    import numpy as np
+
+    held = getattr(_scratch, "rows", None)
+    if held is None or held.shape[0] < rows:
+        held = _scratch.rows = np.empty((rows, BLOCK), np.float32)
+    return held[:rows]
+
+
 def _call(
     kernel: Callable[..., Any], args: tuple[Any, ...], numel: int,
-    out_dtype: "torch.dtype", want_metrics: bool, metric_names: tuple[str, ...],
+    out_dtype: "torch.dtype", want_metrics: bool, metric_names: tuple[str, ...], rows: int = 1,
 ) -> "tuple[torch.Tensor, dict[str, float]] | None":
-    """Run a merge kernel whose arguments end with (out, out_shift, limit, want_metrics, metrics):
-    the chunk in ``out_dtype`` and its metrics, or ``None`` when a result was not finite."""
+    """Run a merge kernel whose arguments end with (out, out_shift, limit, want_metrics, metrics,
+    scratch): the chunk in ``out_dtype`` and its metrics, or ``None`` when a result was not finite."""
     import numpy as np
     import torch
 
-    out = torch.empty(numel, dtype=out_dtype)
+    # numpy's allocation, not torch.empty's aligned one, which glibc could not reuse (see file_io.pread_bytes)
+    out = torch.from_numpy(np.empty(numel * out_dtype.itemsize, np.uint8)).view(out_dtype)
     metrics = np.zeros(len(metric_names))
     limit = np.float32(torch.finfo(out_dtype).max)
-    if not kernel(*args, raw_bits(out), shift_of(out_dtype), limit, want_metrics, metrics):
+    if not kernel(*args, raw_bits(out), shift_of(out_dtype), limit, want_metrics, metrics, scratch(rows)):
         return None
     return out, (dict(zip(metric_names, metrics.tolist())) if want_metrics else {})
 
@@ -313,7 +333,7 @@ def _run_ties(
         np.array(kept_scales),
     )
     names = ("diff_sq", "ref_sq", "task_mass_total", "task_mass_kept")
-    found = _call(kernel, args, base.numel(), out_dtype, want_metrics, names)
+    found = _call(kernel, args, base.numel(), out_dtype, want_metrics, names, rows=TIES_SCRATCH_ROWS + len(stored))
     if found is not None and want_metrics and not any(weights):
         del found[1]["task_mass_kept"]  # as in torch: only models with a weight add to it
     return found
@@ -347,8 +367,10 @@ def _run_count(
     assert taken is not None
     (value_bits, base_bits), shift = taken
     out = np.empty(capacity, np.float32)
-    above, written = kernel(value_bits, base_bits, shift, np.float32(max(lo, 0.0)), np.float32(hi), out)
-    return None if written < 0 else (int(above), out[:written])
+    counts = np.zeros(2, np.int64)
+    kernel(value_bits, base_bits, shift, np.float32(max(lo, 0.0)), np.float32(hi), out, counts, scratch(2))
+    above, written = int(counts[0]), int(counts[1])
+    return None if written < 0 else (above, out[:written])
 
 
 def task_sum_chunk(

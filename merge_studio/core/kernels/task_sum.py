@@ -11,49 +11,56 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from merge_studio.core.kernels.blocks import BLOCK, add_scaled, finish, widen
+from merge_studio.core.kernels.blocks import BLOCK, add_scaled, change_sums, store, stored_float
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, error_model="numpy", cache=True)
+def delta_scaled_into(result, source, base, by, w):
+    """result = (θ − base)·w (× 1 is exact, so a weight of 1 needs no other loop)."""
+    for j in range(source.shape[0]):
+        result[j] = (stored_float(source, j, by) - stored_float(base, j, by)) * w
+
+
+@njit(nogil=True, error_model="numpy", cache=True)
+def add_scaled_delta_into(result, source, base, by, w):
+    """result += (θ − base)·w, fused as torch's ``add_(δ, alpha=w)`` is."""
+    for j in range(source.shape[0]):
+        result[j] = add_scaled(result[j], stored_float(source, j, by) - stored_float(base, j, by), w)
+
+
+@njit(nogil=True, error_model="numpy", cache=True)
+def finish_into(result, base, by, normalize, divisor, lam):
+    """result = (result ÷ Σw if normalize) × λ + base, each step rounded on its own as torch's
+    separate calls round it (× 1 is exact)."""
+    if normalize:
+        for j in range(base.shape[0]):
+            result[j] = (result[j] / divisor) * lam + stored_float(base, j, by)
+    else:
+        for j in range(base.shape[0]):
+            result[j] = result[j] * lam + stored_float(base, j, by)
+
+
+@njit(nogil=True, error_model="numpy", cache=True)
 def task_sum_chunk(models, base, shift, weights, divisor, normalize, lam, scaled, out, out_shift, limit,
-                   want_metrics, metrics):
+                   want_metrics, metrics, scratch):
     """Merge one chunk into ``out`` (raw bits); False when a result is not finite or beyond
-    ``limit``. ``metrics`` gains Σ(out − base)² and Σ base² when ``want_metrics``."""
+    ``limit``. ``metrics`` gains Σ(out − base)² and Σ base² when ``want_metrics``.
+
+    One pass over a block per model, one for ÷ Σw, × λ and + base, one to check and store.
+    (``scaled`` is implied by λ: × 1 is exact.)"""
     n_models = len(models)
     n = base.shape[0]
-    one = np.float32(1.0)
-    loaded = np.empty(BLOCK, np.uint32)
-    loaded_f = loaded.view(np.float32)
-    base_bits = np.empty(BLOCK, np.uint32)
-    base_f = base_bits.view(np.float32)
-    delta = np.empty(BLOCK, np.float32)
-    result_bits = np.empty(BLOCK, np.uint32)
-    result = result_bits.view(np.float32)
+    by = np.uint32(shift)
+    result = scratch[0]  # float32[BLOCK]: the caller's, so the kernel allocates nothing
     bad = 0
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
-        widen(base[start:start + m], shift, base_bits)
-        for i in range(n_models):
-            widen(models[i][start:start + m], shift, loaded)
-            w = weights[i]
-            if i == 0:
-                if w == one:
-                    for j in range(m):
-                        result[j] = loaded_f[j] - base_f[j]
-                else:
-                    for j in range(m):
-                        result[j] = (loaded_f[j] - base_f[j]) * w
-            else:
-                for j in range(m):
-                    delta[j] = loaded_f[j] - base_f[j]
-                add_scaled(result[:m], delta[:m], w)
-        if normalize:
-            for j in range(m):
-                result[j] = result[j] / divisor
-        if scaled:
-            for j in range(m):
-                result[j] = result[j] * lam
-        for j in range(m):
-            result[j] = result[j] + base_f[j]
-        bad += finish(result_bits[:m], base_f[:m], out[start:start + m], out_shift, limit, want_metrics, metrics)
+        base_block = base[start:start + m]
+        delta_scaled_into(result, models[0][start:start + m], base_block, by, weights[0])
+        for i in range(1, n_models):
+            add_scaled_delta_into(result, models[i][start:start + m], base_block, by, weights[i])
+        finish_into(result, base_block, by, normalize, divisor, lam)
+        bad += store(result[:m], out[start:start + m], out_shift, limit)
+        if want_metrics:
+            change_sums(result[:m], base_block, by, metrics)
     return bad == 0

@@ -11,34 +11,30 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from merge_studio.core.kernels.blocks import BLOCK, add_scaled, finish, widen
+from merge_studio.core.kernels.blocks import BLOCK, add_scaled_into, change_sums, divide_into, scale_into, store
 
 
-@njit(nogil=True, cache=True)
-def weighted_sum_chunk(models, shift, weights, divisor, divide, out, out_shift, limit, want_metrics, metrics):
+@njit(nogil=True, error_model="numpy", cache=True)
+def weighted_sum_chunk(models, shift, weights, divisor, divide, out, out_shift, limit, want_metrics, metrics, scratch):
     """Merge one chunk into ``out`` (raw bits); False when a result is not finite or beyond
-    ``limit``. ``metrics`` gains Σ(out − θ₀)² and Σ θ₀² when ``want_metrics``."""
+    ``limit``. ``metrics`` gains Σ(out − θ₀)² and Σ θ₀² when ``want_metrics``.
+
+    One pass over a block per model (θ₀·w₀, then each + θᵢ·wᵢ), one to divide, one to check
+    and store."""
     n_models = len(models)
     n = models[0].shape[0]
-    loaded = np.empty(BLOCK, np.uint32)
-    loaded_f = loaded.view(np.float32)
-    first = np.empty(BLOCK, np.float32)
-    result_bits = np.empty(BLOCK, np.uint32)
-    result = result_bits.view(np.float32)
+    by = np.uint32(shift)
+    result = scratch[0]  # float32[BLOCK]: the caller's, so the kernel allocates nothing
     bad = 0
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
-        for i in range(n_models):
-            widen(models[i][start:start + m], shift, loaded)
-            w = weights[i]
-            if i == 0:
-                for j in range(m):
-                    first[j] = loaded_f[j]
-                    result[j] = loaded_f[j] * w
-            else:
-                add_scaled(result[:m], loaded_f[:m], w)
+        first = models[0][start:start + m]
+        scale_into(result, first, by, weights[0])
+        for i in range(1, n_models):
+            add_scaled_into(result, models[i][start:start + m], by, weights[i])
         if divide:
-            for j in range(m):
-                result[j] = result[j] / divisor
-        bad += finish(result_bits[:m], first[:m], out[start:start + m], out_shift, limit, want_metrics, metrics)
+            divide_into(result[:m], divisor)
+        bad += store(result[:m], out[start:start + m], out_shift, limit)
+        if want_metrics:
+            change_sums(result[:m], first, by, metrics)
     return bad == 0
