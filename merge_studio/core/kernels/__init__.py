@@ -111,11 +111,23 @@ def _compiled(
 
 
 def _warm(name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object]) -> Callable[..., Any]:
-    module, function = name.rsplit(".", 1)
-    kernel = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+    kernel = _load_native(name, warm)
+    if kernel is None:
+        module, function = name.rsplit(".", 1)
+        kernel = getattr(importlib.import_module(f"{__name__}.{module}"), function)
     warm(kernel)
     _ready[(name, key)] = kernel
     return kernel
+
+
+def _load_native(name: str, warm: Callable[[Callable[..., Any]], object]) -> Callable[..., Any] | None:
+    """The kernel's machine code loaded without numba (see :mod:`.native`), when it was kept."""
+    from merge_studio.core.kernels import native
+
+    if not native.enabled():
+        return None
+    args = _recorded_args(warm)
+    return None if args is None else native.load_cached(name, args)
 
 
 class _Recorded(Exception):
@@ -141,23 +153,39 @@ def _compile_in_child(name: str, warm: Callable[[Callable[..., Any]], object]) -
     """
     if getattr(sys, "frozen", False):  # a bundled app has no interpreter to start
         return False
-    recorder = _ArgumentRecorder()
-    try:
-        warm(recorder)
-    except _Recorded:
-        pass
-    if recorder.args is None:
+    args = _recorded_args(warm)
+    if args is None:
         return False
-    if _in_disk_cache(name, recorder.args):
+    if _in_disk_cache(name, args) and not _native_wanted(name, args):
         return True  # loading machine code is quick: no process to start
     try:
         done = subprocess.run(
-            [sys.executable, "-m", f"{__name__}.compile_child"], input=pickle.dumps((name, recorder.args)),
+            [sys.executable, "-m", f"{__name__}.compile_child"], input=pickle.dumps((name, args)),
             capture_output=True, timeout=600, check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
+
+
+def _recorded_args(warm: Callable[[Callable[..., Any]], object]) -> tuple[Any, ...] | None:
+    """The arguments ``warm`` passes its kernel (their types pick the machine code)."""
+    recorder = _ArgumentRecorder()
+    try:
+        warm(recorder)
+    except _Recorded:
+        pass
+    return recorder.args
+
+
+def _native_wanted(name: str, args: tuple[Any, ...]) -> bool:
+    """Whether the child should also keep this kernel's machine code for loading without numba."""
+    from merge_studio.core.kernels import native
+
+    try:
+        return native.enabled() and not native.cached_path(name, native.describe(args)).with_suffix(".json").exists()
+    except (TypeError, ImportError):
+        return False
 
 
 def _in_disk_cache(name: str, args: tuple[Any, ...]) -> bool:
@@ -210,9 +238,14 @@ def _preload_llvm() -> None:
 
 
 def _warm_quietly(name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object]) -> None:
-    """On a thread: compile in a child process, then load the cached machine code here."""
+    """On a thread: load the kept machine code, or compile in a child process and load numba's here."""
     try:
         _preload_llvm()
+        kernel = _load_native(name, warm)
+        if kernel is not None:
+            warm(kernel)
+            _ready[(name, key)] = kernel
+            return
         _compile_in_child(name, warm)
         _warm(name, key, warm)
     except Exception:  # noqa: BLE001 - a kernel that cannot be built leaves its callers on torch
