@@ -123,3 +123,12 @@ def test_a_kept_kernel_loads_in_a_fresh_process_without_numba_and_a_damaged_one_
     assert run()[2] == "0.5"  # ignored and removed, so the child builds it again
     assert json.loads(records[0].read_text())["sha256"]
     assert run() == ["NativeKernel", "False", "0.5"]
+
+
+def test_machine_code_that_does_not_reproduce_numba_is_not_kept_nor_built_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MERGE_STUDIO_CACHE_DIR", str(tmp_path))
+    name, args = recorded(CALLS["average of 2, bf16"])
+    assert native.wanted(name, args)
+    assert not native.build_and_keep(name, copies(args), "not numba's digest", True)
+    assert native.load_cached(name, args) is None
+    assert not native.wanted(name, args)  # the failure is remembered: no child starts for it again

@@ -182,10 +182,7 @@ def _native_wanted(name: str, args: tuple[Any, ...]) -> bool:
     """Whether the child should also keep this kernel's machine code for loading without numba."""
     from merge_studio.core.kernels import native
 
-    try:
-        return native.enabled() and not native.cached_path(name, native.describe(args)).with_suffix(".json").exists()
-    except (TypeError, ImportError):
-        return False
+    return native.wanted(name, args)
 
 
 def _in_disk_cache(name: str, args: tuple[Any, ...]) -> bool:

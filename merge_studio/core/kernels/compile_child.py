@@ -21,8 +21,9 @@ def main() -> int:
     name, args = pickle.loads(payload)  # noqa: S301 - written by our own parent process
     module, function = name.rsplit(".", 1)
     kernel = getattr(importlib.import_module(f"merge_studio.core.kernels.{module}"), function)
+    wanted = native.wanted(name, args)
     result = kernel(*args)
-    if native.enabled():
+    if wanted:
         try:  # numba's cache is filled whatever happens here
             _, untouched = pickle.loads(payload)  # noqa: S301 - the same bytes, before the call changed them
             native.build_and_keep(name, untouched, native.digest_of(args), result is not None)

@@ -105,6 +105,15 @@ def _build_identity() -> str:
     return digest.hexdigest()
 
 
+def wanted(name: str, args: tuple[Any, ...]) -> bool:
+    """Whether the machine code for these calls should be built: not kept yet, nor failed before."""
+    try:
+        path = cached_path(name, describe(args))
+    except (TypeError, ImportError):
+        return False
+    return enabled() and not path.with_suffix(".json").exists() and not path.with_suffix(".failed").exists()
+
+
 def cached_path(name: str, specs: tuple[Spec, ...]) -> Path:
     key = hashlib.sha256(json.dumps([name, specs, _build_identity()]).encode()).hexdigest()[:32]
     return cache_folder() / f"{name.replace('.', '-')}-{key}"
@@ -296,10 +305,12 @@ def build_and_keep(name: str, args: tuple[Any, ...], expected: str, returns_valu
         [sys.executable, "-m", __name__], input=pickle.dumps((code, record, args)), capture_output=True,
         timeout=120, check=False,
     )
+    path.parent.mkdir(parents=True, exist_ok=True)
     if check.returncode != 0 or check.stdout.decode().strip() != expected:
+        # remembered, so that later merges do not start a child to fail again (numba's path still works)
+        path.with_suffix(".failed").write_text(check.stderr.decode(errors="replace")[-2000:] or "different result")
         log.warning("kernel %s: machine code loaded without numba did not reproduce numba's result", name)
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
     for suffix, data in ((".o", code), (".json", json.dumps(record).encode())):  # the record last: it marks the pair whole
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
             tmp.write(data)
