@@ -324,6 +324,7 @@ def test_a_kernel_still_loading_leaves_the_chunk_to_torch_and_is_ready_soon_afte
 def test_a_background_compile_happens_in_a_child_process_that_fills_the_disk_cache(monkeypatch, tmp_path):
     # LLVM holds the GIL through a compile: done on a thread it froze the window for 150 ms
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))  # the child's cache; this process keeps its own
+    monkeypatch.setenv("MERGE_STUDIO_NATIVE_KERNELS", "0")  # numba's path (kept machine code: test_native_kernels)
     monkeypatch.setattr(kernels, "_in_disk_cache", lambda name, args: False)
     values, base = chunk_inputs(64, 1, torch.bfloat16, seed=5)
 
@@ -343,6 +344,7 @@ def test_a_background_compile_happens_in_a_child_process_that_fills_the_disk_cac
 
 
 def test_a_kernel_already_in_the_disk_cache_starts_no_child(monkeypatch):
+    monkeypatch.setenv("MERGE_STUDIO_NATIVE_KERNELS", "0")  # else the child also keeps the machine code once
     values, base = chunk_inputs(64, 1, torch.bfloat16, seed=6)
 
     def warm(kernel):
