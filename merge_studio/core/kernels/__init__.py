@@ -5,7 +5,8 @@ releases and retakes the GIL, so two workers spend a third of their time waiting
 A kernel compiled with numba does the same arithmetic, in the same order and in float32,
 in one call that holds no GIL, over blocks that stay in the L1 cache, and gives the same
 bytes. Without numba (it is the ``fast`` extra) or with ``MERGE_STUDIO_KERNELS=0`` every
-caller falls back to its torch code; compiled kernels are cached on disk after first use.
+caller falls back to its torch code; compiled kernels are cached on disk after first use, and
+kept as machine code that later processes load without importing numba (:mod:`.native`).
 
 Tensors are handed over as their raw bits: bfloat16 as ``uint16`` (widened to float32 by a
 shift, exactly as torch does) and float32 as ``uint32``; any other dtype is declined.
@@ -110,8 +111,12 @@ def _compiled(
     return None
 
 
-def _warm(name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object]) -> Callable[..., Any]:
-    kernel = _load_native(name, warm)
+def _warm(
+    name: str, key: tuple[Any, ...], warm: Callable[[Callable[..., Any]], object], kernel: Callable[..., Any] | None = None,
+) -> Callable[..., Any]:
+    """Make the kernel ready: ``kernel`` if given, else its kept machine code, else numba's."""
+    if kernel is None:
+        kernel = _load_native(name, warm)
     if kernel is None:
         module, function = name.rsplit(".", 1)
         kernel = getattr(importlib.import_module(f"{__name__}.{module}"), function)
@@ -151,12 +156,14 @@ def _compile_in_child(name: str, warm: Callable[[Callable[..., Any]], object]) -
     LLVM holds the GIL for up to 150 ms at a time while it compiles; in a thread of this process
     that froze the window and the merge workers. Returns whether the child succeeded.
     """
+    from merge_studio.core.kernels import native
+
     if getattr(sys, "frozen", False):  # a bundled app has no interpreter to start
         return False
     args = _recorded_args(warm)
     if args is None:
         return False
-    if _in_disk_cache(name, args) and not _native_wanted(name, args):
+    if _in_disk_cache(name, args) and not native.wanted(name, args):
         return True  # loading machine code is quick: no process to start
     try:
         done = subprocess.run(
@@ -176,13 +183,6 @@ def _recorded_args(warm: Callable[[Callable[..., Any]], object]) -> tuple[Any, .
     except _Recorded:
         pass
     return recorder.args
-
-
-def _native_wanted(name: str, args: tuple[Any, ...]) -> bool:
-    """Whether the child should also keep this kernel's machine code for loading without numba."""
-    from merge_studio.core.kernels import native
-
-    return native.wanted(name, args)
 
 
 def _in_disk_cache(name: str, args: tuple[Any, ...]) -> bool:
@@ -239,12 +239,9 @@ def _warm_quietly(name: str, key: tuple[Any, ...], warm: Callable[[Callable[...,
     try:
         _preload_llvm()
         kernel = _load_native(name, warm)
-        if kernel is not None:
-            warm(kernel)
-            _ready[(name, key)] = kernel
-            return
-        _compile_in_child(name, warm)
-        _warm(name, key, warm)
+        if kernel is None:
+            _compile_in_child(name, warm)
+        _warm(name, key, warm, kernel)
     except Exception:  # noqa: BLE001 - a kernel that cannot be built leaves its callers on torch
         log.warning("compiled kernel %s could not be prepared; merging with torch instead", name, exc_info=True)
 

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +216,7 @@ class NativeKernel:
 
 
 # --- building (in the compile child, with numba) ----------------------------------------------------
-def _entry_source(specs: tuple[Spec, ...], returns_value: bool) -> tuple[str, list[str]]:
+def _entry_source(specs: tuple[Spec, ...], returns_value: bool) -> str:
     """Python source of a C entry point that wraps raw pointers as arrays and calls ``kernel``."""
     params, lines, call = [], [], []
     for i, spec in enumerate(specs):
@@ -238,8 +237,7 @@ def _entry_source(specs: tuple[Spec, ...], returns_value: bool) -> tuple[str, li
         call.append(a)
     arguments = ", ".join(call)
     ending = [f"    return 1 if kernel({arguments}) else 0"] if returns_value else [f"    kernel({arguments})", "    return 0"]
-    source = "\n".join([f"def entry({', '.join(params)}):", *lines, *ending])
-    return source, params
+    return "\n".join([f"def entry({', '.join(params)}):", *lines, *ending])
 
 
 def _numba_types(specs: tuple[Spec, ...]) -> list[Any]:
@@ -271,7 +269,7 @@ def build(name: str, args: tuple[Any, ...], returns_value: bool) -> tuple[bytes,
     module, function = name.rsplit(".", 1)
     kernel = getattr(importlib.import_module(f"merge_studio.core.kernels.{module}"), function)
     specs = describe(args)
-    source, _ = _entry_source(specs, returns_value)
+    source = _entry_source(specs, returns_value)
     namespace: dict[str, Any] = {"carray": carray, "kernel": kernel, "BLOCK": BLOCK}
     exec(compile(source, f"<entry for {name}>", "exec"), namespace)  # noqa: S102 - our own generated wrapper
     compiled = cfunc(types.int64(*_numba_types(specs)), nopython=True, error_model="numpy")(namespace["entry"])
