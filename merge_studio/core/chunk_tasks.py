@@ -255,6 +255,18 @@ class _TensorMerge:
             fused = self._fused(rng, stored, base_stored, stat_values)
             if fused is not None:
                 return fused
+        elif self.fusable and self.planned.numel > 0 and (self.spec.statistics is None or self.stats_on_stored):
+            # a whole tensor (up to a chunk) goes through the compiled pass too, as one chunk
+            flat = [t.reshape(-1) for t in stored]
+            flat_base = base_stored.reshape(-1) if base_stored is not None else None
+            if self.spec.statistics is not None:
+                ctx = TensorContext(**self.ctx_args)
+                stat_values = tuple(self.spec.statistics(t, base_stored, self.params, mp, ctx)
+                                    for t, mp in zip(stored, self.model_params, strict=True))
+            fused = self._fused((0, self.planned.numel), flat, flat_base, stat_values)
+            if fused is not None:
+                return fused
+            stat_values = ()  # the torch path below finds them itself
         tensors = [self.compute(t) for t in stored]
         base_t = self.compute(base_stored) if base_stored is not None else None
         s, e = rng if rng is not None else (0, self.planned.numel)

@@ -232,8 +232,9 @@ def ties_recipe(paths, out) -> Recipe:
                   models=[{"path": str(p), "params": {"density": 0.4, "weight": 0.6 + 0.3 * i}} for i, p in enumerate(paths[1:])])
 
 
-def test_a_ties_merge_writes_the_same_file_with_and_without_the_kernels(make_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", 4096)  # many chunks, the fused path
+@pytest.mark.parametrize("chunk", [4096, 1 << 20])  # many chunks; every tensor whole (one chunk)
+def test_a_ties_merge_writes_the_same_file_with_and_without_the_kernels(make_checkpoint, tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(chunk_tasks, "CHUNK_ELEMENTS", chunk)
     monkeypatch.setattr(sparsify, "BRACKET_MIN", 1024)  # thresholds by the compiled count too
     paths = [make_checkpoint(f"m{i}.safetensors", s) for i, s in enumerate(big_states(3))]
     fused = run_merge(ties_recipe(paths, tmp_path / "fused.safetensors"), threads=2)
