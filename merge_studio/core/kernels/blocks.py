@@ -21,7 +21,7 @@ from numba.extending import intrinsic
 
 from merge_studio.core.kernels import BLOCK  # noqa: F401 - the kernels take it from here
 # Metric sums may be re-associated (they are estimates shown per layer, not output bytes).
-_SUMS = {"reassoc", "nsz", "contract"}
+SUMS = {"reassoc", "nsz", "contract"}
 
 
 @intrinsic
@@ -133,7 +133,7 @@ def store(result: np.ndarray, dest: np.ndarray, out_shift: int, limit: np.float3
     return int(bad)
 
 
-@njit(nogil=True, error_model="numpy", fastmath=_SUMS, cache=True)
+@njit(nogil=True, error_model="numpy", fastmath=SUMS, cache=True)
 def change_sums(result: np.ndarray, reference: np.ndarray, by: np.uint32, metrics: np.ndarray) -> None:
     """Add Σ(result − reference)² and Σ reference² to ``metrics[0]`` and ``metrics[1]``;
     ``reference`` is stored bits (see :func:`stored_float`)."""
@@ -148,15 +148,7 @@ def change_sums(result: np.ndarray, reference: np.ndarray, by: np.uint32, metric
     metrics[1] += np.float64(r2)
 
 
-@njit(nogil=True, error_model="numpy", fastmath=_SUMS, cache=True)
-def abs_sum(x: np.ndarray) -> float:
-    s = np.float32(0.0)
-    for j in range(x.shape[0]):
-        s += abs(x[j])
-    return np.float64(s)
-
-
-@njit(nogil=True, error_model="numpy", fastmath=_SUMS, cache=True)
+@njit(nogil=True, error_model="numpy", fastmath=SUMS, cache=True)
 def plain_sum(x: np.ndarray) -> float:
     s = np.float32(0.0)
     for j in range(x.shape[0]):

@@ -23,9 +23,7 @@ import numpy as np
 from numba import njit
 
 from merge_studio.core.kernels import TIES_SCRATCH_ROWS as SCRATCH_ROWS
-from merge_studio.core.kernels.blocks import BLOCK, change_sums, plain_sum, store, stored_float, widen_into
-
-_SUMS = {"reassoc", "nsz", "contract"}
+from merge_studio.core.kernels.blocks import BLOCK, SUMS, change_sums, plain_sum, store, stored_float, widen_into
 
 
 @njit(nogil=True, error_model="numpy", cache=True)
@@ -46,7 +44,7 @@ def dropped_delta_into(row, source, base_f, by, keep, density, edge, w):
         row[j] = (zero if abs(d) <= edge else d) * w
 
 
-@njit(nogil=True, error_model="numpy", fastmath=_SUMS, cache=True)
+@njit(nogil=True, error_model="numpy", fastmath=SUMS, cache=True)
 def delta_abs_sum(source, base_f, by):
     """Σ|θ − base| over a block (a metric: re-associated)."""
     s = np.float32(0.0)
