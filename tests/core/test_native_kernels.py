@@ -132,3 +132,13 @@ def test_machine_code_that_does_not_reproduce_numba_is_not_kept_nor_built_again(
     assert not native.build_and_keep(name, copies(args), "not numba's digest", True)
     assert native.load_cached(name, args) is None
     assert not native.wanted(name, args)  # the failure is remembered: no child starts for it again
+
+
+def test_machine_code_refuses_arguments_it_was_not_built_for():
+    name, args = recorded(CALLS["average of 2, bf16"])
+    code, symbol, unresolved = native.build(name, copies(args), True)
+    loaded = native.load(code, symbol, unresolved, list(native.describe(args)))
+    wrong = list(copies(args))
+    wrong[0] = tuple(a.astype(np.float32) for a in wrong[0])  # float32 where bfloat16 bits were expected
+    with pytest.raises(TypeError, match="built for"):
+        loaded(*wrong)

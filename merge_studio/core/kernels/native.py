@@ -194,12 +194,14 @@ class NativeKernel:
                 argtypes += [ctypes.c_void_p, ctypes.c_void_p]  # table of data pointers, table of lengths
             else:
                 argtypes.append(_SCALARS[spec[0]])
-        self._specs = specs
+        self._specs = tuple(specs)
         self._function = ctypes.CFUNCTYPE(ctypes.c_int64, *argtypes)(address)  # releases the GIL while it runs
 
     def __call__(self, *args: Any) -> bool:
         import numpy as np
 
+        if describe(args) != self._specs:  # machine code reads memory as it was built to: never guess
+            raise TypeError(f"kernel built for {self._specs}, called with {describe(args)}")
         flat: list[Any] = []
         keep: list[Any] = []  # pointer tables live until the call returns
         for spec, a in zip(self._specs, args, strict=True):
