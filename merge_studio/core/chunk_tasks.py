@@ -259,14 +259,11 @@ class _TensorMerge:
             # a whole tensor (up to a chunk) goes through the compiled pass too, as one chunk
             flat = [t.reshape(-1) for t in stored]
             flat_base = base_stored.reshape(-1) if base_stored is not None else None
-            if self.spec.statistics is not None:
-                ctx = TensorContext(**self.ctx_args)
-                stat_values = tuple(self.spec.statistics(t, base_stored, self.params, mp, ctx)
-                                    for t, mp in zip(stored, self.model_params, strict=True))
+            if self.spec.statistics is not None:  # from the inputs as stored: the same numbers
+                stat_values = self._whole_statistics(stored, base_stored)
             fused = self._fused((0, self.planned.numel), flat, flat_base, stat_values)
             if fused is not None:
                 return fused
-            stat_values = ()  # the torch path below finds them itself
         tensors = [self.compute(t) for t in stored]
         base_t = self.compute(base_stored) if base_stored is not None else None
         s, e = rng if rng is not None else (0, self.planned.numel)
@@ -290,17 +287,21 @@ class _TensorMerge:
         metrics = dict(ctx.metrics) if sampled else {}
         return ChunkOutcome(self.name, s, e, [m.reshape(-1) for m in merged], (e - s) * self.bytes_per_element, metrics)
 
+    def _whole_statistics(self, tensors: list[torch.Tensor], base: torch.Tensor | None) -> tuple[Any, ...]:
+        """Each model's statistic of a tensor merged whole (computed with the chunk, not in side tasks)."""
+        return tuple(
+            self.spec.statistics(t, base, self.params, mp, TensorContext(**self.ctx_args))  # type: ignore[misc]
+            for t, mp in zip(tensors, self.model_params, strict=True)
+        )
+
     def _merge_piece(
         self, rng: tuple[int, int] | None, tensors: list[torch.Tensor], base_t: torch.Tensor | None,
         stat_values: tuple[Any, ...], sampled: bool,
     ) -> tuple[list[torch.Tensor], dict[str, float]]:
         """Apply the method to the converted inputs, check the result and measure the change."""
         spec, name, planned = self.spec, self.name, self.planned
-        if spec.statistics is not None and self.whole:
-            stat_values = tuple(
-                spec.statistics(t, base_t, self.params, mp, TensorContext(**self.ctx_args))
-                for t, mp in zip(tensors, self.model_params, strict=True)
-            )
+        if spec.statistics is not None and self.whole and not stat_values:
+            stat_values = self._whole_statistics(tensors, base_t)
         ctx = TensorContext(**self.ctx_args, chunk=rng, stats=stat_values, wants_metrics=sampled)
         result = spec.merge(tensors, base_t, self.params, self.model_params, ctx)
         merged = result if isinstance(result, list) else [result]
